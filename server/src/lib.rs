@@ -1,0 +1,1 @@
+//! pie-ls library.
