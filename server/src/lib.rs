@@ -1,1 +1,9 @@
-//! pie-ls library.
+//! pie-ls: a local AI language server that keeps a code LLM's KV cache in step with the file (PIE).
+//!
+//! See `docs/ARCHITECTURE.md` for the bird's-eye view and the code map.
+
+pub mod bench;
+pub mod config;
+pub mod document;
+pub mod lsp;
+pub mod syntax;

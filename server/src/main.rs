@@ -1,1 +1,71 @@
-fn main() {}
+//! The `pie-ls` command line: `serve` (the default) speaks LSP on stdio; the other subcommands manage models and
+//! run benchmarks. This file only parses arguments and dispatches.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+#[global_allocator]
+static ALLOCATOR: pie_ls::bench::alloc::CountingAllocator = pie_ls::bench::alloc::CountingAllocator;
+
+#[derive(Parser)]
+#[command(name = "pie-ls", version, about = "A local AI language server with position-corrected KV-cache reuse (PIE)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Write logs to this file instead of stderr (stdout is reserved for LSP).
+    #[arg(long, global = true)]
+    log_file: Option<PathBuf>,
+    /// Log filter in `RUST_LOG` syntax (e.g. `info`, `pie_ls=debug`); `RUST_LOG` is used when absent.
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve LSP on stdin/stdout (the default).
+    Serve,
+    /// Benchmarks that print figures.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Per-keystroke cost of the document store and memory per open document.
+    Keystroke(pie_ls::bench::keystroke::KeystrokeArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(cli.log_file.as_deref(), cli.log_level.as_deref())?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(pie_ls::lsp::serve_stdio());
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Keystroke(args)) => pie_ls::bench::keystroke::run(args),
+    }
+}
+
+fn init_logging(log_file: Option<&std::path::Path>, level: Option<&str>) -> anyhow::Result<()> {
+    let filter = match level {
+        Some(level) => EnvFilter::try_new(level)?,
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match log_file {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|err| anyhow::anyhow!("cannot open log file {}: {err}", path.display()))?;
+            builder.with_ansi(false).with_writer(std::sync::Mutex::new(file)).init();
+        }
+        None => builder.with_writer(std::io::stderr).init(),
+    }
+    Ok(())
+}

@@ -1,0 +1,75 @@
+//! Server settings, from `initializationOptions` and `workspace/didChangeConfiguration`.
+//!
+//! Every field has a default, unknown fields are ignored (editors send their whole settings section), and a
+//! setting of the wrong type is reported and leaves the previous configuration in force.
+
+use serde::{Deserialize, Serialize};
+
+use crate::document::DocumentLimits;
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Config {
+    pub model: ModelConfig,
+    pub documents: DocumentConfig,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ModelConfig {
+    /// A GGUF path or `hf:owner/repo/file.gguf`. Falls back to `PIE_LS_MODEL`, then the default model.
+    pub path: Option<String>,
+    /// CPU threads for inference (default: all cores).
+    pub threads: Option<usize>,
+    /// KV-cache size per warm document, in tokens.
+    pub context_length: Option<u32>,
+    /// Tokens per decode batch.
+    pub batch_size: Option<u32>,
+    /// How many documents keep a warm KV cache (least recently used ones are dropped first).
+    pub max_warm_documents: Option<usize>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct DocumentConfig {
+    /// Documents larger than this keep their text but get no syntax tree.
+    pub max_parse_bytes: usize,
+}
+
+impl Default for DocumentConfig {
+    fn default() -> Self {
+        DocumentConfig { max_parse_bytes: DocumentLimits::default().max_parse_bytes }
+    }
+}
+
+impl Config {
+    /// Reads settings sent by a client. Accepts the settings object itself or one nested under `pie-ls` / `pieLs`
+    /// (what VS Code sends for a `pie-ls.*` settings section).
+    pub fn from_client_value(value: &serde_json::Value) -> Result<Config, serde_json::Error> {
+        let section = ["pie-ls", "pieLs", "pie_ls"].iter().find_map(|key| value.get(key)).unwrap_or(value);
+        if section.is_null() {
+            return Ok(Config::default());
+        }
+        serde_json::from_value(section.clone())
+    }
+
+    pub fn document_limits(&self) -> DocumentLimits {
+        DocumentLimits { max_parse_bytes: self.documents.max_parse_bytes }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn nested_and_flat_settings_are_read_and_unknown_keys_ignored() {
+        let flat = Config::from_client_value(&json!({"model": {"threads": 3}, "other": 1})).unwrap();
+        assert_eq!(flat.model.threads, Some(3));
+        let nested = Config::from_client_value(&json!({"pie-ls": {"documents": {"maxParseBytes": 7}}})).unwrap();
+        assert_eq!(nested.documents.max_parse_bytes, 7);
+        assert_eq!(Config::from_client_value(&serde_json::Value::Null).unwrap(), Config::default());
+        assert!(Config::from_client_value(&json!({"model": {"threads": "many"}})).is_err());
+    }
+}

@@ -1,0 +1,34 @@
+//! pie-ls extensions to LSP (`pie/*` methods). Documented for users in `docs/lsp-extensions.md`; keep the two in
+//! step.
+
+use serde::{Deserialize, Serialize};
+use tower_lsp::lsp_types::TextDocumentIdentifier;
+
+/// Request `pie/documentState`: what the server believes a document is.
+pub const DOCUMENT_STATE: &str = "pie/documentState";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DocumentStateParams {
+    pub text_document: TextDocumentIdentifier,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DocumentState {
+    pub uri: String,
+    pub version: i32,
+    pub text: String,
+    /// Lines as LSP counts them (`\n`, `\r\n` and `\r` end a line; a trailing terminator starts an empty line).
+    pub line_count: usize,
+    pub language_id: String,
+    /// ERROR and MISSING nodes in the tree; `null` when the document has no tree (unknown language, binary
+    /// content, or larger than `documents.maxParseBytes`).
+    pub syntax_errors: Option<usize>,
+    /// Wall time of the last (re-)parse in milliseconds; `null` without a tree.
+    pub parse_ms: Option<f64>,
+    /// The tree-sitter language in use, `null` when none.
+    pub syntax_language: Option<String>,
+    /// True when the text holds NUL bytes: stored, never parsed nor sent to a model.
+    pub binary: bool,
+}

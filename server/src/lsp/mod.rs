@@ -1,0 +1,32 @@
+//! The LSP layer: the only code that knows about `tower_lsp`, `lsp_types` and JSON-RPC.
+//!
+//! Architecture invariants:
+//! - Every handler that changes a document does so synchronously, before its first `.await`. tower-lsp polls
+//!   handler futures for the first time in arrival order, so edits apply in the order the client sent them
+//!   (the random-edit property test in `tests/` is what proves it).
+//! - A bad message never takes the server down: requests get a JSON-RPC error, notifications a
+//!   `window/logMessage`, and the document state stays as it was.
+
+mod convert;
+mod ext;
+mod guard;
+mod server;
+
+pub use ext::{DocumentState, DocumentStateParams};
+
+use tower_lsp::{LspService, Server};
+
+/// Serves LSP on stdin/stdout until the client sends `exit` or closes the stream.
+pub async fn serve_stdio() {
+    let mut client_slot = None;
+    let (service, socket) = LspService::build(|client| {
+        client_slot = Some(client.clone());
+        server::Backend::new(client)
+    })
+    .custom_method(ext::DOCUMENT_STATE, server::Backend::document_state)
+    .finish();
+    let client = client_slot.expect("LspService::build calls its init closure");
+    let service = guard::Guard::new(service, client);
+    // The default of 4 in-flight handlers would let slow requests hold up edits; edits are cheap and ordered.
+    Server::new(tokio::io::stdin(), tokio::io::stdout(), socket).concurrency_level(64).serve(service).await;
+}
