@@ -1,1 +1,509 @@
-//! Harness.
+//! The headless harness: spawns the real `pie-ls` binary and speaks JSON-RPC over its stdio.
+//!
+//! ```no_run
+//! use pie_ls_harness::{LspClient, range_change};
+//! let mut lsp = LspClient::builder().encoding("utf-8").spawn().unwrap();
+//! lsp.open("file:///a.py", "python", "x = 1\n");
+//! lsp.change("file:///a.py", 2, vec![range_change((0, 0), (0, 1), "y")]);
+//! assert_eq!(lsp.document_state("file:///a.py").unwrap()["text"], "y = 1\n");
+//! ```
+//!
+//! Server-to-client requests (`window/workDoneProgress/create`, `workspace/configuration`, ...) are answered
+//! automatically and recorded; notifications are queued until a test takes them. Every wait has a timeout, so a
+//! hung server fails the test instead of hanging it.
+
+pub mod trace;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::{json, Value};
+
+/// The default time a request may take before the harness gives up on it.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A JSON-RPC error response.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RpcError {
+    pub code: i64,
+    pub message: String,
+    pub data: Option<Value>,
+}
+
+impl std::fmt::Display for RpcError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "JSON-RPC error {}: {}", self.code, self.message)
+    }
+}
+impl std::error::Error for RpcError {}
+
+/// Path of the `pie-ls` binary: `$PIE_LS_BIN`, else next to the running test executable's `deps/` folder.
+pub fn server_binary() -> Result<PathBuf> {
+    if let Ok(path) = std::env::var("PIE_LS_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe()?;
+    let mut dir = exe.parent().context("test executable has no parent dir")?.to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let candidate = dir.join(format!("pie-ls{}", std::env::consts::EXE_SUFFIX));
+    if candidate.exists() {
+        Ok(candidate)
+    } else {
+        bail!("{} not found: build it first (`cargo build --release -p pie-ls`) or set PIE_LS_BIN", candidate.display())
+    }
+}
+
+pub struct LspBuilder {
+    encodings: Vec<String>,
+    init_options: Option<Value>,
+    env: Vec<(String, String)>,
+    args: Vec<String>,
+    capabilities: Value,
+    initialize: bool,
+}
+
+impl LspBuilder {
+    /// Offer one position encoding (call several times to offer several, in order of preference).
+    pub fn encoding(mut self, name: &str) -> Self {
+        self.encodings.push(name.to_owned());
+        self
+    }
+    pub fn init_options(mut self, options: Value) -> Self {
+        self.init_options = Some(options);
+        self
+    }
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.args.push(arg.to_owned());
+        self
+    }
+    /// Extra client capabilities, merged into the defaults.
+    pub fn capabilities(mut self, caps: Value) -> Self {
+        merge(&mut self.capabilities, caps);
+        self
+    }
+    /// Spawn without sending `initialize` (for tests of the handshake itself).
+    pub fn uninitialized(mut self) -> Self {
+        self.initialize = false;
+        self
+    }
+
+    pub fn spawn(self) -> Result<LspClient> {
+        let bin = server_binary()?;
+        let mut cmd = Command::new(&bin);
+        cmd.args(&self.args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        for (key, value) in &self.env {
+            cmd.env(key, value);
+        }
+        let mut child = cmd.spawn().with_context(|| format!("spawning {}", bin.display()))?;
+        let stdin = Arc::new(Mutex::new(child.stdin.take().context("no stdin")?));
+        let stdout = child.stdout.take().context("no stdout")?;
+        let stderr = child.stderr.take().context("no stderr")?;
+        let stderr_log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        {
+            let stdin = Arc::clone(&stdin);
+            let server_requests = Arc::new(Mutex::new(Vec::new()));
+            let recorded = Arc::clone(&server_requests);
+            thread::spawn(move || read_messages(stdout, stdin, tx, recorded));
+        }
+        {
+            let log = Arc::clone(&stderr_log);
+            thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    let mut log = log.lock().unwrap();
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            });
+        }
+        let mut client = LspClient {
+            child,
+            stdin,
+            incoming: rx,
+            next_id: 1,
+            notifications: Vec::new(),
+            stderr_log,
+            versions: Default::default(),
+            initialize_result: Value::Null,
+        };
+        if self.initialize {
+            let mut caps = json!({
+                "general": { "positionEncodings": if self.encodings.is_empty() { vec!["utf-16".to_owned()] } else { self.encodings.clone() } },
+                "window": { "workDoneProgress": true },
+                "textDocument": { "synchronization": { "didSave": true } }
+            });
+            merge(&mut caps, self.capabilities);
+            let mut params = json!({ "processId": std::process::id(), "rootUri": null, "capabilities": caps });
+            if let Some(options) = self.init_options {
+                params["initializationOptions"] = options;
+            }
+            client.initialize_result = client.request("initialize", params).map_err(|e| anyhow!("initialize: {e}"))?;
+            client.notify("initialized", json!({}));
+        }
+        Ok(client)
+    }
+}
+
+fn merge(base: &mut Value, extra: Value) {
+    match (base, extra) {
+        (Value::Object(base), Value::Object(extra)) => {
+            for (key, value) in extra {
+                merge(base.entry(key).or_insert(Value::Null), value);
+            }
+        }
+        (base, extra) => *base = extra,
+    }
+}
+
+/// A running server and the client side of its connection.
+pub struct LspClient {
+    child: Child,
+    stdin: Arc<Mutex<ChildStdin>>,
+    incoming: Receiver<Value>,
+    next_id: i64,
+    notifications: Vec<Value>,
+    stderr_log: Arc<Mutex<String>>,
+    versions: std::collections::HashMap<String, i32>,
+    initialize_result: Value,
+}
+
+impl LspClient {
+    pub fn builder() -> LspBuilder {
+        LspBuilder {
+            encodings: Vec::new(),
+            init_options: None,
+            env: Vec::new(),
+            args: Vec::new(),
+            capabilities: json!({}),
+            initialize: true,
+        }
+    }
+
+    /// Spawns and initializes a server with default settings (UTF-16).
+    pub fn start() -> Result<LspClient> {
+        Self::builder().spawn()
+    }
+
+    /// The result of `initialize` (capabilities, negotiated encoding).
+    pub fn initialize_result(&self) -> &Value {
+        &self.initialize_result
+    }
+
+    /// Sends a request and waits for its response; notifications that arrive meanwhile are queued.
+    pub fn request(&mut self, method: &str, params: Value) -> std::result::Result<Value, RpcError> {
+        self.request_with_timeout(method, params, DEFAULT_TIMEOUT)
+    }
+
+    pub fn request_with_timeout(
+        &mut self,
+        method: &str,
+        params: Value,
+        timeout: Duration,
+    ) -> std::result::Result<Value, RpcError> {
+        let id = self.send_request(method, params);
+        self.wait_response(id, timeout)
+    }
+
+    /// Sends a request without waiting; returns its id (pair with `wait_response` or `cancel`).
+    pub fn send_request(&mut self, method: &str, params: Value) -> i64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.send(&json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params }));
+        id
+    }
+
+    /// Sends `$/cancelRequest` for `id`.
+    pub fn cancel(&mut self, id: i64) {
+        self.notify("$/cancelRequest", json!({ "id": id }));
+    }
+
+    pub fn wait_response(&mut self, id: i64, timeout: Duration) -> std::result::Result<Value, RpcError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let msg = self.next_message(deadline).map_err(|e| RpcError {
+                code: -1,
+                message: format!("no response to request {id}: {e}; server stderr:\n{}", self.stderr_tail()),
+                data: None,
+            })?;
+            if msg.get("method").is_none() && msg.get("id") == Some(&json!(id)) {
+                if let Some(err) = msg.get("error") {
+                    return Err(RpcError {
+                        code: err["code"].as_i64().unwrap_or(0),
+                        message: err["message"].as_str().unwrap_or_default().to_owned(),
+                        data: err.get("data").cloned(),
+                    });
+                }
+                return Ok(msg.get("result").cloned().unwrap_or(Value::Null));
+            }
+            self.stash(msg);
+        }
+    }
+
+    /// Waits for any response (e.g. to a raw malformed message whose id is null).
+    pub fn wait_any_response(&mut self, timeout: Duration) -> Result<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let msg = self.next_message(deadline)?;
+            if msg.get("method").is_none() {
+                return Ok(msg);
+            }
+            self.stash(msg);
+        }
+    }
+
+    pub fn notify(&mut self, method: &str, params: Value) {
+        self.send(&json!({ "jsonrpc": "2.0", "method": method, "params": params }));
+    }
+
+    /// Writes a framed message as is.
+    pub fn send(&mut self, msg: &Value) {
+        let body = serde_json::to_vec(msg).expect("serializable");
+        self.send_raw_body(&body);
+    }
+
+    /// Frames and writes arbitrary bytes as a message body (for malformed-input tests).
+    pub fn send_raw_body(&mut self, body: &[u8]) {
+        let mut frame = format!("Content-Length: {}\r\n\r\n", body.len()).into_bytes();
+        frame.extend_from_slice(body);
+        self.send_raw(&frame);
+    }
+
+    /// Writes bytes to the server's stdin with no framing at all.
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        let mut stdin = self.stdin.lock().unwrap();
+        // A write error means the server died; the next wait reports it with the server's stderr.
+        let _ = stdin.write_all(bytes).and_then(|_| stdin.flush());
+    }
+
+    /// Opens a document at version 1.
+    pub fn open(&mut self, uri: &str, language_id: &str, text: &str) {
+        self.open_version(uri, language_id, 1, text);
+    }
+
+    pub fn open_version(&mut self, uri: &str, language_id: &str, version: i32, text: &str) {
+        self.versions.insert(uri.to_owned(), version);
+        self.notify(
+            "textDocument/didOpen",
+            json!({ "textDocument": { "uri": uri, "languageId": language_id, "version": version, "text": text } }),
+        );
+    }
+
+    /// Sends `didChange` with an explicit version.
+    pub fn change(&mut self, uri: &str, version: i32, changes: Vec<Value>) {
+        self.versions.insert(uri.to_owned(), version);
+        self.notify(
+            "textDocument/didChange",
+            json!({ "textDocument": { "uri": uri, "version": version }, "contentChanges": changes }),
+        );
+    }
+
+    /// Sends `didChange` with the next version after the last one this client sent; returns that version.
+    pub fn edit(&mut self, uri: &str, changes: Vec<Value>) -> i32 {
+        let version = self.versions.get(uri).copied().unwrap_or(0) + 1;
+        self.change(uri, version, changes);
+        version
+    }
+
+    pub fn close(&mut self, uri: &str) {
+        self.notify("textDocument/didClose", json!({ "textDocument": { "uri": uri } }));
+    }
+
+    /// `pie/documentState`.
+    pub fn document_state(&mut self, uri: &str) -> std::result::Result<Value, RpcError> {
+        self.request("pie/documentState", json!({ "textDocument": { "uri": uri } }))
+    }
+
+    /// The text the server holds for `uri`.
+    pub fn text(&mut self, uri: &str) -> Result<String> {
+        let state = self.document_state(uri)?;
+        state["text"].as_str().map(str::to_owned).context("documentState without text")
+    }
+
+    /// Waits for a notification with this method (including ones already queued) and removes it from the queue.
+    pub fn wait_notification(&mut self, method: &str, timeout: Duration) -> Result<Value> {
+        if let Some(idx) = self.notifications.iter().position(|n| n["method"] == method) {
+            return Ok(self.notifications.remove(idx)["params"].clone());
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let msg = self.next_message(deadline).with_context(|| format!("waiting for {method}"))?;
+            if msg["method"] == method && msg.get("id").is_none() {
+                return Ok(msg["params"].clone());
+            }
+            self.stash(msg);
+        }
+    }
+
+    /// Waits until a `window/logMessage` containing `needle` arrives and returns its text.
+    pub fn wait_log_containing(&mut self, needle: &str, timeout: Duration) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(idx) = self.notifications.iter().position(|n| {
+                n["method"] == "window/logMessage" && n["params"]["message"].as_str().is_some_and(|m| m.contains(needle))
+            }) {
+                let msg = self.notifications.remove(idx);
+                return Ok(msg["params"]["message"].as_str().unwrap_or_default().to_owned());
+            }
+            let msg = self.next_message(deadline).with_context(|| format!("waiting for a log message with {needle:?}"))?;
+            self.stash(msg);
+        }
+    }
+
+    /// Takes every queued notification with this method.
+    pub fn take_notifications(&mut self, method: &str) -> Vec<Value> {
+        let (taken, kept) = std::mem::take(&mut self.notifications).into_iter().partition(|n| n["method"] == method);
+        self.notifications = kept;
+        taken.into_iter().map(|n| n["params"].clone()).collect()
+    }
+
+    /// Drains what the server has sent so far without blocking.
+    pub fn pump(&mut self) {
+        while let Ok(msg) = self.incoming.try_recv() {
+            self.stash(msg);
+        }
+    }
+
+    /// The server's stderr so far (its logs).
+    pub fn stderr(&self) -> String {
+        self.stderr_log.lock().unwrap().clone()
+    }
+
+    fn stderr_tail(&self) -> String {
+        let log = self.stderr();
+        let start = log.len().saturating_sub(4000);
+        let start = (start..log.len()).find(|i| log.is_char_boundary(*i)).unwrap_or(log.len());
+        log[start..].to_owned()
+    }
+
+    pub fn is_alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// `shutdown` then `exit`; returns the exit status (the server must exit within 10 s).
+    pub fn shutdown(mut self) -> Result<ExitStatus> {
+        self.request_with_timeout("shutdown", Value::Null, Duration::from_secs(30)).map_err(|e| anyhow!("{e}"))?;
+        self.notify("exit", Value::Null);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        bail!("server did not exit within 10 s of `exit`")
+    }
+
+    fn stash(&mut self, msg: Value) {
+        if msg.get("method").is_some() && msg.get("id").is_none() {
+            self.notifications.push(msg);
+        }
+    }
+
+    fn next_message(&mut self, deadline: Instant) -> Result<Value> {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        match self.incoming.recv_timeout(wait) {
+            Ok(msg) => Ok(msg),
+            Err(RecvTimeoutError::Timeout) => bail!("timed out"),
+            Err(RecvTimeoutError::Disconnected) => {
+                let status = self.child.try_wait().ok().flatten();
+                bail!("server closed its stdout (exit status {status:?}); stderr:\n{}", self.stderr_tail())
+            }
+        }
+    }
+}
+
+impl Drop for LspClient {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Reads framed messages; answers server-to-client requests so the server never waits on us.
+fn read_messages(
+    stdout: impl Read,
+    stdin: Arc<Mutex<ChildStdin>>,
+    tx: mpsc::Sender<Value>,
+    server_requests: Arc<Mutex<Vec<Value>>>,
+) {
+    let mut reader = BufReader::new(stdout);
+    loop {
+        let mut content_length = None;
+        loop {
+            let mut line = String::new();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some(len) = line.strip_prefix("Content-Length:") {
+                content_length = len.trim().parse::<usize>().ok();
+            }
+        }
+        let Some(len) = content_length else { return };
+        let mut body = vec![0; len];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let Ok(msg) = serde_json::from_slice::<Value>(&body) else { continue };
+        if let (Some(id), Some(method)) = (msg.get("id"), msg.get("method").and_then(Value::as_str)) {
+            let result = match method {
+                "workspace/configuration" => {
+                    let items = msg["params"]["items"].as_array().map(Vec::len).unwrap_or(0);
+                    Value::Array(vec![Value::Null; items])
+                }
+                _ => Value::Null,
+            };
+            let reply = serde_json::to_vec(&json!({ "jsonrpc": "2.0", "id": id, "result": result })).unwrap();
+            let mut stdin = stdin.lock().unwrap();
+            let _ = write!(stdin, "Content-Length: {}\r\n\r\n", reply.len());
+            let _ = stdin.write_all(&reply);
+            let _ = stdin.flush();
+            server_requests.lock().unwrap().push(msg.clone());
+        }
+        if tx.send(msg).is_err() {
+            return;
+        }
+    }
+}
+
+/// A ranged content change, positions as `(line, character)`.
+pub fn range_change(start: (u32, u32), end: (u32, u32), text: &str) -> Value {
+    json!({
+        "range": {
+            "start": { "line": start.0, "character": start.1 },
+            "end": { "line": end.0, "character": end.1 }
+        },
+        "text": text
+    })
+}
+
+/// A whole-document content change.
+pub fn full_change(text: &str) -> Value {
+    json!({ "text": text })
+}
+
+/// True when every key of `expected` is in `actual` with an equal (recursively subset-matching) value.
+pub fn json_subset(expected: &Value, actual: &Value) -> bool {
+    match (expected, actual) {
+        (Value::Object(e), Value::Object(a)) => e.iter().all(|(k, v)| a.get(k).is_some_and(|av| json_subset(v, av))),
+        (e, a) => e == a,
+    }
+}

@@ -32,3 +32,15 @@ pub struct DocumentState {
     /// True when the text holds NUL bytes: stored, never parsed nor sent to a model.
     pub binary: bool,
 }
+
+/// Request `pie/syntaxTree`, params as `pie/documentState`: the document's tree as an S-expression (`null`
+/// without a tree). For debugging and for tests that compare the incremental tree with a fresh parse.
+pub const SYNTAX_TREE: &str = "pie/syntaxTree";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SyntaxTreeResult {
+    pub uri: String,
+    pub version: i32,
+    pub sexp: Option<String>,
+}

@@ -12,7 +12,7 @@ mod ext;
 mod guard;
 mod server;
 
-pub use ext::{DocumentState, DocumentStateParams};
+pub use ext::{DocumentState, DocumentStateParams, SyntaxTreeResult};
 
 use tower_lsp::{LspService, Server};
 
@@ -24,6 +24,7 @@ pub async fn serve_stdio() {
         server::Backend::new(client)
     })
     .custom_method(ext::DOCUMENT_STATE, server::Backend::document_state)
+    .custom_method(ext::SYNTAX_TREE, server::Backend::syntax_tree)
     .finish();
     let client = client_slot.expect("LspService::build calls its init closure");
     let service = guard::Guard::new(service, client);

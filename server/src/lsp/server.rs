@@ -10,7 +10,7 @@ use tower_lsp::lsp_types::*;
 use tower_lsp::{Client, LanguageServer};
 
 use super::convert;
-use super::ext::{DocumentState, DocumentStateParams};
+use super::ext::{DocumentState, DocumentStateParams, SyntaxTreeResult};
 use crate::config::Config;
 use crate::document::{DocumentStore, PositionEncoding, StoreError};
 use crate::syntax::count_syntax_errors;
@@ -71,6 +71,15 @@ impl Backend {
             syntax_language: syntax.map(|it| it.language().id().to_owned()),
             binary: doc.is_binary(),
         })
+    }
+
+    /// `pie/syntaxTree`: the tree as an S-expression.
+    pub async fn syntax_tree(&self, params: DocumentStateParams) -> Result<SyntaxTreeResult> {
+        let uri = params.text_document.uri.to_string();
+        let docs = self.docs();
+        let doc = docs.get(&uri).map_err(invalid_params)?;
+        let sexp = doc.syntax().map(|it| it.tree().root_node().to_sexp());
+        Ok(SyntaxTreeResult { uri, version: doc.version(), sexp })
     }
 }
 
