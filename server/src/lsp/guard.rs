@@ -17,11 +17,12 @@ use tower_service::Service;
 pub struct Guard<S> {
     inner: S,
     client: Client,
+    shutdown_requested: bool,
 }
 
 impl<S> Guard<S> {
     pub fn new(inner: S, client: Client) -> Guard<S> {
-        Guard { inner, client }
+        Guard { inner, client, shutdown_requested: false }
     }
 }
 
@@ -41,6 +42,20 @@ where
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
+        match req.method() {
+            "shutdown" => self.shutdown_requested = true,
+            // tower-lsp only stops reading after `exit` once stdin closes; the spec wants the process to end now,
+            // with status 0 after a `shutdown` request and 1 without one.
+            "exit" => {
+                let code = if self.shutdown_requested { 0 } else { 1 };
+                tracing::info!("exit (status {code})");
+                return Box::pin(async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    std::process::exit(code)
+                });
+            }
+            _ => {}
+        }
         if req.id().is_none() {
             if let Some(problem) = check_notification(req.method(), req.params()) {
                 tracing::warn!("{problem}");
@@ -71,7 +86,7 @@ fn check_notification(method: &str, params: Option<&serde_json::Value>) -> Optio
         "textDocument/didClose" => parses::<lsp::DidCloseTextDocumentParams>(method, params),
         "textDocument/didSave" => parses::<lsp::DidSaveTextDocumentParams>(method, params),
         "workspace/didChangeConfiguration" => parses::<lsp::DidChangeConfigurationParams>(method, params),
-        "initialized" | "exit" | "textDocument/willSave" | "workspace/didChangeWatchedFiles"
+        "initialized" | "textDocument/willSave" | "workspace/didChangeWatchedFiles"
         | "workspace/didChangeWorkspaceFolders" | "window/workDoneProgress/cancel" => None,
         other if other.starts_with("$/") => None,
         other => Some(format!("unknown notification {other:?} ignored")),

@@ -11,6 +11,7 @@ mod convert;
 mod ext;
 mod guard;
 mod server;
+mod transport;
 
 pub use ext::{DocumentState, DocumentStateParams, SyntaxTreeResult};
 
@@ -29,5 +30,6 @@ pub async fn serve_stdio() {
     let client = client_slot.expect("LspService::build calls its init closure");
     let service = guard::Guard::new(service, client);
     // The default of 4 in-flight handlers would let slow requests hold up edits; edits are cheap and ordered.
-    Server::new(tokio::io::stdin(), tokio::io::stdout(), socket).concurrency_level(64).serve(service).await;
+    let (input, output) = transport::validated_stdio(tokio::io::stdin(), tokio::io::stdout());
+    Server::new(input, output, socket).concurrency_level(64).serve(service).await;
 }
