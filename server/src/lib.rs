@@ -5,5 +5,6 @@
 pub mod bench;
 pub mod config;
 pub mod document;
+pub mod features;
 pub mod lsp;
 pub mod syntax;

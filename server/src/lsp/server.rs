@@ -124,10 +124,27 @@ impl LanguageServer for Backend {
                     save: Some(TextDocumentSyncSaveOptions::Supported(true)),
                     ..Default::default()
                 })),
+                code_action_provider: Some(CodeActionProviderCapability::Options(CodeActionOptions {
+                    code_action_kinds: Some(vec![CodeActionKind::new(super::code_action::EXTRACT_FUNCTION_KIND)]),
+                    resolve_provider: Some(true),
+                    work_done_progress_options: Default::default(),
+                })),
                 experimental: Some(serde_json::json!({ "pieDocumentState": true })),
                 ..Default::default()
             },
         })
+    }
+
+    async fn code_action(&self, params: CodeActionParams) -> Result<Option<CodeActionResponse>> {
+        let snapshot = super::code_action::snapshot(&self.docs(), &params.text_document.uri, self.encoding())?;
+        super::code_action::code_actions(&snapshot, &params)
+    }
+
+    async fn code_action_resolve(&self, action: CodeAction) -> Result<CodeAction> {
+        let uri = super::code_action::resolve_uri(&action)?;
+        let snapshot = super::code_action::snapshot(&self.docs(), &uri, self.encoding())?;
+        // No model yet: the deterministic name. Wire a `features::extract::NameSuggester` here (it blocks).
+        super::code_action::resolve(action, &snapshot, None, None)
     }
 
     async fn shutdown(&self) -> Result<()> {
