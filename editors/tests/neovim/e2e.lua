@@ -163,7 +163,7 @@ case("completion: <C-Space> in insert mode shows the server's items, <C-y> inser
     rpc("nvim_command", "edit! shop.py")
     synced()
     keys("Go<CR>def discount(price):<CR>return price<C-Space>")
-    local items = wait_for("the completion menu", 30000, function()
+    local items = wait_for("the completion menu", 60000, function()
       local info = lua("return vim.fn.complete_info({ 'pum_visible', 'items' })")
       return info.pum_visible == 1 and #info.items > 0 and info.items
     end)
@@ -184,7 +184,7 @@ case("ghost text: typing shows the model's inline completion, <Tab> accepts it",
     keys("Go<CR>def shipping_cost(weight):<CR>")
     local ns = lua([[return vim.lsp.inline_completion and vim.api.nvim_get_namespaces()["nvim.lsp.inline_completion"]
       or require("pie-ls.ghost").ns]])
-    local ghost = wait_for("ghost text (an extmark with virtual text)", 30000, function()
+    local ghost = wait_for("ghost text (an extmark with virtual text)", 60000, function()
       local marks = lua("return vim.api.nvim_buf_get_extmarks(0, ..., 0, -1, { details = true })", ns)
       for _, m in ipairs(marks) do
         local d = m[4]
@@ -220,11 +220,15 @@ case("extract method: the code action from vim.lsp.buf.code_action() rewrites th
       return t ~= table.concat(sample, "\n") .. "\n" and t
     end)
     -- the selected statements left total_price, which now calls a new function holding them
+    if vim.env.PIE_LS_E2E_VERBOSE then say(text) end
     local defs = select(2, text:gsub("\ndef ", "\n")) + (text:match("^def ") and 1 or 0)
     assert(defs == 2, "expected two functions:\n" .. text)
     assert(text:find("item.price * item.quantity", 1, true), text)
     local body = text:match("def total_price%(items, tax_rate%):\n(.-)\n%S") or text:match("def total_price.*")
     assert(not body:find("for item in items", 1, true), "the loop is still in total_price:\n" .. text)
+    local name = body:match("subtotal = ([%w_]+)%(items%)")
+    assert(name, "total_price does not call the new function:\n" .. text)
+    assert(text:find("\ndef " .. name .. "%(items%):\n"), "no def " .. name .. "(items):\n" .. text)
     synced()
   end)
 

@@ -118,11 +118,15 @@ async function resetFile() {
       await page.screenshot({ path: path.join(SHOTS, 'vscode-status.png') });
     });
 
-    await testCase('the status-bar item opens the output channel with the cache figures', null, async () => {
+    await testCase('the status-bar item opens the output channel: cache figures, model-loading progress', null, async () => {
       await statusItem().click();
       await page.locator('.output-view, .panel .monaco-editor').first().waitFor({ timeout: 10000 });
-      await until('pie/cacheStats in the output channel', 10000, async () =>
-        (await page.locator('.panel .view-lines').first().innerText()).includes('pie/cacheStats'));
+      const out = await until('pie/cacheStats in the output channel', 10000, async () => {
+        const t = (await page.locator('.panel .view-lines').first().innerText()).replace(/\u00a0/g, ' ');
+        return t.includes('pie/cacheStats') && t;
+      });
+      // the end of the server's $/progress for the model load, as logged by the progress feature
+      if (!/loading model: /.test(out)) throw new Error(`no model-loading progress in the output:\n${out}`);
       await page.keyboard.press('Control+J');   // close the panel
       await editor().click();
     });
@@ -197,7 +201,11 @@ async function resetFile() {
       if (defs !== 2) throw new Error(`expected two functions:\n${text}`);
       const body = text.split('def total_price(items, tax_rate):\n')[1].split(/\n(?=\S)/)[0];
       if (body.includes('for item in items')) throw new Error(`the loop is still in total_price:\n${text}`);
-      if (!text.includes('item.price * item.quantity')) throw new Error(`the loop is gone:\n${text}`);
+      const name = (/subtotal = (\w+)\(items\)/.exec(body) || [])[1];
+      if (!name) throw new Error(`total_price does not call the new function:\n${text}`);
+      if (!new RegExp(`\\ndef ${name}\\(items\\):\\n(.*\\n)*.*item\\.price \\* item\\.quantity`).test(text)) {
+        throw new Error(`no def ${name}(items) holding the loop:\n${text}`);
+      }
       await page.screenshot({ path: path.join(SHOTS, 'vscode-extracted.png') });
     });
   } catch (e) {

@@ -2,8 +2,9 @@
 # VS Code end-to-end suite: packages the extension (.vsix), installs it into a fresh code-server profile with the
 # real pie-ls binary and the test model in its settings, serves the workbench on 127.0.0.1 and runs e2e.js in
 # headless Chromium. Prints `N passed, N failed` last; exits non-zero on failure.
-# Env: PIE_LS_BIN, PIE_LS_TEST_MODEL, CODE_SERVER_DIR (install-code-server.sh's DIR), SHOT_DIR (screenshots;
-# default: the run folder), PIE_LS_E2E_ONLY (run only the cases whose name contains it).
+# Env: PIE_LS_BIN, PIE_LS_TEST_MODEL, CODE_SERVER_DIR (install-code-server.sh's DIR), SHOT_DIR (keep the
+# screenshots there; by default they stay in the run folder, which is removed when every case passed),
+# PIE_LS_E2E_ONLY (run only the cases whose name contains it).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../../.." && pwd)"
@@ -55,5 +56,7 @@ PIE_CAPS=$(node "$HERE/caps.js" "$PIE_LS_BIN") CS_URL="http://127.0.0.1:$PORT" W
   node "$HERE/e2e.js" || rc=$?
 if [ $rc -ne 0 ]; then
   echo "logs kept in $RUN (server.log, code-server.log, ud/logs/*/exthost*/)"
+else
+  stop; trap - EXIT; rm -rf "$RUN"
 fi
 exit $rc

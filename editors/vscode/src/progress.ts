@@ -1,5 +1,5 @@
-// `$/progress` from the server (loading the model, warming a file) as a VS Code notification with a Cancel
-// button that sends `window/workDoneProgress/cancel`.
+// `$/progress` from the server (loading the model, warming a file) as a VS Code notification, with a Cancel
+// button that sends `window/workDoneProgress/cancel` when the server marks the work cancellable.
 //
 // vscode-languageclient's own progress support shows server-initiated progress only as a status-bar spinner.
 // This feature answers `window/workDoneProgress/create` itself (its handler is installed after the client's,
@@ -50,10 +50,10 @@ export class ProgressNotificationFeature implements StaticFeature {
       switch (value.kind) {
         case 'begin': {
           const begin = value as WorkDoneProgressBegin;
-          title = begin.title;
+          title = begin.title.replace(/^pie-ls:\s*/, '');
           message = begin.message;
           this.status.progress(title, message);
-          timer = setTimeout(() => show(begin.cancellable !== false), SHOW_AFTER_MS);
+          timer = setTimeout(() => show(begin.cancellable === true), SHOW_AFTER_MS);
           break;
         }
         case 'report': {

@@ -192,7 +192,9 @@ local function on_progress(ev)
   local value = params.value or {}
   local token = params.token
   if value.kind == "begin" then
-    M.state.progress[token] = { client_id = client.id, title = value.title, message = value.message }
+    local title = (value.title or ""):gsub("^pie%-ls:%s*", "")
+    M.state.progress[token] = { client_id = client.id, title = title, message = value.message,
+      cancellable = value.cancellable }
   elseif value.kind == "report" and M.state.progress[token] then
     M.state.progress[token].message = value.message or M.state.progress[token].message
   elseif value.kind == "end" then
@@ -210,12 +212,12 @@ local function on_progress(ev)
   end
 end
 
---- Sends window/workDoneProgress/cancel for every running progress of the server (e.g. a long warm-up).
+--- Sends window/workDoneProgress/cancel for every cancellable task of the server (e.g. a long warm-up).
 function M.cancel()
   local n = 0
   for token, p in pairs(M.state.progress) do
     local client = vim.lsp.get_client_by_id(p.client_id)
-    if client then
+    if client and p.cancellable then
       client:notify("window/workDoneProgress/cancel", { token = token })
       n = n + 1
     end
