@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod config;
 pub mod document;
+pub mod engine;
 pub mod features;
 pub mod lsp;
 pub mod syntax;

@@ -1,0 +1,315 @@
+//! The loaded model: llama.cpp backend initialisation (once per process), GGUF validation before llama.cpp sees
+//! a file, model loading with progress, and the engine-wide settings every KV session is created from.
+//!
+//! The model is leaked to `'static`: it lives for the whole process, and sessions (each owning a llama.cpp
+//! context that borrows the model) can then move freely between threads.
+
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use llama_cpp_2::context::params::{KvCacheType, LlamaContextParams};
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::gguf::GgufContext;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::{LlamaModel, RopeType};
+use llama_cpp_2::token::LlamaToken;
+
+use super::error::{EngineError, Result};
+use super::fetch::check_gguf_magic;
+use super::pie::{Tok, Tokenizer};
+
+/// Element type of the KV cache. `F16` is the product default; `F32` makes PIE's rotation exact enough for
+/// bit-level comparisons in tests (f16 rounding of re-rotated keys is ~1e-2 in the logits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum KvType {
+    #[default]
+    F16,
+    F32,
+}
+
+/// Engine-wide settings.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct EngineConfig {
+    /// CPU threads for decoding (0 = all available cores).
+    pub threads: usize,
+    /// Largest context (tokens) a session may grow to; a document needing more is a `ContextOverflow`.
+    pub n_ctx: usize,
+    /// Tokens per llama.cpp batch.
+    pub n_batch: usize,
+    /// Documents that keep a warm KV cache at most (LRU beyond that).
+    pub max_warm_documents: usize,
+    /// Memory budget for all warm KV caches together, in MiB (LRU beyond that).
+    pub max_cache_mib: usize,
+    /// KV cache element type.
+    pub kv_type: KvType,
+    /// Tokens re-encoded per idle-refresh chunk (each chunk is a cancellation point).
+    pub refresh_chunk: usize,
+    /// Edit sites encoded together in one decode.
+    pub max_fold_sites: usize,
+    /// GPU layers to offload (only meaningful in GPU builds).
+    pub gpu_layers: u32,
+    /// Flash attention: `None` lets llama.cpp decide; `Some(false)` gives batch-size-independent attention
+    /// numerics on CPU (exactness tests).
+    pub flash_attention: Option<bool>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            threads: 0,
+            n_ctx: 16384,
+            n_batch: 512,
+            max_warm_documents: 8,
+            max_cache_mib: 1024,
+            kv_type: KvType::F16,
+            refresh_chunk: 64,
+            max_fold_sites: 4,
+            gpu_layers: 0,
+            flash_attention: None,
+        }
+    }
+}
+
+impl EngineConfig {
+    pub fn effective_threads(&self) -> usize {
+        if self.threads > 0 {
+            self.threads
+        } else {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        }
+    }
+}
+
+/// Facts about the loaded model, for logs, `model info` and the benchmark.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelInfo {
+    pub path: PathBuf,
+    pub name: String,
+    pub architecture: String,
+    pub file_bytes: u64,
+    pub n_params: u64,
+    pub n_layer: u32,
+    pub n_embd: u32,
+    pub n_head: u32,
+    pub n_head_kv: u32,
+    pub n_vocab: u32,
+    pub n_ctx_train: u32,
+    pub can_shift: bool,
+    pub has_fim: bool,
+    pub add_bos: bool,
+}
+
+static BACKEND: OnceLock<LlamaBackend> = OnceLock::new();
+/// llama.cpp's context creation mutates the model; never run two at once.
+pub(crate) static CONTEXT_LOCK: Mutex<()> = Mutex::new(());
+
+pub(crate) fn backend() -> Result<&'static LlamaBackend> {
+    if let Some(b) = BACKEND.get() {
+        return Ok(b);
+    }
+    // Route llama.cpp's chatter into `tracing` (stdout belongs to the LSP protocol).
+    llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+    match LlamaBackend::init() {
+        Ok(b) => {
+            let _ = BACKEND.set(b);
+        }
+        // Another thread won the race: fine, it is set now.
+        Err(_) if BACKEND.get().is_some() => {}
+        Err(e) => return Err(EngineError::Context { reason: format!("llama.cpp backend init failed: {e}") }),
+    }
+    BACKEND.get().ok_or_else(|| EngineError::Context { reason: "llama.cpp backend init failed".into() })
+}
+
+/// A loaded model plus the settings sessions are made with. Cheap to clone; `Send + Sync`.
+#[derive(Clone)]
+pub struct Engine {
+    pub(crate) model: &'static LlamaModel,
+    pub(crate) config: EngineConfig,
+    pub(crate) info: Arc<ModelInfo>,
+    /// Byte length of every token's text, so token offsets are arithmetic (no FFI per token).
+    pub(crate) piece_lens: Arc<Vec<u32>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("info", &self.info).field("config", &self.config).finish()
+    }
+}
+
+/// Check that a file is a GGUF llama.cpp can parse, without loading tensors.
+pub fn validate_gguf(path: &Path) -> Result<()> {
+    if !path.is_file() {
+        return Err(EngineError::ModelNotFound { path: path.to_path_buf() });
+    }
+    check_gguf_magic(path)?;
+    backend()?;
+    if GgufContext::from_file(path).is_none() {
+        return Err(EngineError::CorruptModel {
+            path: path.to_path_buf(),
+            reason: "the GGUF header or metadata is truncated or malformed".into(),
+        });
+    }
+    Ok(())
+}
+
+impl Engine {
+    /// Load a GGUF model.
+    pub fn load(path: &Path, config: EngineConfig) -> Result<Engine> {
+        Self::load_with_progress(path, config, |_| {})
+    }
+
+    /// Load a GGUF model, reporting load progress in `0.0..=1.0`.
+    pub fn load_with_progress(path: &Path, config: EngineConfig, mut progress: impl FnMut(f32) + Send + 'static) -> Result<Engine> {
+        validate_gguf(path)?;
+        let backend = backend()?;
+        let params = LlamaModelParams::default().with_n_gpu_layers(config.gpu_layers).with_progress_callback(move |p| {
+            progress(p);
+            true
+        });
+        let model = LlamaModel::load_from_file(backend, path, &params).map_err(|e| EngineError::CorruptModel {
+            path: path.to_path_buf(),
+            reason: format!("llama.cpp could not load it ({e}); the file may be truncated, corrupt, or of an unsupported architecture"),
+        })?;
+        let model: &'static LlamaModel = Box::leak(Box::new(model));
+        let vocab = model.vocab();
+        let n_vocab = model.n_vocab().max(0) as u32;
+        let piece_lens: Vec<u32> = (0..n_vocab as i32).map(|t| vocab.token_to_piece(LlamaToken(t), true, None).len() as u32).collect();
+        let architecture = model.meta_val_str("general.architecture").unwrap_or_default();
+        let name = model.meta_val_str("general.name").unwrap_or_else(|_| path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+        let info = ModelInfo {
+            path: path.to_path_buf(),
+            name,
+            can_shift: can_shift(model, &architecture),
+            architecture,
+            file_bytes: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+            n_params: model.n_params(),
+            n_layer: model.n_layer(),
+            n_embd: model.n_embd().max(0) as u32,
+            n_head: model.n_head(),
+            n_head_kv: model.n_head_kv(),
+            n_vocab,
+            n_ctx_train: model.n_ctx_train(),
+            has_fim: vocab.fim_pre().0 >= 0 && vocab.fim_suf().0 >= 0 && vocab.fim_mid().0 >= 0,
+            add_bos: vocab.should_add_bos(),
+        };
+        Ok(Engine { model, config, info: Arc::new(info), piece_lens: Arc::new(piece_lens) })
+    }
+
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// The same model with other settings (e.g. an f32 KV cache for a test).
+    pub fn with_config(&self, config: EngineConfig) -> Engine {
+        Engine { config, ..self.clone() }
+    }
+
+    /// Tokenize text as the session does (BOS added when the model wants one; special-token text parsed).
+    pub fn tokenize(&self, text: &str, add_bos: bool) -> Vec<Tok> {
+        let mut out: Vec<Tok> = self.bos_prefix().to_vec().into_iter().filter(|_| add_bos).collect();
+        out.extend(self.tokenize_raw(text));
+        out
+    }
+
+    pub(crate) fn tokenize_raw(&self, text: &str) -> Vec<Tok> {
+        self.model.vocab().tokenize(text.as_bytes(), false, true).into_iter().map(|t| t.0).collect()
+    }
+
+    pub(crate) fn bos_prefix(&self) -> Vec<Tok> {
+        let v = self.model.vocab();
+        if v.should_add_bos() && v.bos().0 >= 0 {
+            vec![v.bos().0]
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Text of a token (lossy UTF-8 is the caller's business: bytes are returned).
+    pub fn token_bytes(&self, t: Tok) -> Vec<u8> {
+        self.model.vocab().token_to_piece(LlamaToken(t), true, None)
+    }
+
+    pub fn is_eog(&self, t: Tok) -> bool {
+        self.model.vocab().is_eog(LlamaToken(t))
+    }
+
+    /// FIM special tokens `(prefix, suffix, middle)` when the model has them.
+    pub fn fim_tokens(&self) -> Option<(Tok, Tok, Tok)> {
+        let v = self.model.vocab();
+        let (p, s, m) = (v.fim_pre().0, v.fim_suf().0, v.fim_mid().0);
+        (p >= 0 && s >= 0 && m >= 0).then_some((p, s, m))
+    }
+
+    /// Bytes of KV cache per token of context for this model and cache type.
+    pub fn kv_bytes_per_token(&self) -> usize {
+        let i = &self.info;
+        let head_dim = if i.n_head > 0 { i.n_embd / i.n_head } else { 0 } as usize;
+        let elem = match self.config.kv_type {
+            KvType::F16 => 2,
+            KvType::F32 => 4,
+        };
+        i.n_layer as usize * i.n_head_kv as usize * head_dim * 2 * elem
+    }
+
+    /// Create a llama.cpp context of `n_ctx` cells for one session (a unified cache with room for scratch
+    /// sequences, which PIE's encode step needs).
+    pub(crate) fn new_context(&self, n_ctx: usize) -> Result<LlamaContext<'static>> {
+        let backend = backend()?;
+        let threads = self.config.effective_threads() as i32;
+        let kv = match self.config.kv_type {
+            KvType::F16 => KvCacheType::F16,
+            KvType::F32 => KvCacheType::F32,
+        };
+        let n_batch = self.config.n_batch.clamp(1, n_ctx.max(1)) as u32;
+        let params = LlamaContextParams::default()
+            .with_n_ctx(NonZeroU32::new(n_ctx as u32))
+            .with_n_batch(n_batch)
+            .with_n_ubatch(n_batch)
+            .with_n_seq_max((1 + self.config.max_fold_sites.max(1)) as u32)
+            .with_kv_unified(true)
+            .with_n_threads(threads)
+            .with_n_threads_batch(threads)
+            .with_type_k(kv)
+            .with_type_v(kv)
+            .with_swa_full(true)
+            // llama.cpp's enum: -1 auto, 0 disabled, 1 enabled.
+            .with_flash_attention_policy(match self.config.flash_attention {
+                None => -1,
+                Some(false) => 0,
+                Some(true) => 1,
+            });
+        let _guard = CONTEXT_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        self.model.new_context(backend, params).map_err(|e| EngineError::Context { reason: format!("{e} (n_ctx {n_ctx}; out of memory?)") })
+    }
+}
+
+impl Tokenizer for Engine {
+    fn tokenize(&self, text: &str) -> Vec<Tok> {
+        self.tokenize_raw(text)
+    }
+    fn piece_len(&self, tok: Tok) -> usize {
+        self.piece_lens.get(tok as usize).copied().unwrap_or(0) as usize
+    }
+}
+
+/// Whether llama.cpp can apply a K-shift (`seq_add`) for this model. Mirrors `llama_memory_can_shift`, which the
+/// Rust crate does not expose: recurrent/hybrid memories and multi-axis RoPE cannot shift (llama.cpp aborts the
+/// process if one tries), sliding-window caches can because contexts are made with `swa_full`.
+fn can_shift(model: &LlamaModel, arch: &str) -> bool {
+    if model.is_recurrent() || model.is_hybrid() {
+        return false;
+    }
+    if matches!(model.rope_type(), Some(RopeType::MRope) | Some(RopeType::IMRope) | Some(RopeType::Vision)) {
+        return false;
+    }
+    !arch.eq_ignore_ascii_case("step35")
+}

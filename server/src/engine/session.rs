@@ -1,0 +1,784 @@
+//! One warm document: a token mirror of an arbitrary text plus its llama.cpp KV cache, kept in step by PIE.
+//!
+//! Layout: sequence 0 of the session's own context holds the prompt, one cell per token, at positions
+//! `0..n`. An update plans the token edit (see `pie.rs`), drops the cells of removed tokens, moves each kept run
+//! with `seq_add` (llama.cpp applies the RoPE rotation lazily, in the next decode's K-shift: PIE's `R(Δ)`), and
+//! encodes only the new tokens. New tokens cannot be decoded into sequence 0 while the moved suffix sits after
+//! them (a batch must continue at the sequence's last position), so each edit site is decoded on a scratch
+//! sequence that shares the prefix cells (a unified cache relabels, it does not copy) and its cells are then
+//! handed to sequence 0. Up to `max_fold_sites` sites share one decode, so the cache is rotated once.
+//!
+//! Staleness: tokens at and after `fresh_upto` were not encoded with the current text before them (PIE moved
+//! them, or they were encoded next to moved tokens). `refresh_stale` re-encodes them from the front in small,
+//! cancellable chunks; `full_recompute` is the reference. The session also implements the peers the benchmark
+//! compares against (full recomputation, prefix reuse, llama-server's cache reuse, and the naive no-rotation
+//! baseline), on the same context, so every method sees exactly the same tokens.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::token::LlamaToken;
+
+use super::error::{EngineError, Result};
+use super::model::Engine;
+use super::pie::{plan, NewRun, Plan, TextEdit, Tok, TokenText};
+use super::sample::{Sampler, SamplingParams};
+
+/// Main sequence; scratch sequences are `1..=max_fold_sites`.
+const SEQ_MAIN: i32 = 0;
+/// Room kept free after the prompt for generation before a context must grow.
+const GEN_HEADROOM: usize = 256;
+
+/// Counters a user (and the `pie/cacheStats` request) sees; cumulative since the document was opened.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheStats {
+    /// Tokens in the cache now (the prompt's length).
+    pub cached_tokens: usize,
+    /// Tokens now in the cache that were not encoded against the current text before them.
+    pub stale_tokens: usize,
+    /// Prompt tokens run through the model (opening, edits, refreshes, recomputations, logits).
+    pub encoded_tokens: u64,
+    /// Cached tokens moved to new positions by a rotation instead of being recomputed.
+    pub shifted_tokens: u64,
+    /// Cached tokens kept across updates (moved or not) instead of being recomputed.
+    pub reused_tokens: u64,
+    /// Updates applied.
+    pub updates: u64,
+    /// Wall time of the last update, in milliseconds.
+    pub last_update_ms: f64,
+    /// Full recomputations (explicit, or fallbacks where shifting is impossible or the context had to grow).
+    pub full_recomputes: u64,
+}
+
+/// How an update is applied. `Pie` is the product; the others are references and peers for tests and the
+/// benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum UpdateMode {
+    /// Keep, rotate and reuse cached tokens; encode only new tokens.
+    Pie,
+    /// Like PIE but the moved tokens keep the rotation of their old positions (the "conflict" baseline).
+    Naive,
+    /// Keep the common token prefix, recompute everything after the first change.
+    PrefixReuse,
+    /// llama-server's `--cache-reuse N`: after the common prefix, move matching runs of at least N cached tokens
+    /// left; recompute the rest.
+    CacheReuse { min_chunk: usize },
+    /// Recompute the whole prompt.
+    Full,
+}
+
+/// What one update did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateReport {
+    pub encoded_tokens: usize,
+    pub shifted_tokens: usize,
+    pub reused_tokens: usize,
+    pub removed_tokens: usize,
+    pub sites: usize,
+    pub decodes: usize,
+    /// True when the update could not be done incrementally (context grew, shifting unsupported, or the session
+    /// had to be rebuilt) and the prompt was recomputed.
+    pub recomputed: bool,
+    /// True when the edits did not reproduce `new_text` and the update was planned from a text diff instead.
+    pub resynced: bool,
+    pub ms: f64,
+}
+
+/// What an idle refresh did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefreshReport {
+    pub encoded_tokens: usize,
+    pub remaining_stale: usize,
+    pub ms: f64,
+}
+
+/// Why generation stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum StopReason {
+    EndOfGeneration,
+    StopString,
+    MaxTokens,
+}
+
+/// Generation settings.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct GenerateParams {
+    pub max_tokens: usize,
+    pub sampling: SamplingParams,
+    /// Generation stops at the first of these; the returned text excludes it.
+    pub stop: Vec<String>,
+}
+
+impl Default for GenerateParams {
+    fn default() -> Self {
+        GenerateParams { max_tokens: 64, sampling: SamplingParams::default(), stop: Vec::new() }
+    }
+}
+
+/// Result of a generation.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Generation {
+    pub text: String,
+    pub tokens: usize,
+    pub stop_reason: StopReason,
+    pub ms: f64,
+}
+
+static SESSION_IDS: AtomicU64 = AtomicU64::new(0);
+
+/// A document's warm KV cache. `Send`, not `Sync`: one thread at a time drives it.
+pub struct KvSession {
+    engine: Engine,
+    ctx: LlamaContext<'static>,
+    n_ctx: usize,
+    batch: LlamaBatch<'static>,
+    doc: TokenText,
+    /// Tokens `[0, fresh_upto)` are encoded exactly as a fresh encode of the current text would.
+    fresh_upto: usize,
+    /// Next-token logits for the current prompt, when known.
+    logits: Option<Vec<f32>>,
+    stats: CacheStats,
+    /// Set when a KV operation failed half-way: the next update recomputes from scratch.
+    broken: bool,
+    id: u64,
+}
+
+fn cache_err(e: impl std::fmt::Display) -> EngineError {
+    EngineError::Cache(e.to_string())
+}
+
+impl KvSession {
+    /// Open a session mirroring `text` and encode it.
+    pub fn open(engine: &Engine, text: &str) -> Result<KvSession> {
+        let doc = TokenText::new(text, &engine.bos_prefix(), engine);
+        let n_ctx = Self::size_for(engine, doc.len())?;
+        let ctx = engine.new_context(n_ctx)?;
+        let n_batch = engine.config.n_batch.clamp(1, n_ctx);
+        let mut s = KvSession {
+            engine: engine.clone(),
+            ctx,
+            n_ctx,
+            batch: LlamaBatch::new(n_batch, 1),
+            doc,
+            fresh_upto: 0,
+            logits: None,
+            stats: CacheStats::default(),
+            broken: false,
+            id: SESSION_IDS.fetch_add(1, Ordering::Relaxed),
+        };
+        s.encode_all()?;
+        s.sync_stats();
+        Ok(s)
+    }
+
+    /// Context size for a prompt of `n` tokens: headroom for growth and generation, in steps of 512, capped by
+    /// the configured limit (a tight context keeps the K-shift, which touches every cell, cheap).
+    fn size_for(engine: &Engine, n: usize) -> Result<usize> {
+        let limit = engine.config.n_ctx.max(64);
+        let need = n + GEN_HEADROOM.min(limit / 4);
+        if n + 1 > limit {
+            return Err(EngineError::ContextOverflow { needed: n + 1, limit });
+        }
+        let want = (need + need / 4 + 255).div_ceil(512) * 512;
+        Ok(want.clamp(512, limit).max(need.min(limit)))
+    }
+
+    pub fn text(&self) -> &str {
+        &self.doc.text
+    }
+
+    pub fn tokens(&self) -> &[Tok] {
+        &self.doc.tokens
+    }
+
+    /// Byte offset where each cached token starts.
+    pub fn token_offsets(&self) -> &[usize] {
+        &self.doc.offsets
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn n_ctx(&self) -> usize {
+        self.n_ctx
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        self.stats.clone()
+    }
+
+    pub fn stale_tokens(&self) -> usize {
+        self.doc.len().saturating_sub(self.fresh_upto)
+    }
+
+    /// Bytes of KV cache this session holds (its whole context, used or not).
+    pub fn kv_bytes(&self) -> usize {
+        self.n_ctx * self.engine.kv_bytes_per_token()
+    }
+
+    fn sync_stats(&mut self) {
+        self.stats.cached_tokens = self.doc.len();
+        self.stats.stale_tokens = self.stale_tokens();
+    }
+
+    // ----- low-level KV helpers -------------------------------------------------------------------------------
+
+    fn seq_rm(&mut self, seq: i32, p0: usize, p1: Option<usize>) -> Result<()> {
+        self.ctx.kv_cache_seq_rm(seq, Some(p0 as u32), p1.map(|p| p as u32)).map_err(cache_err)
+    }
+
+    fn seq_rm_all(&mut self, seq: i32) {
+        let _ = self.ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
+    }
+
+    fn seq_add(&mut self, p0: usize, p1: usize, delta: i64) -> Result<()> {
+        self.ctx.kv_cache_seq_add(SEQ_MAIN, Some(p0 as u32), Some(p1 as u32), delta as i32).map_err(cache_err)
+    }
+
+    fn seq_cp(&mut self, src: i32, dst: i32, p0: usize, p1: usize) -> Result<()> {
+        if p1 <= p0 {
+            return Ok(());
+        }
+        self.ctx.kv_cache_seq_cp(src, dst, Some(p0 as u32), Some(p1 as u32)).map_err(cache_err)
+    }
+
+    /// Decode `(token, position, sequence)` items (at most `n_batch`), keeping the logits of item `logits_at`.
+    fn decode(&mut self, items: &[(Tok, usize, i32)], logits_at: Option<usize>) -> Result<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        self.batch.clear();
+        for (k, &(t, pos, seq)) in items.iter().enumerate() {
+            self.batch.add(LlamaToken(t), pos as i32, &[seq], logits_at == Some(k)).map_err(|e| EngineError::Decode(e.to_string()))?;
+        }
+        self.ctx.decode(&mut self.batch).map_err(|e| match e {
+            llama_cpp_2::DecodeError::NoKvCacheSlot => {
+                EngineError::ContextOverflow { needed: self.doc.len() + items.len(), limit: self.n_ctx }
+            }
+            other => EngineError::Decode(other.to_string()),
+        })?;
+        self.stats.encoded_tokens += items.len() as u64;
+        Ok(())
+    }
+
+    fn n_batch(&self) -> usize {
+        self.engine.config.n_batch.clamp(1, self.n_ctx)
+    }
+
+    /// Encode `tokens` at positions `start..` on sequence `seq`, in batches; with `want_logits` the last token is
+    /// decoded on its own and its logits kept. Logits are always made by such a lone decode of the last prompt
+    /// token, however the cache was built: llama.cpp's CPU kernels round a one-token batch differently from a
+    /// larger one (~1 logit here), and methods must be compared on equal terms.
+    fn decode_run(&mut self, tokens: &[Tok], start: usize, seq: i32, want_logits: bool) -> Result<()> {
+        let nb = self.n_batch();
+        let body = if want_logits { tokens.len().saturating_sub(1) } else { tokens.len() };
+        let mut at = 0;
+        while at < body {
+            let end = (at + nb).min(body);
+            let items: Vec<(Tok, usize, i32)> = (at..end).map(|i| (tokens[i], start + i, seq)).collect();
+            self.decode(&items, None)?;
+            at = end;
+        }
+        if want_logits && !tokens.is_empty() {
+            let i = tokens.len() - 1;
+            self.decode(&[(tokens[i], start + i, seq)], Some(0))?;
+            self.logits = Some(self.ctx.get_logits_ith(0).to_vec());
+        }
+        Ok(())
+    }
+
+    /// Recompute the whole prompt into an empty sequence 0.
+    fn encode_all(&mut self) -> Result<()> {
+        self.ctx.clear_kv_cache();
+        self.logits = None;
+        let toks = self.doc.tokens.clone();
+        self.decode_run(&toks, 0, SEQ_MAIN, true)?;
+        self.fresh_upto = toks.len();
+        self.broken = false;
+        Ok(())
+    }
+
+    /// Grow the context when the prompt no longer fits. Returns true if the cache was lost (caller recomputes).
+    fn ensure_capacity(&mut self, n: usize) -> Result<bool> {
+        if n + 1 <= self.n_ctx && (self.n_ctx == self.engine.config.n_ctx || n + GEN_HEADROOM.min(self.n_ctx / 4) <= self.n_ctx) {
+            return Ok(false);
+        }
+        let size = Self::size_for(&self.engine, n)?;
+        if size == self.n_ctx {
+            return Ok(false);
+        }
+        tracing::debug!(session = self.id, from = self.n_ctx, to = size, "growing context");
+        // Drop the old context first: two at once may not fit in memory.
+        let fresh = self.engine.new_context(size)?;
+        self.ctx = fresh;
+        self.n_ctx = size;
+        self.batch = LlamaBatch::new(self.n_batch(), 1);
+        Ok(true)
+    }
+
+    /// Encode new-token runs of the (already updated) document, each attending to sequence 0's cells before it.
+    /// Runs are folded into shared decodes on scratch sequences. Returns the number of decodes.
+    fn encode_sites(&mut self, sites: &[NewRun]) -> Result<usize> {
+        let nb = self.n_batch();
+        let max_fold = self.engine.config.max_fold_sites.max(1);
+        let mut decodes = 0;
+        let mut i = 0;
+        while i < sites.len() {
+            let s = sites[i];
+            if s.len > nb {
+                // Too big for one batch: alone on scratch sequence 1, in chunks.
+                self.seq_cp(SEQ_MAIN, 1, 0, s.start)?;
+                let toks = self.doc.tokens[s.start..s.start + s.len].to_vec();
+                self.decode_run(&toks, s.start, 1, false)?;
+                decodes += s.len.div_ceil(nb);
+                self.seq_cp(1, SEQ_MAIN, s.start, s.start + s.len)?;
+                self.seq_rm_all(1);
+                i += 1;
+                continue;
+            }
+            let mut wave = Vec::new();
+            let mut total = 0;
+            while i < sites.len() && wave.len() < max_fold && total + sites[i].len <= nb {
+                wave.push(sites[i]);
+                total += sites[i].len;
+                i += 1;
+            }
+            let mut items = Vec::with_capacity(total);
+            for (k, s) in wave.iter().enumerate() {
+                let seq = 1 + k as i32;
+                self.seq_cp(SEQ_MAIN, seq, 0, s.start)?;
+                items.extend((s.start..s.start + s.len).map(|p| (self.doc.tokens[p], p, seq)));
+            }
+            self.decode(&items, None)?;
+            decodes += 1;
+            for (k, s) in wave.iter().enumerate() {
+                let seq = 1 + k as i32;
+                self.seq_cp(seq, SEQ_MAIN, s.start, s.start + s.len)?;
+                self.seq_rm_all(seq);
+            }
+        }
+        Ok(decodes)
+    }
+
+    // ----- updates --------------------------------------------------------------------------------------------
+
+    /// Apply LSP edits (in order, each in the coordinates left by the previous one) with PIE. `new_text` is the
+    /// document store's text after the edits; if the edits do not reproduce it, the update is planned from a
+    /// text diff instead (and says so).
+    pub fn update(&mut self, new_text: &str, edits: &[TextEdit]) -> Result<UpdateReport> {
+        self.update_with(new_text, edits, UpdateMode::Pie)
+    }
+
+    /// Replace the whole text (planned from a text diff).
+    pub fn set_text(&mut self, new_text: &str) -> Result<UpdateReport> {
+        self.update_with(new_text, &[], UpdateMode::Pie)
+    }
+
+    /// Apply an update with a chosen method.
+    pub fn update_with(&mut self, new_text: &str, edits: &[TextEdit], mode: UpdateMode) -> Result<UpdateReport> {
+        let t0 = Instant::now();
+        let mut plan = plan(&self.doc, edits, &self.engine)?;
+        let mut resynced = false;
+        if plan.new.text != new_text {
+            let e = diff_edit(&self.doc.text, new_text);
+            plan = super::pie::plan(&self.doc, &[e], &self.engine)?;
+            resynced = true;
+        }
+        let n_new = plan.new.len();
+        let mut report = UpdateReport { resynced, ..Default::default() };
+        let lost = self.ensure_capacity(n_new)?;
+        let old_encoded = self.stats.encoded_tokens;
+        let result = if lost || self.broken {
+            self.doc = plan.new;
+            report.recomputed = true;
+            self.stats.full_recomputes += 1;
+            self.encode_all().map(|_| ())
+        } else {
+            match mode {
+                UpdateMode::Pie | UpdateMode::Naive => {
+                    if plan.shifted_tokens() > 0 && !self.engine.info.can_shift {
+                        report.recomputed = true;
+                        self.stats.full_recomputes += 1;
+                        self.apply_prefix_reuse(plan, &mut report)
+                    } else {
+                        self.apply_pie(plan, mode == UpdateMode::Naive, &mut report)
+                    }
+                }
+                UpdateMode::PrefixReuse => self.apply_prefix_reuse(plan, &mut report),
+                UpdateMode::CacheReuse { min_chunk } => self.apply_cache_reuse(plan, min_chunk.max(1), &mut report),
+                UpdateMode::Full => {
+                    self.doc = plan.new;
+                    report.recomputed = true;
+                    self.stats.full_recomputes += 1;
+                    self.encode_all()
+                }
+            }
+        };
+        if let Err(e) = result {
+            self.broken = true;
+            self.logits = None;
+            self.sync_stats();
+            return Err(e);
+        }
+        report.encoded_tokens = (self.stats.encoded_tokens - old_encoded) as usize;
+        report.ms = t0.elapsed().as_secs_f64() * 1e3;
+        self.stats.updates += 1;
+        self.stats.last_update_ms = report.ms;
+        self.stats.shifted_tokens += report.shifted_tokens as u64;
+        self.stats.reused_tokens += report.reused_tokens as u64;
+        self.sync_stats();
+        Ok(report)
+    }
+
+    fn apply_pie(&mut self, plan: Plan, naive: bool, report: &mut UpdateReport) -> Result<()> {
+        self.logits = None;
+        // 1. Drop removed cells (old positions; nothing has moved yet).
+        for &(a, b) in &plan.removed {
+            self.seq_rm(SEQ_MAIN, a, Some(b))?;
+        }
+        report.removed_tokens = plan.removed.iter().map(|(a, b)| b - a).sum();
+        // 2. Move kept runs. Right-moving runs go right to left and left-moving runs left to right, so a run never
+        //    lands on cells that have yet to move.
+        if naive {
+            self.relabel_without_rotation(&plan)?;
+        } else {
+            for r in plan.kept.iter().rev().filter(|r| r.delta() > 0) {
+                self.seq_add(r.old_start, r.old_start + r.len, r.delta())?;
+            }
+            for r in plan.kept.iter().filter(|r| r.delta() < 0) {
+                self.seq_add(r.old_start, r.old_start + r.len, r.delta())?;
+            }
+        }
+        report.shifted_tokens = plan.shifted_tokens();
+        report.reused_tokens = plan.reused_tokens();
+        report.sites = plan.sites.len();
+        // Freshness: everything before the first change stays as it was; the first site is encoded against an
+        // exact prefix when that prefix was fresh; everything after it is stale.
+        let first = plan.unchanged_prefix;
+        if self.fresh_upto >= first {
+            let first_site_len = plan.sites.first().filter(|s| s.start == first).map_or(0, |s| s.len);
+            self.fresh_upto = first + first_site_len;
+        }
+        let sites = plan.sites.clone();
+        self.doc = plan.new;
+        // 3. Encode the new tokens (this decode also applies the pending rotation).
+        report.decodes = self.encode_sites(&sites)?;
+        Ok(())
+    }
+
+    fn apply_prefix_reuse(&mut self, plan: Plan, report: &mut UpdateReport) -> Result<()> {
+        self.logits = None;
+        let old = &self.doc.tokens;
+        let cp = old.iter().zip(plan.new.tokens.iter()).take_while(|(a, b)| a == b).count();
+        report.removed_tokens = old.len() - cp;
+        report.reused_tokens = cp;
+        self.seq_rm(SEQ_MAIN, cp, None)?;
+        let tail = plan.new.tokens[cp..].to_vec();
+        self.doc = plan.new;
+        if self.fresh_upto >= cp {
+            self.fresh_upto = self.doc.len();
+        }
+        if tail.is_empty() {
+            return Ok(());
+        }
+        report.decodes = tail.len().div_ceil(self.n_batch());
+        self.decode_run(&tail, cp, SEQ_MAIN, true)
+    }
+
+    /// llama-server's cache reuse (`server_context::update_slots`, `n_cache_reuse`), transcribed.
+    fn apply_cache_reuse(&mut self, plan: Plan, min_chunk: usize, report: &mut UpdateReport) -> Result<()> {
+        self.logits = None;
+        let mut cache = self.doc.tokens.clone();
+        let prompt = &plan.new.tokens;
+        let mut n_past = cache.iter().zip(prompt.iter()).take_while(|(a, b)| a == b).count();
+        let common = n_past;
+        let (mut head_c, mut head_p) = (n_past, n_past);
+        let mut first_reused: Option<usize> = None;
+        while head_c < cache.len() && head_p < prompt.len() {
+            let mut n_match = 0;
+            while head_c + n_match < cache.len() && head_p + n_match < prompt.len() && cache[head_c + n_match] == prompt[head_p + n_match] {
+                n_match += 1;
+            }
+            if n_match >= min_chunk {
+                let shift = head_p as i64 - head_c as i64;
+                if head_c > head_p {
+                    self.seq_rm(SEQ_MAIN, head_p, Some(head_c))?;
+                }
+                if shift != 0 {
+                    self.seq_add(head_c, head_c + n_match, shift)?;
+                    report.shifted_tokens += n_match;
+                }
+                for i in 0..n_match {
+                    cache[head_p + i] = cache[head_c + i];
+                }
+                first_reused.get_or_insert(head_p);
+                report.reused_tokens += n_match;
+                n_past += n_match;
+                head_c += n_match;
+                head_p += n_match;
+            } else {
+                head_c += 1;
+            }
+        }
+        report.reused_tokens += common;
+        self.seq_rm(SEQ_MAIN, n_past, None)?;
+        let tail = prompt[n_past..].to_vec();
+        self.doc = plan.new;
+        if self.fresh_upto >= common {
+            self.fresh_upto = first_reused.unwrap_or(self.doc.len());
+        }
+        if !tail.is_empty() {
+            report.decodes = tail.len().div_ceil(self.n_batch());
+            self.decode_run(&tail, n_past, SEQ_MAIN, true)?;
+        } else if n_past > 0 {
+            // Nothing to decode: the moved cells still need their rotation applied before logits are read;
+            // `next_token_logits` re-decodes the last token, which does it.
+        }
+        Ok(())
+    }
+
+    /// Naive baseline: give kept runs their new positions *without* rotating their keys. llama.cpp has no call
+    /// for that (`seq_add` always rotates), so the sequence is saved, its cell positions are rewritten in the
+    /// saved state, and it is loaded back. Test and benchmark use only.
+    fn relabel_without_rotation(&mut self, plan: &Plan) -> Result<()> {
+        if plan.kept.iter().all(|r| r.delta() == 0) {
+            return Ok(());
+        }
+        let path = std::env::temp_dir().join(format!("pie-ls-naive-{}-{}.state", std::process::id(), self.id));
+        let res = (|| {
+            self.ctx.state_seq_save_file(&path, SEQ_MAIN, &[]).map_err(cache_err)?;
+            let mut bytes = std::fs::read(&path).map_err(|e| EngineError::io(&path, e))?;
+            // File: magic, version, n_tokens(=0), then the KV state: n_stream, cell_count, then per cell
+            // (pos i32, n_seq_id u32, seq_id i32) for models without extra cell data.
+            let rd = |b: &[u8], at: usize| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+            if bytes.len() < 20 || rd(&bytes, 8) != 0 || rd(&bytes, 12) != 1 {
+                return Err(EngineError::Cache("unexpected sequence state layout (naive baseline)".into()));
+            }
+            let cells = rd(&bytes, 16) as usize;
+            let mut at = 20;
+            for _ in 0..cells {
+                if at + 12 > bytes.len() || rd(&bytes, at + 4) != 1 {
+                    return Err(EngineError::Cache("unexpected cell layout in sequence state (naive baseline)".into()));
+                }
+                let pos = rd(&bytes, at) as i32 as usize;
+                if let Some(r) = plan.kept.iter().find(|r| pos >= r.old_start && pos < r.old_start + r.len) {
+                    let np = (pos as i64 + r.delta()) as i32;
+                    bytes[at..at + 4].copy_from_slice(&np.to_le_bytes());
+                }
+                at += 12;
+            }
+            std::fs::write(&path, &bytes).map_err(|e| EngineError::io(&path, e))?;
+            self.ctx.state_seq_load_file(&path, SEQ_MAIN, 0).map_err(cache_err)?;
+            Ok(())
+        })();
+        let _ = std::fs::remove_file(&path);
+        res
+    }
+
+    // ----- refresh and recomputation --------------------------------------------------------------------------
+
+    /// Re-encode up to `max_tokens` stale tokens from the front, in chunks of `refresh_chunk`, stopping early
+    /// (with `Cancelled`) when `cancel` is set between chunks. Work done before a cancellation is kept.
+    pub fn refresh_stale(&mut self, max_tokens: usize, cancel: &AtomicBool) -> Result<RefreshReport> {
+        let t0 = Instant::now();
+        let chunk = self.engine.config.refresh_chunk.clamp(1, self.n_batch());
+        let mut done = 0;
+        if self.broken {
+            self.stats.full_recomputes += 1;
+            self.encode_all()?;
+        }
+        while self.fresh_upto < self.doc.len() && done < max_tokens {
+            if cancel.load(Ordering::Relaxed) {
+                self.sync_stats();
+                return Err(EngineError::Cancelled);
+            }
+            let p = self.fresh_upto;
+            let q = (p + chunk.min(max_tokens - done)).min(self.doc.len());
+            self.logits = None;
+            let r = (|| {
+                self.seq_rm(SEQ_MAIN, p, Some(q))?;
+                self.encode_sites(&[NewRun { start: p, len: q - p }])
+            })();
+            if let Err(e) = r {
+                self.broken = true;
+                return Err(e);
+            }
+            self.fresh_upto = q;
+            done += q - p;
+        }
+        self.sync_stats();
+        Ok(RefreshReport { encoded_tokens: done, remaining_stale: self.stale_tokens(), ms: t0.elapsed().as_secs_f64() * 1e3 })
+    }
+
+    /// Recompute the whole cache (the quality reference).
+    pub fn full_recompute(&mut self) -> Result<()> {
+        self.stats.full_recomputes += 1;
+        let r = self.encode_all();
+        if r.is_err() {
+            self.broken = true;
+        }
+        self.sync_stats();
+        r
+    }
+
+    /// Logits for the token after the prompt. After an incremental update the last prompt token is re-decoded
+    /// (its cell removed and encoded again), which costs one token and applies any pending rotation.
+    pub fn next_token_logits(&mut self) -> Result<Vec<f32>> {
+        if let Some(l) = &self.logits {
+            return Ok(l.clone());
+        }
+        if self.broken {
+            self.full_recompute()?;
+            if let Some(l) = &self.logits {
+                return Ok(l.clone());
+            }
+        }
+        let n = self.doc.len();
+        if n == 0 {
+            return Err(EngineError::EmptyPrompt);
+        }
+        let last = self.doc.tokens[n - 1];
+        let r = (|| {
+            self.seq_rm(SEQ_MAIN, n - 1, None)?;
+            self.decode(&[(last, n - 1, SEQ_MAIN)], Some(0))?;
+            self.logits = Some(self.ctx.get_logits_ith(0).to_vec());
+            Ok(())
+        })();
+        if let Err(e) = r {
+            self.broken = true;
+            return Err(e);
+        }
+        Ok(self.logits.clone().unwrap_or_default())
+    }
+
+    // ----- generation -----------------------------------------------------------------------------------------
+
+    /// Generate after the prompt. `on_token` receives each new piece of text as it becomes valid UTF-8.
+    /// The generated cells are removed afterwards, so the cache again mirrors the prompt.
+    pub fn generate(&mut self, params: &GenerateParams, cancel: &AtomicBool, mut on_token: impl FnMut(&str)) -> Result<Generation> {
+        let t0 = Instant::now();
+        let n = self.doc.len();
+        if n + params.max_tokens.min(1) > self.n_ctx {
+            return Err(EngineError::ContextOverflow { needed: n + 1, limit: self.n_ctx });
+        }
+        let max_tokens = params.max_tokens.min(self.n_ctx.saturating_sub(n));
+        let mut logits = self.next_token_logits()?;
+        let mut sampler = Sampler::new(&params.sampling);
+        let mut bytes: Vec<u8> = Vec::new();
+        let mut emitted = 0usize; // bytes of `bytes` already handed to on_token
+        let mut count = 0;
+        let max_stop = params.stop.iter().map(|s| s.len()).max().unwrap_or(0);
+        let mut reason = StopReason::MaxTokens;
+        let result = (|| {
+            while count < max_tokens {
+                if cancel.load(Ordering::Relaxed) {
+                    return Err(EngineError::Cancelled);
+                }
+                let tok = sampler.sample(&logits);
+                if self.engine.is_eog(tok) {
+                    reason = StopReason::EndOfGeneration;
+                    break;
+                }
+                count += 1;
+                bytes.extend(self.engine.token_bytes(tok));
+                // Stop strings: search only the tail that could hold a new match.
+                if max_stop > 0 {
+                    let text = String::from_utf8_lossy(&bytes);
+                    if let Some(cut) = params.stop.iter().filter(|s| !s.is_empty()).filter_map(|s| text.find(s.as_str())).min() {
+                        let kept = text[..cut].to_string();
+                        bytes = kept.into_bytes();
+                        reason = StopReason::StopString;
+                        break;
+                    }
+                }
+                // Stream what is safe: valid UTF-8 that cannot be the start of a stop string.
+                let valid = match std::str::from_utf8(&bytes) {
+                    Ok(s) => s.len(),
+                    Err(e) => e.valid_up_to(),
+                };
+                let safe = valid.saturating_sub(max_stop.saturating_sub(1));
+                if safe > emitted {
+                    let mut end = safe;
+                    while end > emitted && std::str::from_utf8(&bytes[emitted..end]).is_err() {
+                        end -= 1;
+                    }
+                    if end > emitted {
+                        on_token(std::str::from_utf8(&bytes[emitted..end]).unwrap_or(""));
+                        emitted = end;
+                    }
+                }
+                if count >= max_tokens {
+                    break;
+                }
+                self.batch.clear();
+                self.batch.add(LlamaToken(tok), (n + count - 1) as i32, &[SEQ_MAIN], true).map_err(|e| EngineError::Decode(e.to_string()))?;
+                self.ctx.decode(&mut self.batch).map_err(|e| EngineError::Decode(e.to_string()))?;
+                logits = self.ctx.get_logits_ith(0).to_vec();
+            }
+            Ok(())
+        })();
+        // Remove generated cells whatever happened: the cache must mirror the prompt again.
+        if self.seq_rm(SEQ_MAIN, n, None).is_err() {
+            self.broken = true;
+        }
+        result?;
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        if text.len() > emitted {
+            on_token(&text[emitted.min(text.len())..]);
+        }
+        Ok(Generation { text, tokens: count, stop_reason: reason, ms: t0.elapsed().as_secs_f64() * 1e3 })
+    }
+
+    /// Greedy next line after the prompt (stops at a newline), as the fidelity benchmark scores it.
+    pub fn greedy_line(&mut self, max_tokens: usize) -> Result<String> {
+        let p = GenerateParams { max_tokens, sampling: SamplingParams::greedy(), stop: vec!["\n".to_string()] };
+        Ok(self.generate(&p, &AtomicBool::new(false), |_| {})?.text)
+    }
+
+    /// Where a session writes temporary state (naive baseline); exposed for diagnostics.
+    pub fn temp_dir() -> PathBuf {
+        std::env::temp_dir()
+    }
+}
+
+/// One edit that turns `old` into `new` (common prefix and suffix kept), on char boundaries.
+pub fn diff_edit(old: &str, new: &str) -> TextEdit {
+    let ob = old.as_bytes();
+    let nb = new.as_bytes();
+    let mut p = ob.iter().zip(nb.iter()).take_while(|(a, b)| a == b).count();
+    while p > 0 && (!old.is_char_boundary(p) || !new.is_char_boundary(p)) {
+        p -= 1;
+    }
+    let max_s = ob.len().min(nb.len()) - p;
+    let mut s = ob.iter().rev().zip(nb.iter().rev()).take(max_s).take_while(|(a, b)| a == b).count();
+    while s > 0 && (!old.is_char_boundary(ob.len() - s) || !new.is_char_boundary(nb.len() - s)) {
+        s -= 1;
+    }
+    TextEdit::new(p, ob.len() - s, &new[p..nb.len() - s])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diff_edit_roundtrip() {
+        for (a, b) in [("abc", "abXc"), ("héllo", "hallo"), ("", "x"), ("same", "same"), ("aaa", "aa"), ("ab", "")] {
+            let e = diff_edit(a, b);
+            let mut t = a.to_string();
+            t.replace_range(e.start_byte..e.old_end_byte, &e.new_text);
+            assert_eq!(t, b);
+        }
+    }
+}
