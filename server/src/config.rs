@@ -6,17 +6,22 @@
 use serde::{Deserialize, Serialize};
 
 use crate::document::DocumentLimits;
+use crate::engine::EngineConfig;
+use crate::features::completion::CompletionConfig;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Config {
     pub model: ModelConfig,
     pub documents: DocumentConfig,
+    pub completion: CompletionConfig,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ModelConfig {
+    /// Load a model at all (default true). Off, the server still tracks documents and offers what needs no model.
+    pub enabled: Option<bool>,
     /// A GGUF path or `hf:owner/repo/file.gguf`. Falls back to `PIE_LS_MODEL`, then the default model.
     pub path: Option<String>,
     /// CPU threads for inference (default: all cores).
@@ -34,11 +39,13 @@ pub struct ModelConfig {
 pub struct DocumentConfig {
     /// Documents larger than this keep their text but get no syntax tree.
     pub max_parse_bytes: usize,
+    /// Documents larger than this never get a warm KV cache (they could not fit a context anyway).
+    pub max_warm_bytes: usize,
 }
 
 impl Default for DocumentConfig {
     fn default() -> Self {
-        DocumentConfig { max_parse_bytes: DocumentLimits::default().max_parse_bytes }
+        DocumentConfig { max_parse_bytes: DocumentLimits::default().max_parse_bytes, max_warm_bytes: 1 << 20 }
     }
 }
 
@@ -51,6 +58,24 @@ impl Config {
             return Ok(Config::default());
         }
         serde_json::from_value(section.clone())
+    }
+
+    /// The engine settings these settings imply (unset fields keep the engine's defaults).
+    pub fn engine_config(&self) -> EngineConfig {
+        let mut config = EngineConfig::default();
+        if let Some(threads) = self.model.threads {
+            config.threads = threads;
+        }
+        if let Some(n_ctx) = self.model.context_length {
+            config.n_ctx = n_ctx as usize;
+        }
+        if let Some(n_batch) = self.model.batch_size {
+            config.n_batch = n_batch as usize;
+        }
+        if let Some(max) = self.model.max_warm_documents {
+            config.max_warm_documents = max;
+        }
+        config
     }
 
     pub fn document_limits(&self) -> DocumentLimits {

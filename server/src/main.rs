@@ -17,6 +17,9 @@ struct Cli {
     /// Write logs to this file instead of stderr (stdout is reserved for LSP).
     #[arg(long, global = true)]
     log_file: Option<PathBuf>,
+    /// Model for `serve`: a GGUF path or `hf:owner/repo/file.gguf` (default: $PIE_LS_MODEL, then the default model).
+    #[arg(long, global = true)]
+    model: Option<String>,
     /// Log filter in `RUST_LOG` syntax (e.g. `info`, `pie_ls=debug`); `RUST_LOG` is used when absent.
     #[arg(long, global = true)]
     log_level: Option<String>,
@@ -26,6 +29,9 @@ struct Cli {
 enum Command {
     /// Serve LSP on stdin/stdout (the default).
     Serve,
+    /// Provision and inspect models (`pie-ls model fetch` downloads the pinned default and test models).
+    #[command(subcommand)]
+    Model(pie_ls::engine::ModelCommand),
     /// Benchmarks that print figures.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -35,6 +41,8 @@ enum Command {
 enum BenchCommand {
     /// Per-keystroke cost of the document store and memory per open document.
     Keystroke(pie_ls::bench::keystroke::KeystrokeArgs),
+    /// PIE vs full recomputation and the peers: update latency and next-line fidelity on real code.
+    Pie(pie_ls::engine::PieBenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,10 +51,12 @@ fn main() -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            runtime.block_on(pie_ls::lsp::serve_stdio());
+            runtime.block_on(pie_ls::lsp::serve_stdio(pie_ls::lsp::ServeOptions { model: cli.model }));
             Ok(())
         }
+        Command::Model(cmd) => pie_ls::engine::run_model_command(cmd),
         Command::Bench(BenchCommand::Keystroke(args)) => pie_ls::bench::keystroke::run(args),
+        Command::Bench(BenchCommand::Pie(args)) => pie_ls::engine::run_pie_bench(args),
     }
 }
 

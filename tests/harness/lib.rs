@@ -61,6 +61,29 @@ pub fn server_binary() -> Result<PathBuf> {
     }
 }
 
+/// The small test model (SmolLM2-135M-Instruct): `$PIE_LS_TEST_MODEL`, else the pie-ls model cache. Panics with
+/// the command to run when it is missing: a test that needs a model must not pass without one.
+pub fn test_model() -> String {
+    cached_model("PIE_LS_TEST_MODEL", "SmolLM2-135M-Instruct.Q4_1.gguf", "pie-ls model fetch --test")
+}
+
+/// The default code model (Qwen2.5-Coder-0.5B-Instruct Q4_K_M).
+pub fn default_model() -> String {
+    cached_model("PIE_LS_DEFAULT_MODEL", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", "pie-ls model fetch --default")
+}
+
+fn cached_model(env: &str, file: &str, fetch: &str) -> String {
+    if let Ok(path) = std::env::var(env) {
+        return path;
+    }
+    let cache = std::env::var("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache"));
+    let path = cache.join("pie-ls/models").join(file);
+    assert!(path.exists(), "{} is missing: run `{fetch}` (or set {env})", path.display());
+    path.display().to_string()
+}
+
 pub struct LspBuilder {
     encodings: Vec<String>,
     init_options: Option<Value>,
@@ -76,9 +99,22 @@ impl LspBuilder {
         self.encodings.push(name.to_owned());
         self
     }
+    /// `initializationOptions`, merged into what is already set.
     pub fn init_options(mut self, options: Value) -> Self {
-        self.init_options = Some(options);
+        match self.init_options.as_mut() {
+            Some(existing) => merge(existing, options),
+            None => self.init_options = Some(options),
+        }
         self
+    }
+    /// Runs the server without a model (`model.enabled = false`): for tests of the document machinery, which
+    /// would otherwise load the default model in every server they start.
+    pub fn without_model(self) -> Self {
+        self.init_options(json!({ "model": { "enabled": false } }))
+    }
+    /// Uses this GGUF file (`initializationOptions.model.path`).
+    pub fn model(self, path: &str) -> Self {
+        self.init_options(json!({ "model": { "path": path } }))
     }
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.to_owned(), value.to_owned()));
@@ -191,9 +227,14 @@ impl LspClient {
         }
     }
 
-    /// Spawns and initializes a server with default settings (UTF-16).
+    /// Spawns and initializes a server with default settings (UTF-16, no model).
     pub fn start() -> Result<LspClient> {
-        Self::builder().spawn()
+        Self::builder().without_model().spawn()
+    }
+
+    /// `pie/cacheStats`.
+    pub fn cache_stats(&mut self, uri: &str) -> std::result::Result<Value, RpcError> {
+        self.request("pie/cacheStats", json!({ "textDocument": { "uri": uri } }))
     }
 
     /// The result of `initialize` (capabilities, negotiated encoding).

@@ -5,6 +5,7 @@
 //! - `{"change": <DidChangeTextDocumentParams>, "atMs": 120}`: `atMs` is when it was typed, relative to the start;
 //! - `{"expect": {"uri": "...", "state": {...}}}`: `pie/documentState` must contain `state` (subset match);
 //! - `{"request": {"method": "...", "params": {...}}, "expect": {...}}`: the result must contain `expect`;
+//! - `{"waitWarm": "URI"}`: waits until the document has a warm KV cache (`pie/cacheStats`, up to 10 minutes);
 //! - `{"comment": "..."}`: ignored.
 
 use std::path::Path;
@@ -22,6 +23,7 @@ pub enum Step {
     Change { params: Value, at_ms: Option<u64> },
     Expect { uri: String, state: Value },
     Request { method: String, params: Value, expect: Option<Value> },
+    WaitWarm { uri: String },
 }
 
 #[derive(Debug, Clone, Default)]
@@ -74,6 +76,9 @@ fn parse_step(value: Value, base: &Path) -> Result<Option<Step>> {
         let uri = expect["uri"].as_str().context("expect.uri")?.to_owned();
         return Ok(Some(Step::Expect { uri, state: expect.get("state").cloned().unwrap_or(Value::Null) }));
     }
+    if let Some(uri) = value.get("waitWarm").and_then(Value::as_str) {
+        return Ok(Some(Step::WaitWarm { uri: uri.to_owned() }));
+    }
     if value.get("comment").is_some() {
         return Ok(None);
     }
@@ -92,6 +97,7 @@ pub enum Event<'a> {
     Changed { uri: &'a str, version: i64, changes: usize },
     Checked { uri: &'a str, state: &'a Value },
     Answered { method: &'a str, result: &'a Value },
+    Warm { uri: &'a str, stats: &'a Value, waited: Duration },
 }
 
 #[derive(Debug, Clone, Default)]
@@ -136,6 +142,19 @@ pub fn replay(
                 }
                 report.checks += 1;
                 observe(Event::Checked { uri, state: &actual });
+            }
+            Step::WaitWarm { uri } => {
+                let waited = Instant::now();
+                let deadline = waited + Duration::from_secs(600);
+                let stats = loop {
+                    match lsp.cache_stats(uri) {
+                        Ok(stats) if stats["cachedTokens"].as_u64().unwrap_or(0) > 0 => break stats,
+                        Err(err) if err.message.contains("no model") => bail!("step {index}: {uri} cannot warm: {err}"),
+                        _ if Instant::now() > deadline => bail!("step {index}: {uri} was not warm after 10 minutes"),
+                        _ => thread::sleep(Duration::from_millis(200)),
+                    }
+                };
+                observe(Event::Warm { uri, stats: &stats, waited: waited.elapsed() });
             }
             Step::Request { method, params, expect } => {
                 let result = lsp.request(method, params.clone()).with_context(|| format!("step {index}: {method}"))?;

@@ -171,7 +171,7 @@ fn shutdown_then_exit_ends_the_process_cleanly() {
 #[test]
 fn logs_never_reach_stdout() {
     // Debug logging on: everything on stdout must still be valid LSP frames (the harness would fail otherwise).
-    let mut lsp = LspClient::builder().env("RUST_LOG", "debug").spawn().unwrap();
+    let mut lsp = LspClient::builder().without_model().env("RUST_LOG", "debug").spawn().unwrap();
     lsp.open(URI, "python", TEXT);
     assert_untouched(&mut lsp);
     assert!(lsp.stderr().contains("initialized"), "logs go to stderr: {}", lsp.stderr());

@@ -170,7 +170,7 @@ fn fresh_parse(language_id: &str, text: &str) -> Option<tree_sitter::Tree> {
 }
 
 fn run_encoding(enc: Enc, cases: usize, seed: u64, fresh_compared: &mut usize, recovered: &mut usize) -> (usize, usize) {
-    let mut lsp = LspClient::builder().encoding(enc.name()).spawn().expect("server starts");
+    let mut lsp = LspClient::builder().without_model().encoding(enc.name()).spawn().expect("server starts");
     assert_eq!(lsp.initialize_result()["capabilities"]["positionEncoding"], enc.name());
     let mut rng = StdRng::seed_from_u64(seed);
     let mut notifications = 0;

@@ -44,3 +44,7 @@ pub struct SyntaxTreeResult {
     pub version: i32,
     pub sexp: Option<String>,
 }
+
+/// Request `pie/cacheStats`, params as `pie/documentState`: what PIE did for this document's warm KV cache
+/// (`engine::CacheStats`, counters cumulative since the document was opened).
+pub const CACHE_STATS: &str = "pie/cacheStats";

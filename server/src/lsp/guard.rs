@@ -66,8 +66,25 @@ where
                 });
             }
         }
+        if req.method() == "initialize" {
+            let response = self.inner.call(req);
+            return Box::pin(async move { Ok(response.await?.map(advertise_inline_completion)) });
+        }
         Box::pin(self.inner.call(req))
     }
+}
+
+/// Adds `inlineCompletionProvider` (LSP 3.18) to the `initialize` result: tower-lsp 0.20's `ServerCapabilities`
+/// has no field for it.
+fn advertise_inline_completion(response: Response) -> Response {
+    let (id, body) = response.into_parts();
+    let body = body.map(|mut result| {
+        if let Some(caps) = result.get_mut("capabilities").and_then(|c| c.as_object_mut()) {
+            caps.insert("inlineCompletionProvider".into(), serde_json::json!({}));
+        }
+        result
+    });
+    Response::from_parts(id, body)
 }
 
 /// Returns a description of what is wrong with a notification, or `None` if it is fine to dispatch.

@@ -8,25 +8,36 @@
 //!   `window/logMessage`, and the document state stays as it was.
 
 mod code_action;
+mod completion;
 mod convert;
 mod ext;
 mod guard;
 mod server;
 mod transport;
+mod warm;
 
 pub use ext::{DocumentState, DocumentStateParams, SyntaxTreeResult};
 
 use tower_lsp::{LspService, Server};
 
+/// Options from the command line.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// Model spec from `--model` (the client's `model.path` wins over it; it wins over `PIE_LS_MODEL`).
+    pub model: Option<String>,
+}
+
 /// Serves LSP on stdin/stdout until the client sends `exit` or closes the stream.
-pub async fn serve_stdio() {
+pub async fn serve_stdio(options: ServeOptions) {
     let mut client_slot = None;
     let (service, socket) = LspService::build(|client| {
         client_slot = Some(client.clone());
-        server::Backend::new(client)
+        server::Backend::new(client, options)
     })
     .custom_method(ext::DOCUMENT_STATE, server::Backend::document_state)
     .custom_method(ext::SYNTAX_TREE, server::Backend::syntax_tree)
+    .custom_method(ext::CACHE_STATS, server::Backend::cache_stats)
+    .custom_method(completion::INLINE_COMPLETION, server::Backend::inline_completion)
     .finish();
     let client = client_slot.expect("LspService::build calls its init closure");
     let service = guard::Guard::new(service, client);

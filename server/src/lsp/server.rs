@@ -3,14 +3,19 @@
 //! Handlers are thin: convert from LSP, call the document store, convert back. State lives in `ServerState`
 //! behind a std `Mutex` that is never held across an `.await`.
 
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 
 use tower_lsp::jsonrpc::{Error, ErrorCode, Result};
 use tower_lsp::lsp_types::*;
 use tower_lsp::{Client, LanguageServer};
 
+use super::completion;
 use super::convert;
 use super::ext::{DocumentState, DocumentStateParams, SyntaxTreeResult};
+use super::warm::{self, Command, Notice, WarmHandle};
+use super::ServeOptions;
+use crate::engine::{CacheStats, TextEdit};
 use crate::config::Config;
 use crate::document::{DocumentStore, PositionEncoding, StoreError};
 use crate::syntax::count_syntax_errors;
@@ -18,6 +23,7 @@ use crate::syntax::count_syntax_errors;
 pub struct Backend {
     client: Client,
     state: Arc<ServerState>,
+    options: ServeOptions,
 }
 
 #[derive(Default)]
@@ -25,11 +31,79 @@ struct ServerState {
     docs: Mutex<DocumentStore>,
     config: RwLock<Config>,
     encoding: RwLock<PositionEncoding>,
+    /// The warm-document thread, once `initialized` started it (never when `model.enabled` is false).
+    warm: OnceLock<WarmHandle>,
+    /// The client accepts `window/workDoneProgress/create`.
+    work_done_progress: AtomicBool,
+    /// Cancellation flags of the completions being generated, by document: a keystroke raises them.
+    in_flight: Mutex<std::collections::HashMap<String, Arc<AtomicBool>>>,
+    /// The last suggestion per document, to serve "typing along the suggestion" without generating again.
+    last_suggestion: Mutex<std::collections::HashMap<String, completion::Shown>>,
 }
 
 impl Backend {
-    pub fn new(client: Client) -> Backend {
-        Backend { client, state: Arc::new(ServerState::default()) }
+    pub fn new(client: Client, options: ServeOptions) -> Backend {
+        Backend { client, state: Arc::new(ServerState::default()), options }
+    }
+
+    /// Starts the warm thread, and a task that turns its notices into log messages and `$/progress`.
+    fn start_warm(&self, config: &Config) {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Notice>();
+        let spec = config.model.path.clone().or_else(|| self.options.model.clone());
+        let handle = warm::start(spec, config.engine_config(), config.completion.clone(), move |notice| {
+            let _ = tx.send(notice);
+        });
+        if self.state.warm.set(handle).is_err() {
+            return;
+        }
+        let client = self.client.clone();
+        let state = Arc::clone(&self.state);
+        tokio::spawn(async move {
+            while let Some(notice) = rx.recv().await {
+                let progress = state.work_done_progress.load(Ordering::Relaxed);
+                match notice {
+                    Notice::Log { error, message } => {
+                        let typ = if error { MessageType::ERROR } else { MessageType::INFO };
+                        if error {
+                            tracing::error!("{message}");
+                            client.show_message(typ, format!("pie-ls: {message}")).await;
+                        } else {
+                            tracing::info!("{message}");
+                        }
+                        client.log_message(typ, format!("pie-ls: {message}")).await;
+                    }
+                    Notice::ProgressBegin { token, title, message } if progress => {
+                        let token = NumberOrString::String(token);
+                        let created = client
+                            .send_request::<request::WorkDoneProgressCreate>(WorkDoneProgressCreateParams { token: token.clone() })
+                            .await;
+                        if created.is_ok() {
+                            let begin = WorkDoneProgressBegin { title, message: Some(message), ..Default::default() };
+                            client
+                                .send_notification::<notification::Progress>(ProgressParams {
+                                    token,
+                                    value: ProgressParamsValue::WorkDone(WorkDoneProgress::Begin(begin)),
+                                })
+                                .await;
+                        }
+                    }
+                    Notice::ProgressEnd { token, message } if progress => {
+                        let end = WorkDoneProgressEnd { message: Some(message) };
+                        client
+                            .send_notification::<notification::Progress>(ProgressParams {
+                                token: NumberOrString::String(token),
+                                value: ProgressParamsValue::WorkDone(WorkDoneProgress::End(end)),
+                            })
+                            .await;
+                    }
+                    Notice::ProgressBegin { .. } | Notice::ProgressEnd { .. } => {}
+                }
+            }
+        });
+    }
+
+    fn warm(&self) -> Option<&WarmHandle> {
+        self.state.warm.get()
     }
 
     fn docs(&self) -> MutexGuard<'_, DocumentStore> {
@@ -73,6 +147,100 @@ impl Backend {
         })
     }
 
+    /// `textDocument/inlineCompletion` (LSP 3.18; tower-lsp 0.20 predates it, so it is routed as a custom method).
+    pub async fn inline_completion(&self, params: completion::InlineCompletionParams) -> Result<completion::InlineCompletionList> {
+        let uri = params.text_document.uri.to_string();
+        let Some(suggestion) = self.suggest(&uri, params.position).await? else {
+            return Ok(completion::InlineCompletionList { items: Vec::new() });
+        };
+        Ok(completion::inline_list(&suggestion))
+    }
+
+    /// The suggestion at `position`, from the cache of shown suggestions or from the model. `None` when the
+    /// document moved on while generating (a stale result is never shown) or the model had nothing to add.
+    async fn suggest(&self, uri: &str, position: Position) -> Result<Option<completion::Suggestion>> {
+        let config = self.config();
+        if !config.completion.enabled {
+            return Ok(None);
+        }
+        let Some(warm) = self.warm() else { return Ok(None) };
+        let (version, text, cursor) = {
+            let docs = self.docs();
+            let doc = docs.get(uri).map_err(invalid_params)?;
+            if !warm_eligible(doc, &config) {
+                return Ok(None);
+            }
+            let pos = convert::line_col(position);
+            let char_idx = crate::document::to_char_idx(doc.rope(), pos, self.encoding())
+                .map_err(|e| Error::invalid_params(e.to_string()))?;
+            (doc.version(), doc.rope().to_string(), doc.rope().char_to_byte(char_idx))
+        };
+        let started = std::time::Instant::now();
+        let continued = {
+            let shown = self.state.last_suggestion.lock().unwrap_or_else(|p| p.into_inner());
+            shown.get(uri).and_then(|shown| shown.continue_with(&text, cursor))
+        };
+        if let Some(rest) = continued {
+            let suggestion = completion::Suggestion { text: rest, position };
+            self.send_status(uri, 0, 0, started.elapsed().as_secs_f64() * 1e3, None, 0).await;
+            return Ok(Some(suggestion));
+        }
+        let cancel = Arc::new(AtomicBool::new(false));
+        self.state.in_flight.lock().unwrap_or_else(|p| p.into_inner()).insert(uri.to_owned(), Arc::clone(&cancel));
+        // Dropped when tower-lsp abandons this handler ($/cancelRequest): generation stops at the next token.
+        let _cancel_on_drop = completion::CancelOnDrop(Arc::clone(&cancel));
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        warm.send(Command::Complete(warm::CompleteRequest {
+            uri: uri.to_owned(),
+            version,
+            text: text.clone(),
+            cursor,
+            config: config.completion.clone(),
+            cancel: Arc::clone(&cancel),
+            reply,
+        }));
+        let outcome = match answer.await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(reason)) if reason == "cancelled" => return Ok(None),
+            Ok(Err(reason)) => return Err(server_error(reason)),
+            Err(_) => return Err(server_error("the warm-document thread stopped".into())),
+        };
+        self.send_status(uri, outcome.encoded_tokens, outcome.reused_tokens, outcome.latency_ms, outcome.first_token_ms, outcome.generated_tokens).await;
+        let current = self.docs().get(uri).map(|d| d.version()).ok();
+        if current != Some(outcome.version) || outcome.text.is_empty() {
+            return Ok(None);
+        }
+        self.state.last_suggestion.lock().unwrap_or_else(|p| p.into_inner()).insert(uri.to_owned(), completion::Shown::new(&text, cursor, &outcome.text));
+        Ok(Some(completion::Suggestion { text: outcome.text, position }))
+    }
+
+    async fn send_status(&self, uri: &str, encoded: u64, reused: u64, latency_ms: f64, first_token_ms: Option<f64>, generated: usize) {
+        let status = serde_json::json!({
+            "uri": uri,
+            "encodedTokens": encoded,
+            "reusedTokens": reused,
+            "latencyMs": latency_ms,
+            "firstTokenMs": first_token_ms,
+            "generatedTokens": generated,
+        });
+        self.client.send_notification::<completion::StatusNotification>(status).await;
+    }
+
+    /// `pie/cacheStats`: what PIE did for the document's warm KV cache.
+    pub async fn cache_stats(&self, params: DocumentStateParams) -> Result<CacheStats> {
+        let uri = params.text_document.uri.to_string();
+        let Some(warm) = self.warm() else {
+            return Err(server_error("no model: the server runs with model.enabled = false".into()));
+        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        warm.send(Command::Stats { uri, reply });
+        match answer.await {
+            Ok(Ok(stats)) => Ok(stats),
+            Ok(Err(reason)) => Err(server_error(reason)),
+            Err(_) => Err(server_error("the warm-document thread stopped".into())),
+        }
+    }
+
     /// `pie/syntaxTree`: the tree as an S-expression.
     pub async fn syntax_tree(&self, params: DocumentStateParams) -> Result<SyntaxTreeResult> {
         let uri = params.text_document.uri.to_string();
@@ -81,6 +249,15 @@ impl Backend {
         let sexp = doc.syntax().map(|it| it.tree().root_node().to_sexp());
         Ok(SyntaxTreeResult { uri, version: doc.version(), sexp })
     }
+}
+
+/// Only text documents that could fit a context get a warm cache.
+fn warm_eligible(doc: &crate::document::Document, config: &Config) -> bool {
+    !doc.is_binary() && doc.rope().len_bytes() <= config.documents.max_warm_bytes
+}
+
+fn server_error(message: String) -> Error {
+    Error { code: ErrorCode::ServerError(-32001), message: message.into(), data: None }
 }
 
 fn invalid_params(err: StoreError) -> Error {
@@ -98,6 +275,8 @@ impl LanguageServer for Backend {
             .map(|kinds| kinds.iter().map(|kind| kind.as_str().to_owned()).collect::<Vec<_>>())
             .unwrap_or_default();
         let encoding = PositionEncoding::negotiate(offered.iter().map(String::as_str));
+        let progress = params.capabilities.window.as_ref().and_then(|w| w.work_done_progress).unwrap_or(false);
+        self.state.work_done_progress.store(progress, Ordering::Relaxed);
         *self.state.encoding.write().unwrap_or_else(|p| p.into_inner()) = encoding;
 
         if let Some(options) = &params.initialization_options {
@@ -124,15 +303,42 @@ impl LanguageServer for Backend {
                     save: Some(TextDocumentSyncSaveOptions::Supported(true)),
                     ..Default::default()
                 })),
+                completion_provider: Some(CompletionOptions {
+                    resolve_provider: Some(false),
+                    trigger_characters: Some(vec![".".into(), "(".into(), " ".into()]),
+                    ..Default::default()
+                }),
                 code_action_provider: Some(CodeActionProviderCapability::Options(CodeActionOptions {
                     code_action_kinds: Some(vec![CodeActionKind::new(super::code_action::EXTRACT_FUNCTION_KIND)]),
                     resolve_provider: Some(true),
                     work_done_progress_options: Default::default(),
                 })),
-                experimental: Some(serde_json::json!({ "pieDocumentState": true })),
+                experimental: Some(serde_json::json!({ "pieDocumentState": true, "pieCacheStats": true })),
                 ..Default::default()
             },
         })
+    }
+
+    async fn initialized(&self, _: InitializedParams) {
+        let config = self.config();
+        if config.model.enabled != Some(false) {
+            self.start_warm(&config);
+        }
+    }
+
+    async fn completion(&self, params: CompletionParams) -> Result<Option<CompletionResponse>> {
+        let uri = params.text_document_position.text_document.uri.to_string();
+        let position = params.text_document_position.position;
+        let Some(suggestion) = self.suggest(&uri, position).await? else { return Ok(None) };
+        let word_start = {
+            let docs = self.docs();
+            let doc = docs.get(&uri).map_err(invalid_params)?;
+            completion::word_start(doc.rope(), position, self.encoding())
+        };
+        Ok(Some(CompletionResponse::List(CompletionList {
+            is_incomplete: true,
+            items: vec![completion::completion_item(&suggestion, word_start)],
+        })))
     }
 
     async fn code_action(&self, params: CodeActionParams) -> Result<Option<CodeActionResponse>> {
@@ -160,6 +366,11 @@ impl LanguageServer for Backend {
         let (replaced, note) = {
             let mut docs = self.docs();
             let replaced = docs.open(&uri, &item.language_id, item.version, &item.text, limits);
+            if let (Some(warm), Ok(doc)) = (self.warm(), docs.get(&uri)) {
+                if warm_eligible(doc, &self.config()) {
+                    warm.send(Command::Open { uri: uri.clone(), version: item.version, text: item.text.clone() });
+                }
+            }
             let note = docs.get(&uri).ok().and_then(|doc| {
                 if doc.is_binary() {
                     Some(format!("{uri} holds binary content (NUL bytes): stored, but not parsed nor sent to a model"))
@@ -190,7 +401,24 @@ impl LanguageServer for Backend {
         let limits = self.config().document_limits();
         let encoding = self.encoding();
         // Synchronous, before the first `.await`: see the module invariants in `lsp/mod.rs`.
-        let result = self.docs().change(&uri, version, &changes, encoding, limits);
+        let result = {
+            let mut docs = self.docs();
+            let result = docs.change(&uri, version, &changes, encoding, limits);
+            // Still synchronous: the warm thread sees edits in the order the store applied them.
+            if let (Ok(edits), Some(warm), Ok(doc)) = (&result, self.warm(), docs.get(&uri)) {
+                if warm_eligible(doc, &self.config()) {
+                    let edits = edits.iter().map(|e| TextEdit::new(e.start_byte, e.old_end_byte, e.new_text.clone())).collect();
+                    // A keystroke makes any suggestion in flight for this document outdated: latest wins.
+                    if let Some(flag) = self.state.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&uri) {
+                        flag.store(true, Ordering::Relaxed);
+                    }
+                    warm.send(Command::Edit { uri: uri.clone(), version, text: doc.rope().to_string(), edits });
+                } else {
+                    warm.send(Command::Close { uri: uri.clone() });
+                }
+            }
+            result
+        };
         if let Err(err) = result {
             self.report(MessageType::ERROR, format!("didChange rejected: {err}")).await;
         }
@@ -199,6 +427,9 @@ impl LanguageServer for Backend {
     async fn did_close(&self, params: DidCloseTextDocumentParams) {
         let uri = params.text_document.uri.to_string();
         let result = self.docs().close(&uri);
+        if let Some(warm) = self.warm() {
+            warm.send(Command::Close { uri: uri.clone() });
+        }
         if let Err(err) = result {
             self.report(MessageType::WARNING, format!("didClose: {err}")).await;
         }

@@ -1,0 +1,192 @@
+//! The prompt a warm document's KV cache mirrors: `PRE prefix SUF suffix MID` with the model's own FIM markers,
+//! or the prefix alone for models without them.
+//!
+//! The cursor is part of the prompt, so typing and moving the cursor are edits to the cached prompt like any
+//! other: `prompt_edits` turns old and new prompt into a few edit sites (a line diff), which PIE applies by
+//! encoding the changed tokens and rotating the rest. Windows for long files move in steps of whole line blocks,
+//! so a keystroke changes the prompt at the cursor only.
+
+use similar::{DiffOp, TextDiff};
+
+use crate::engine::TextEdit;
+
+/// The FIM marker texts of a model (special tokens, parsed as such by the tokenizer).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Markers {
+    pub prefix: String,
+    pub suffix: String,
+    pub middle: String,
+}
+
+/// A prompt and where the cursor is in it (generation continues at the end).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Prompt {
+    pub text: String,
+    /// First document byte included in the prompt.
+    pub window_start: usize,
+    /// One past the last document byte included.
+    pub window_end: usize,
+}
+
+/// Builds prompts for one document, keeping the window still while the cursor stays inside it.
+#[derive(Clone, Debug)]
+pub struct PromptBuilder {
+    markers: Option<Markers>,
+    prefix_bytes: usize,
+    suffix_bytes: usize,
+}
+
+/// Windows move in steps of this many lines, so that typing does not slide them on every keystroke.
+const WINDOW_STEP_LINES: usize = 64;
+
+impl PromptBuilder {
+    pub fn new(markers: Option<Markers>, prefix_bytes: usize, suffix_bytes: usize) -> PromptBuilder {
+        PromptBuilder { markers, prefix_bytes: prefix_bytes.max(256), suffix_bytes }
+    }
+
+    pub fn is_fim(&self) -> bool {
+        self.markers.is_some()
+    }
+
+    /// The prompt for `text` with the cursor at byte `cursor` (clamped to a char boundary).
+    pub fn build(&self, text: &str, cursor: usize) -> Prompt {
+        let mut cursor = cursor.min(text.len());
+        while !text.is_char_boundary(cursor) {
+            cursor -= 1;
+        }
+        let window_start = step_back(text, cursor.saturating_sub(self.prefix_bytes), cursor);
+        let window_end = match &self.markers {
+            Some(_) => step_forward(text, (cursor + self.suffix_bytes).min(text.len()), cursor),
+            None => cursor,
+        };
+        let prefix = &text[window_start..cursor];
+        let body = match &self.markers {
+            Some(m) => {
+                let suffix = &text[cursor..window_end];
+                format!("{}{prefix}{}{suffix}{}", m.prefix, m.suffix, m.middle)
+            }
+            None => prefix.to_owned(),
+        };
+        Prompt { text: body, window_start, window_end }
+    }
+}
+
+/// The start of the line block at or before `at` (blocks are `WINDOW_STEP_LINES` lines, counted from the top).
+fn step_back(text: &str, at: usize, cursor: usize) -> usize {
+    if at == 0 {
+        return 0;
+    }
+    let line = text[..at].matches('\n').count();
+    let block_line = line / WINDOW_STEP_LINES * WINDOW_STEP_LINES;
+    let start = nth_line_start(text, block_line);
+    start.min(cursor)
+}
+
+/// The end of the line block at or after `at`.
+fn step_forward(text: &str, at: usize, cursor: usize) -> usize {
+    if at >= text.len() {
+        return text.len();
+    }
+    let line = text[..at].matches('\n').count();
+    let block_line = (line / WINDOW_STEP_LINES + 1) * WINDOW_STEP_LINES;
+    nth_line_start(text, block_line).max(cursor)
+}
+
+fn nth_line_start(text: &str, n: usize) -> usize {
+    if n == 0 {
+        return 0;
+    }
+    text.match_indices('\n').nth(n - 1).map(|(i, _)| i + 1).unwrap_or(text.len())
+}
+
+/// Sequential edits (each in the coordinates left by the previous ones) that turn `old` into `new`: one per
+/// changed run of lines, so a keystroke is one site and a window move is one more.
+pub fn prompt_edits(old: &str, new: &str) -> Vec<TextEdit> {
+    let diff = TextDiff::configure().timeout(std::time::Duration::from_millis(20)).diff_lines(old, new);
+    let old_lines: Vec<usize> = line_offsets(old);
+    let new_lines: Vec<usize> = line_offsets(new);
+    let mut edits = Vec::new();
+    let mut delta: isize = 0;
+    for op in diff.ops() {
+        let (old_range, new_range) = match *op {
+            DiffOp::Equal { .. } => continue,
+            DiffOp::Delete { old_index, old_len, new_index } => (old_index..old_index + old_len, new_index..new_index),
+            DiffOp::Insert { old_index, new_index, new_len } => (old_index..old_index, new_index..new_index + new_len),
+            DiffOp::Replace { old_index, old_len, new_index, new_len } => {
+                (old_index..old_index + old_len, new_index..new_index + new_len)
+            }
+        };
+        let old_start = old_lines[old_range.start];
+        let old_end = old_lines[old_range.end];
+        let new_text = &new[new_lines[new_range.start]..new_lines[new_range.end]];
+        let start = (old_start as isize + delta) as usize;
+        let end = (old_end as isize + delta) as usize;
+        edits.push(TextEdit::new(start, end, new_text));
+        delta += new_text.len() as isize - (old_end - old_start) as isize;
+    }
+    edits
+}
+
+/// Byte offset of the start of each line, plus the text's length at the end.
+fn line_offsets(text: &str) -> Vec<usize> {
+    let mut offsets = vec![0];
+    offsets.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+    if *offsets.last().unwrap() != text.len() {
+        offsets.push(text.len());
+    }
+    offsets
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn apply(text: &str, edits: &[TextEdit]) -> String {
+        let mut out = text.to_owned();
+        for e in edits {
+            out.replace_range(e.start_byte..e.old_end_byte, &e.new_text);
+        }
+        out
+    }
+
+    fn markers() -> Markers {
+        Markers { prefix: "<P>".into(), suffix: "<S>".into(), middle: "<M>".into() }
+    }
+
+    #[test]
+    fn prompt_edits_reproduce_the_new_prompt_with_few_sites() {
+        let old = "a\nb\nc\nd\ne\n";
+        let new = "a\nB\nc\nd\nE\nf\n";
+        let edits = prompt_edits(old, new);
+        assert_eq!(apply(old, &edits), new);
+        assert_eq!(edits.len(), 2);
+        let typed = prompt_edits("x = 1\n<S>y\n", "x = 12\n<S>y\n");
+        assert_eq!(typed.len(), 1);
+        assert_eq!(apply("", &[]), "");
+        assert_eq!(apply("abc", &prompt_edits("abc", "abd")), "abd");
+    }
+
+    #[test]
+    fn fim_prompt_and_left_to_right_prompt() {
+        let b = PromptBuilder::new(Some(markers()), 1000, 1000);
+        assert_eq!(b.build("def f():\n    return 1\n", 13).text, "<P>def f():\n    <S>return 1\n<M>");
+        let l2r = PromptBuilder::new(None, 1000, 1000);
+        assert_eq!(l2r.build("abc", 2).text, "ab");
+    }
+
+    #[test]
+    fn window_stays_still_while_typing_and_moves_in_blocks() {
+        let text: String = (0..1000).map(|i| format!("line {i}\n")).collect();
+        let b = PromptBuilder::new(Some(markers()), 2000, 500);
+        let cursor = text.find("line 700").unwrap();
+        let p1 = b.build(&text, cursor);
+        let p2 = b.build(&text, cursor + 4);
+        assert_eq!(p1.window_start, p2.window_start);
+        assert!(p1.window_start > 0 && p1.window_end < text.len());
+        assert!(p1.text.len() < 4000);
+        // Typing one character is one edit site.
+        let mut typed = text.clone();
+        typed.insert(cursor, 'x');
+        assert_eq!(prompt_edits(&p1.text, &b.build(&typed, cursor + 1).text).len(), 1);
+    }
+}

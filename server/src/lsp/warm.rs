@@ -1,0 +1,404 @@
+//! Warm documents: the thread that owns the model and one PIE KV session per warm document, fed by the LSP
+//! handlers through a channel.
+//!
+//! Why a thread and a channel: llama.cpp work is long, blocking CPU work, and edits must reach each session in
+//! the order they were applied to the document store. The handlers send commands synchronously, right after
+//! mutating the store (before their first `.await`), so the channel order is the edit order; this thread applies
+//! them one by one. Consecutive edits of one document that queued up while the thread was busy are folded into
+//! one update (one decode, one K-shift). When no command is waiting, stale tokens are re-encoded in small chunks;
+//! any new command cancels that at the next chunk boundary.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use crate::engine::{self, CacheStats, Engine, EngineConfig, GenerateParams, KvSession, SamplingParams, TextEdit, WarmPool};
+use crate::features::completion::{finish_suggestion, prompt_edits, BlockStop, CompletionConfig, Markers, Prompt, PromptBuilder};
+
+/// How long the document must be idle before stale tokens are refreshed.
+const IDLE_BEFORE_REFRESH: Duration = Duration::from_millis(400);
+
+/// Something the warm thread reports to the user (turned into `window/logMessage` / `$/progress` by the caller).
+#[derive(Debug, Clone)]
+pub enum Notice {
+    ProgressBegin { token: String, title: String, message: String },
+    ProgressEnd { token: String, message: String },
+    Log { error: bool, message: String },
+}
+
+pub enum Command {
+    Open { uri: String, version: i32, text: String },
+    /// `edits` are the document's edits in the order applied; the cursor is assumed at the end of the last one.
+    Edit { uri: String, version: i32, text: String, edits: Vec<TextEdit> },
+    Close { uri: String },
+    Stats { uri: String, reply: oneshot::Sender<Result<CacheStats, String>> },
+    Complete(CompleteRequest),
+}
+
+/// A suggestion at `cursor` (a byte offset into `text`, the document at `version`).
+pub struct CompleteRequest {
+    pub uri: String,
+    pub version: i32,
+    pub text: String,
+    pub cursor: usize,
+    pub config: CompletionConfig,
+    /// Raised by a newer keystroke or `$/cancelRequest`: stop generating and answer `Err("cancelled")`.
+    pub cancel: Arc<AtomicBool>,
+    pub reply: oneshot::Sender<Result<CompletionOutcome, String>>,
+}
+
+/// What a completion produced and what it cost, for the suggestion and the `pie/status` notification.
+#[derive(Debug, Clone)]
+pub struct CompletionOutcome {
+    pub version: i32,
+    pub text: String,
+    pub encoded_tokens: u64,
+    pub reused_tokens: u64,
+    pub latency_ms: f64,
+    pub first_token_ms: Option<f64>,
+    pub generated_tokens: usize,
+}
+
+/// The LSP side's handle. Cloning is cheap; sending never blocks.
+#[derive(Clone)]
+pub struct WarmHandle {
+    tx: Sender<Command>,
+    /// Raised on every send so the thread abandons an idle refresh as soon as real work arrives.
+    interrupt: Arc<AtomicBool>,
+}
+
+impl WarmHandle {
+    pub fn send(&self, cmd: Command) {
+        // A stats query is answered between refresh chunks; only text changes are worth abandoning a chunk for.
+        if !matches!(cmd, Command::Stats { .. }) {
+            self.interrupt.store(true, Ordering::Relaxed);
+        }
+        // The thread only ends with the process; a failed send means it panicked, which `Stats` reports.
+        let _ = self.tx.send(cmd);
+    }
+}
+
+/// Starts the warm thread. `model_spec` is a path or `hf:` spec (`None`: `PIE_LS_MODEL`, then the default model).
+pub fn start(
+    model_spec: Option<String>,
+    config: EngineConfig,
+    completion: CompletionConfig,
+    notify: impl Fn(Notice) + Send + 'static,
+) -> WarmHandle {
+    let (tx, rx) = mpsc::channel();
+    let interrupt = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&interrupt);
+    std::thread::Builder::new()
+        .name("pie-warm".into())
+        .spawn(move || {
+            let engine = load(model_spec, config, &notify);
+            let markers = engine.as_ref().ok().and_then(fim_markers);
+            let prompts = PromptBuilder::new(markers, completion.prefix_bytes, completion.suffix_bytes);
+            Warm {
+                engine,
+                prompts,
+                sessions: HashMap::new(),
+                pool: None,
+                notify: Box::new(notify),
+                interrupt: flag,
+                queue: VecDeque::new(),
+            }
+            .run(rx)
+        })
+        .expect("spawning the warm thread");
+    WarmHandle { tx, interrupt }
+}
+
+fn load(model_spec: Option<String>, config: EngineConfig, notify: &impl Fn(Notice)) -> Result<Engine, String> {
+    let spec = model_spec.or_else(|| std::env::var(engine::MODEL_ENV).ok()).filter(|s| !s.trim().is_empty());
+    let path = engine::resolve_model(spec.as_deref()).map_err(|e| e.to_string());
+    let path = match path {
+        Ok(path) => path,
+        Err(err) => {
+            notify(Notice::Log { error: true, message: format!("no model loaded, completions and naming are off: {err}") });
+            return Err(err);
+        }
+    };
+    let token = "pie-ls/load-model".to_owned();
+    notify(Notice::ProgressBegin { token: token.clone(), title: "pie-ls: loading model".into(), message: path.display().to_string() });
+    let result = Engine::load(&path, config).map_err(|e| e.to_string());
+    match &result {
+        Ok(engine) => {
+            let info = engine.info();
+            let message = format!("loaded {} ({} layers, FIM: {}, PIE shift: {})", info.name, info.n_layer, info.has_fim, info.can_shift);
+            notify(Notice::ProgressEnd { token, message: message.clone() });
+            notify(Notice::Log { error: false, message });
+        }
+        Err(err) => {
+            notify(Notice::ProgressEnd { token, message: "failed".into() });
+            notify(Notice::Log { error: true, message: format!("could not load the model: {err}") });
+        }
+    }
+    result
+}
+
+/// The model's fill-in-the-middle markers (Qwen2.5-Coder, DeepSeek-Coder, StarCoder, CodeLlama... as llama.cpp
+/// reads them from the GGUF vocabulary), or `None`: the model completes left to right.
+fn fim_markers(engine: &Engine) -> Option<Markers> {
+    let (pre, suf, mid) = engine.fim_tokens()?;
+    let text = |t| String::from_utf8_lossy(&engine.token_bytes(t)).into_owned();
+    let markers = Markers { prefix: text(pre), suffix: text(suf), middle: text(mid) };
+    // The markers must tokenize back to exactly their special tokens, or the prompt would not mean FIM.
+    let round_trips = [(pre, &markers.prefix), (suf, &markers.suffix), (mid, &markers.middle)]
+        .iter()
+        .all(|(tok, text)| engine.tokenize(text, false) == vec![*tok]);
+    round_trips.then_some(markers)
+}
+
+/// One warm document: its KV session mirrors `prompt`, built from `text` with the cursor at `cursor`.
+struct WarmDoc {
+    session: KvSession,
+    version: i32,
+    text: String,
+    cursor: usize,
+    prompt: Prompt,
+}
+
+struct Warm {
+    engine: Result<Engine, String>,
+    prompts: PromptBuilder,
+    sessions: HashMap<String, Result<WarmDoc, String>>,
+    pool: Option<WarmPool<String>>,
+    notify: Box<dyn Fn(Notice) + Send>,
+    interrupt: Arc<AtomicBool>,
+    queue: VecDeque<Command>,
+}
+
+impl Warm {
+    fn run(mut self, rx: Receiver<Command>) {
+        if let Ok(engine) = &self.engine {
+            self.pool = Some(WarmPool::from_config(engine.config()));
+        }
+        let mut last_edited: Option<String> = None;
+        let mut last_edit_at = Instant::now();
+        loop {
+            if self.queue.is_empty() {
+                // Idle time counts from the last edit: queries (cacheStats) do not postpone the refresh.
+                let next = if last_edited.is_some() {
+                    rx.recv_timeout(IDLE_BEFORE_REFRESH.saturating_sub(last_edit_at.elapsed()))
+                } else {
+                    rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+                };
+                match next {
+                    Ok(cmd) => self.queue.push_back(cmd),
+                    Err(RecvTimeoutError::Timeout) => {
+                        if let Some(uri) = &last_edited {
+                            if !self.refresh(uri) {
+                                last_edited = None;
+                            }
+                        }
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+            }
+            // Take everything already waiting, so consecutive edits can be folded.
+            self.queue.extend(rx.try_iter());
+            let Some(cmd) = self.queue.pop_front() else { continue };
+            match cmd {
+                Command::Open { uri, version, text } => {
+                    let cursor = text.len();
+                    self.open(uri, version, text, cursor);
+                }
+                Command::Edit { uri, mut version, mut text, mut edits } => {
+                    while let Some(Command::Edit { uri: next_uri, .. }) = self.queue.front() {
+                        if *next_uri != uri {
+                            break;
+                        }
+                        let Some(Command::Edit { version: v, text: next_text, edits: next_edits, .. }) = self.queue.pop_front() else { break };
+                        version = v;
+                        text = next_text;
+                        edits.extend(next_edits);
+                    }
+                    self.edit(&uri, version, text, &edits);
+                    last_edited = Some(uri);
+                    last_edit_at = Instant::now();
+                }
+                Command::Close { uri } => {
+                    self.sessions.remove(&uri);
+                    if let Some(pool) = self.pool.as_mut() {
+                        pool.remove(&uri);
+                    }
+                    if last_edited.as_deref() == Some(uri.as_str()) {
+                        last_edited = None;
+                    }
+                }
+                Command::Stats { uri, reply } => {
+                    let stats = match (&self.engine, self.sessions.get(&uri)) {
+                        (Err(err), _) => Err(format!("no model loaded: {err}")),
+                        (Ok(_), Some(Ok(doc))) => Ok(doc.session.stats()),
+                        (Ok(_), Some(Err(err))) => Err(format!("{uri} has no warm cache: {err}")),
+                        (Ok(_), None) => Err(format!("{uri} has no warm cache (not open, closed, or evicted by the warm-document limit)")),
+                    };
+                    let _ = reply.send(stats);
+                }
+                Command::Complete(request) => {
+                    let uri = request.uri.clone();
+                    let outcome = self.complete(request);
+                    if let Some((reply, outcome)) = outcome {
+                        let _ = reply.send(outcome);
+                    }
+                    last_edited = Some(uri);
+                    last_edit_at = Instant::now();
+                }
+            }
+        }
+    }
+
+    fn open(&mut self, uri: String, version: i32, text: String, cursor: usize) {
+        let Ok(engine) = &self.engine else { return };
+        let token = format!("pie-ls/warm/{uri}");
+        (self.notify)(Notice::ProgressBegin { token: token.clone(), title: "pie-ls: reading file into the model".into(), message: uri.clone() });
+        let prompt = self.prompts.build(&text, cursor);
+        let session = KvSession::open(engine, &prompt.text).map_err(|e| e.to_string());
+        let message = match &session {
+            Ok(s) => format!("{} tokens cached", s.stats().cached_tokens),
+            Err(err) => {
+                (self.notify)(Notice::Log { error: false, message: format!("{uri} stays cold: {err}") });
+                "not cached".into()
+            }
+        };
+        (self.notify)(Notice::ProgressEnd { token, message });
+        let bytes = session.as_ref().map(|s| s.kv_bytes()).unwrap_or(0);
+        let doc = session.map(|session| WarmDoc { session, version, text, cursor, prompt });
+        self.sessions.insert(uri.clone(), doc);
+        self.touch(&uri, bytes);
+    }
+
+    fn edit(&mut self, uri: &str, version: i32, text: String, edits: &[TextEdit]) {
+        let cursor = edits.last().map(|e| e.start_byte + e.new_text.len()).unwrap_or(0).min(text.len());
+        if !matches!(self.sessions.get(uri), Some(Ok(_))) {
+            // Evicted or failed earlier: a new edit is a reason to try warming it again.
+            if self.engine.is_ok() {
+                self.open(uri.to_owned(), version, text, cursor);
+            }
+            return;
+        }
+        if let Err(err) = self.move_to(uri, version, text, cursor) {
+            (self.notify)(Notice::Log { error: true, message: format!("{uri}: cache update failed, dropping the warm cache: {err}") });
+            self.sessions.insert(uri.to_owned(), Err(err));
+        }
+    }
+
+    /// Brings a warm document's prompt to `text` with the cursor at `cursor`: a few edit sites, applied by PIE.
+    fn move_to(&mut self, uri: &str, version: i32, text: String, cursor: usize) -> Result<(), String> {
+        let Some(Ok(doc)) = self.sessions.get_mut(uri) else { return Err(format!("{uri} is not warm")) };
+        let prompt = self.prompts.build(&text, cursor);
+        if prompt.text != doc.prompt.text {
+            let edits = prompt_edits(&doc.prompt.text, &prompt.text);
+            doc.session.update(&prompt.text, &edits).map_err(|e| e.to_string())?;
+        }
+        doc.version = version;
+        doc.text = text;
+        doc.cursor = cursor;
+        doc.prompt = prompt;
+        let bytes = doc.session.kv_bytes();
+        self.touch(uri, bytes);
+        Ok(())
+    }
+
+    /// Serves one completion: move the cached prompt to the request's cursor, generate until the block ends, the
+    /// token cap, the time budget, or a cancellation. Returns the reply channel with the answer.
+    #[allow(clippy::type_complexity)]
+    fn complete(
+        &mut self,
+        request: CompleteRequest,
+    ) -> Option<(oneshot::Sender<Result<CompletionOutcome, String>>, Result<CompletionOutcome, String>)> {
+        let started = Instant::now();
+        let CompleteRequest { uri, version, text, cursor, config, cancel, reply } = request;
+        if let Err(err) = &self.engine {
+            return Some((reply, Err(format!("no model loaded: {err}"))));
+        }
+        if cancel.load(Ordering::Relaxed) {
+            return Some((reply, Err("cancelled".into())));
+        }
+        let before = match self.sessions.get(uri.as_str()) {
+            Some(Ok(doc)) => doc.session.stats(),
+            _ => {
+                self.open(uri.clone(), version, text.clone(), cursor);
+                match self.sessions.get(uri.as_str()) {
+                    Some(Ok(_)) => CacheStats::default(),
+                    Some(Err(err)) => return Some((reply, Err(err.clone()))),
+                    None => return Some((reply, Err("could not warm the document".into()))),
+                }
+            }
+        };
+        if let Err(err) = self.move_to(&uri, version, text, cursor) {
+            self.sessions.insert(uri.clone(), Err(err.clone()));
+            return Some((reply, Err(err)));
+        }
+        let Some(Ok(doc)) = self.sessions.get_mut(uri.as_str()) else { return Some((reply, Err("not warm".into()))) };
+        let line_start = doc.text[..doc.cursor].rfind('\n').map(|i| i + 1).unwrap_or(0);
+        let line_end = doc.text[doc.cursor..].find('\n').map(|i| doc.cursor + i).unwrap_or(doc.text.len());
+        let block = BlockStop::new(&doc.text[line_start..doc.cursor], config.multiline);
+        let rest_of_line = doc.text[doc.cursor..line_end].to_owned();
+        let stop_now = AtomicBool::new(false);
+        let mut generated = String::new();
+        let mut first_token_ms = None;
+        let mut pieces = 0usize;
+        let budget = Duration::from_millis(config.time_budget_ms);
+        let params = GenerateParams { max_tokens: config.max_tokens, sampling: SamplingParams::greedy(), stop: Vec::new() };
+        let result = doc.session.generate(&params, &stop_now, |piece| {
+            first_token_ms.get_or_insert_with(|| started.elapsed().as_secs_f64() * 1e3);
+            generated.push_str(piece);
+            pieces += 1;
+            if cancel.load(Ordering::Relaxed) || block.cut(&generated).is_some() || started.elapsed() > budget {
+                stop_now.store(true, Ordering::Relaxed);
+            }
+        });
+        let generated_tokens = match result {
+            Ok(generation) => generation.tokens,
+            Err(engine::EngineError::Cancelled) if !cancel.load(Ordering::Relaxed) => pieces,
+            Err(engine::EngineError::Cancelled) => return Some((reply, Err("cancelled".into()))),
+            Err(err) => return Some((reply, Err(err.to_string()))),
+        };
+        let after = doc.session.stats();
+        let outcome = CompletionOutcome {
+            version: doc.version,
+            text: finish_suggestion(&generated, &block, &rest_of_line),
+            encoded_tokens: after.encoded_tokens.saturating_sub(before.encoded_tokens),
+            reused_tokens: after.reused_tokens.saturating_sub(before.reused_tokens),
+            latency_ms: started.elapsed().as_secs_f64() * 1e3,
+            first_token_ms,
+            generated_tokens,
+        };
+        Some((reply, Ok(outcome)))
+    }
+
+    fn touch(&mut self, uri: &str, bytes: usize) {
+        let Some(pool) = self.pool.as_mut() else { return };
+        for evicted in pool.touch(&uri.to_owned(), bytes) {
+            tracing::info!("evicting the warm cache of {evicted} (warm-document limit)");
+            self.sessions.remove(&evicted);
+        }
+    }
+
+    /// Re-encodes one chunk of stale tokens; returns whether more remain.
+    fn refresh(&mut self, uri: &str) -> bool {
+        let Some(Ok(doc)) = self.sessions.get_mut(uri) else { return false };
+        let session = &mut doc.session;
+        if session.stale_tokens() == 0 {
+            return false;
+        }
+        let chunk = session.engine().config().refresh_chunk.max(1);
+        // A command sent after this point cancels the chunk; one sent just before waits for at most one chunk.
+        self.interrupt.store(false, Ordering::Relaxed);
+        match session.refresh_stale(chunk, &self.interrupt) {
+            Ok(report) => report.remaining_stale > 0,
+            Err(engine::EngineError::Cancelled) => true,
+            Err(err) => {
+                tracing::warn!("{uri}: idle refresh failed: {err}");
+                false
+            }
+        }
+    }
+}

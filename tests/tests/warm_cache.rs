@@ -1,0 +1,117 @@
+//! The warm KV cache through the real server with the real test model (SmolLM2-135M): edits reach the engine in
+//! order, each keystroke encodes a handful of tokens instead of the file, and model problems are clear errors
+//! that leave the document machinery working.
+
+use std::time::{Duration, Instant};
+
+use pie_ls_harness::{range_change, test_model, LspClient};
+use serde_json::{json, Value};
+
+const URI: &str = "file:///w/stats.py";
+
+fn source() -> String {
+    let mut text = String::from("import math\n\n");
+    for i in 0..12 {
+        text.push_str(&format!(
+            "def helper_{i}(values, scale={i}):\n    \"\"\"Scaled mean of the values.\"\"\"\n    total = sum(v * scale for v in values)\n    return total / max(len(values), 1)\n\n\n"
+        ));
+    }
+    text
+}
+
+/// Waits until the document is warm (the model loads and reads the file in the background).
+fn warm_stats(lsp: &mut LspClient, uri: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        match lsp.cache_stats(uri) {
+            Ok(stats) if stats["cachedTokens"].as_u64().unwrap_or(0) > 0 => return stats,
+            Ok(_) | Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
+            other => panic!("document never became warm: {other:?}\nstderr: {}", lsp.stderr()),
+        }
+    }
+}
+
+#[test]
+fn typing_encodes_only_the_edit_and_reuses_the_rest() {
+    let mut lsp = LspClient::builder().model(&test_model()).spawn().unwrap();
+    let text = source();
+    lsp.open(URI, "python", &text);
+    let opened = warm_stats(&mut lsp, URI);
+    let file_tokens = opened["cachedTokens"].as_u64().unwrap();
+    assert!(file_tokens > 300, "{opened}");
+
+    // Type a comment, keystroke by keystroke, in the middle of the file.
+    let line = 20u32;
+    let typed = "# note";
+    for (i, ch) in typed.chars().enumerate() {
+        lsp.edit(URI, vec![range_change((line, i as u32), (line, i as u32), &ch.to_string())]);
+    }
+    let after = lsp.cache_stats(URI).unwrap();
+    let state = lsp.document_state(URI).unwrap();
+    assert!(state["text"].as_str().unwrap().lines().nth(line as usize).unwrap().starts_with("# note"));
+    let updates = after["updates"].as_u64().unwrap();
+    assert!((1..=typed.len() as u64).contains(&updates), "keystrokes fold into at most one update each: {after}");
+    let encoded = after["encodedTokens"].as_u64().unwrap() - opened["encodedTokens"].as_u64().unwrap();
+    assert!(encoded <= 16 * typed.len() as u64, "{encoded} tokens encoded for {} keystrokes (file: {file_tokens}): {after}", typed.len());
+    assert!(encoded < file_tokens / 4, "typing must not re-read the file: {encoded} of {file_tokens}");
+    assert!(after["shiftedTokens"].as_u64().unwrap() > 0, "the suffix moved by rotation: {after}");
+    assert!(after["reusedTokens"].as_u64().unwrap() > file_tokens / 2, "{after}");
+    assert_eq!(after["fullRecomputes"], 0, "{after}");
+
+    // Idle: the stale suffix is re-encoded in the background until nothing is stale.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let stats = lsp.cache_stats(URI).unwrap();
+        if stats["staleTokens"] == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "idle refresh never finished: {stats}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+
+    // Closing drops the cache.
+    lsp.close(URI);
+    let err = lsp.cache_stats(URI).unwrap_err();
+    assert!(err.message.contains("no warm cache"), "{err}");
+}
+
+#[test]
+fn a_missing_model_is_a_clear_error_and_documents_still_work() {
+    let mut lsp = LspClient::builder().model("/nonexistent/model.gguf").spawn().unwrap();
+    let msg = lsp.wait_log_containing("no model loaded", Duration::from_secs(30)).unwrap();
+    assert!(msg.contains("/nonexistent/model.gguf"), "{msg}");
+    lsp.open(URI, "python", "x = 1\n");
+    lsp.edit(URI, vec![range_change((0, 0), (0, 1), "y")]);
+    assert_eq!(lsp.text(URI).unwrap(), "y = 1\n");
+    let err = lsp.cache_stats(URI).unwrap_err();
+    assert!(err.message.contains("no model loaded"), "{err}");
+}
+
+#[test]
+fn a_corrupt_model_file_is_a_clear_error() {
+    let dir = std::env::temp_dir().join(format!("pie-ls-corrupt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("broken.gguf");
+    let mut bytes = b"GGUF".to_vec();
+    bytes.extend_from_slice(&[0xff; 64]);
+    std::fs::write(&path, bytes).unwrap();
+    let mut lsp = LspClient::builder().model(path.to_str().unwrap()).spawn().unwrap();
+    let msg = lsp.wait_log_containing("model", Duration::from_secs(60)).unwrap();
+    assert!(msg.contains("broken.gguf"), "{msg}");
+    lsp.open(URI, "python", "x = 1\n");
+    assert_eq!(lsp.text(URI).unwrap(), "x = 1\n");
+    assert!(lsp.is_alive());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn the_server_reports_model_loading_as_progress() {
+    let mut lsp = LspClient::builder().model(&test_model()).spawn().unwrap();
+    let begin = lsp.wait_notification("$/progress", Duration::from_secs(60)).unwrap();
+    assert_eq!(begin["value"]["kind"], "begin", "{begin}");
+    assert!(begin["value"]["title"].as_str().unwrap().contains("loading model"), "{begin}");
+    let end = lsp.wait_notification("$/progress", Duration::from_secs(120)).unwrap();
+    assert_eq!(end["value"]["kind"], "end", "{end}");
+    assert_eq!(end["token"], begin["token"]);
+    let _ = json!(null);
+}
