@@ -10,3 +10,7 @@ require("pie-ls").setup({
   settings = { model = { path = vim.env.PIE_LS_TEST_MODEL, threads = 2, contextLength = 2048 } },
   progress = true,
 })
+-- what a user would show: line numbers, and the plugin's figures in the statusline
+vim.opt.number = true
+vim.opt.laststatus = 2
+vim.opt.statusline = "%f %m%=%{v:lua.require'pie-ls'.statusline()}  %l:%c "

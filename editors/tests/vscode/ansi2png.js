@@ -3,7 +3,7 @@
 const { chromium } = require('playwright-core');
 const fs = require('fs');
 
-const [input, output] = process.argv.slice(2);
+const [input, output, columns] = process.argv.slice(2);
 const text = fs.readFileSync(input, 'utf8').replace(/\n$/, '');
 const BG = '#14161b', FG = '#e0e2ea';
 const base16 = ['#07080d', '#ffc0b9', '#b3f6c0', '#fce094', '#a6dbff', '#ffcaff', '#8cf8f7', '#eef1f8',
@@ -54,7 +54,7 @@ for (const line of text.split('\n')) {
   html += `<div class="l">${out}</div>`;
 }
 const page = `<html><body style="margin:0;background:${BG}"><pre id="t" style="margin:0;padding:8px;display:inline-block;
-  font:14px/1.3 'DejaVu Sans Mono',monospace;color:${FG};background:${BG}">${html}</pre>
+  font:14px/1.3 'DejaVu Sans Mono',monospace;min-width:${Number(columns) || 0}ch;color:${FG};background:${BG}">${html}</pre>
   <style>.l{white-space:pre;min-height:1.3em}</style></body></html>`;
 (async () => {
   const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || '/usr/bin/chromium',

@@ -25,7 +25,9 @@ M.defaults = {
   settings = {},
   completion = {
     enabled = true, -- vim.lsp.completion in attached buffers
-    autotrigger = true, -- open the menu on the server's trigger characters
+    -- open the menu on the server's trigger characters; nil: only where there is no ghost text, which already
+    -- shows the same suggestion as you type
+    autotrigger = nil,
     trigger_key = "<C-Space>", -- insert-mode key that asks for completions (vim.lsp.completion.get); false: none
   },
   inline_completion = {
@@ -111,7 +113,11 @@ end
 local function on_attach(client, bufnr)
   local opts = M.options
   if opts.completion.enabled and client:supports_method("textDocument/completion") then
-    vim.lsp.completion.enable(true, client.id, bufnr, { autotrigger = opts.completion.autotrigger })
+    local autotrigger = opts.completion.autotrigger
+    if autotrigger == nil then
+      autotrigger = not (opts.inline_completion.enabled and client:supports_method("textDocument/inlineCompletion"))
+    end
+    vim.lsp.completion.enable(true, client.id, bufnr, { autotrigger = autotrigger })
     -- Neovim inserts only the first word of a plain-text item (its `word`); the server's items carry the
     -- model's whole suggestion, so on accept insert the rest of it too.
     vim.api.nvim_create_autocmd("CompleteDone", {
@@ -180,9 +186,16 @@ local function on_status(_, result, ctx)
   if type(result) == "table" and result.uri then
     M.state.status[result.uri] = vim.tbl_extend("force", result, { client_id = ctx.client_id, at = os.time() })
     vim.api.nvim_exec_autocmds("User", { pattern = "PieStatus", data = result, modeline = false })
+    vim.cmd.redrawstatus()
   end
 end
 
+local function echo_progress(p, message)
+  vim.api.nvim_echo({ { ("pie-ls: %s%s"):format(p.title or "", message and (": " .. message) or "") } }, false, {})
+end
+
+--- $/progress from the server: kept in M.state.progress (statusline, :PieStatus, :PieCancel) and echoed when
+--- the work lasts over half a second, so that the short warm-up after each file change stays quiet.
 local function on_progress(ev)
   local client = vim.lsp.get_client_by_id(ev.data.client_id)
   if not client or client.name ~= M.name then
@@ -193,22 +206,28 @@ local function on_progress(ev)
   local token = params.token
   if value.kind == "begin" then
     local title = (value.title or ""):gsub("^pie%-ls:%s*", "")
-    M.state.progress[token] = { client_id = client.id, title = title, message = value.message,
-      cancellable = value.cancellable }
+    local p = { client_id = client.id, title = title, message = value.message, cancellable = value.cancellable }
+    M.state.progress[token] = p
+    vim.cmd.redrawstatus()
+    vim.defer_fn(function()
+      if M.state.progress[token] == p and M.options.progress then
+        p.shown = true
+        echo_progress(p, p.message)
+      end
+    end, 500)
   elseif value.kind == "report" and M.state.progress[token] then
-    M.state.progress[token].message = value.message or M.state.progress[token].message
+    local p = M.state.progress[token]
+    p.message = value.message or p.message
+    if p.shown then
+      echo_progress(p, p.message)
+    end
   elseif value.kind == "end" then
     local p = M.state.progress[token]
     M.state.progress[token] = nil
-    if p and M.options.progress then
-      vim.api.nvim_echo({ { ("pie-ls: %s: %s"):format(p.title or "", value.message or "done") } }, false, {})
+    vim.cmd.redrawstatus()
+    if p and p.shown then
+      echo_progress(p, value.message or "done")
     end
-    return
-  end
-  local p = M.state.progress[token]
-  if p and M.options.progress then
-    vim.api.nvim_echo({ { ("pie-ls: %s%s"):format(p.title or "", p.message and (": " .. p.message) or "") } },
-      false, {})
   end
 end
 
@@ -251,12 +270,12 @@ function M.status_lines(bufnr)
   if not client then
     local cmd = M.cmd()
     lines[#lines + 1] = "pie-ls: not attached to this buffer"
-      .. (cmd and (" (server: " .. table.concat(cmd, " ") .. ")") or " (server binary not found; :checkhealth pie-ls)")
+      .. (cmd and (" (server: " .. table.concat(vim.tbl_map(tostring, cmd), " ") .. ")") or " (server binary not found; :checkhealth pie-ls)")
     return lines
   end
   local info = client.server_info or {}
   lines[#lines + 1] = ("pie-ls %s: client %d, %s, cmd %s"):format(info.version or "?", client.id,
-    client:is_stopped() and "stopped" or "running", table.concat(client.config.cmd or {}, " "))
+    client:is_stopped() and "stopped" or "running", table.concat(vim.tbl_map(tostring, client.config.cmd or {}), " "))
   for _, p in pairs(M.state.progress) do
     lines[#lines + 1] = ("  busy: %s%s"):format(p.title or "", p.message and (": " .. p.message) or "")
   end
