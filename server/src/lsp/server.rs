@@ -349,8 +349,15 @@ impl LanguageServer for Backend {
     async fn code_action_resolve(&self, action: CodeAction) -> Result<CodeAction> {
         let uri = super::code_action::resolve_uri(&action)?;
         let snapshot = super::code_action::snapshot(&self.docs(), &uri, self.encoding())?;
-        // No model yet: the deterministic name. Wire a `features::extract::NameSuggester` here (it blocks).
-        super::code_action::resolve(action, &snapshot, None, None)
+        // The model names the function through the warm thread (blocking, so off the async runtime); without a
+        // model the deterministic name is used.
+        let namer = self.warm().cloned().map(warm::Namer::new);
+        tokio::task::spawn_blocking(move || {
+            let suggester = namer.as_ref().map(|n| n as &dyn crate::features::extract::NameSuggester);
+            super::code_action::resolve(action, &snapshot, suggester, None)
+        })
+        .await
+        .map_err(|err| server_error(format!("extract method failed: {err}")))?
     }
 
     async fn shutdown(&self) -> Result<()> {

@@ -37,6 +37,36 @@ pub enum Command {
     Close { uri: String },
     Stats { uri: String, reply: oneshot::Sender<Result<CacheStats, String>> },
     Complete(CompleteRequest),
+    /// A one-off greedy generation from `prompt` in a scratch session (naming an extracted function).
+    Generate { prompt: String, max_tokens: usize, stop: Vec<String>, reply: mpsc::Sender<Result<String, String>> },
+}
+
+/// Names extracted functions with the model, through the warm thread. Blocking: call it off the async runtime.
+pub struct Namer {
+    handle: WarmHandle,
+}
+
+impl Namer {
+    pub fn new(handle: WarmHandle) -> Namer {
+        Namer { handle }
+    }
+}
+
+impl crate::features::extract::NameSuggester for Namer {
+    fn suggest_name(&self, prompt: &str) -> Option<String> {
+        let (reply, answer) = mpsc::channel();
+        self.handle.send(Command::Generate { prompt: prompt.to_owned(), max_tokens: 12, stop: vec!["\n".into()], reply });
+        // A busy warm thread (reading a large file) must not hold the action up for long: fall back to the
+        // deterministic name.
+        match answer.recv_timeout(Duration::from_secs(20)) {
+            Ok(Ok(name)) => Some(name),
+            Ok(Err(err)) => {
+                tracing::info!("no model name: {err}");
+                None
+            }
+            Err(_) => None,
+        }
+    }
 }
 
 /// A suggestion at `cursor` (a byte offset into `text`, the document at `version`).
@@ -241,6 +271,9 @@ impl Warm {
                     };
                     let _ = reply.send(stats);
                 }
+                Command::Generate { prompt, max_tokens, stop, reply } => {
+                    let _ = reply.send(self.generate_once(&prompt, max_tokens, stop));
+                }
                 Command::Complete(request) => {
                     let uri = request.uri.clone();
                     let outcome = self.complete(request);
@@ -372,6 +405,14 @@ impl Warm {
             generated_tokens,
         };
         Some((reply, Ok(outcome)))
+    }
+
+    fn generate_once(&self, prompt: &str, max_tokens: usize, stop: Vec<String>) -> Result<String, String> {
+        let engine = self.engine.as_ref().map_err(|e| format!("no model loaded: {e}"))?;
+        let mut session = KvSession::open(engine, prompt).map_err(|e| e.to_string())?;
+        let params = GenerateParams { max_tokens, sampling: SamplingParams::greedy(), stop };
+        let generation = session.generate(&params, &AtomicBool::new(false), |_| {}).map_err(|e| e.to_string())?;
+        Ok(generation.text)
     }
 
     fn touch(&mut self, uri: &str, bytes: usize) {
