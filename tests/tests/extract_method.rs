@@ -1,7 +1,7 @@
 //! Extract method through the real server: every fixture in `tests/fixtures/extract/<language>/` is opened,
 //! `textDocument/codeAction` is asked for the selection between `«` and `»`, and the action must be offered (then
 //! resolved, its `WorkspaceEdit` applied and compared with `<case>.after.<ext>`) or disabled with the reason
-//! written in the fixture's `refused: ...` comment. Where the language runs here (Python, JavaScript, Rust, Go),
+//! written in the fixture's `refused: ...` comment. Where the language runs here (Python, JavaScript, Rust, Go, Java),
 //! the program runs before and after and must print the same.
 //!
 //! `EXTRACT_BLESS=1` writes missing after-files (review them before committing).
@@ -133,6 +133,7 @@ fn program(lang: &str) -> Option<&'static str> {
         "javascript" => which("node").then_some("node"),
         "rust" => which("rustc").then_some("rustc"),
         "go" => which("go").then_some("go"),
+        "java" => which("java").then_some("java"),
         _ => None,
     }
 }
@@ -143,13 +144,15 @@ fn which(bin: &str) -> bool {
 
 /// Runs a program's text and returns its stdout, or why it failed.
 fn run_program(lang: &str, ext: &str, text: &str, tag: &str) -> Result<String, String> {
-    let dir = std::env::temp_dir().join(format!("pie-ls-extract-test-{}-{tag}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("pie-ls-extract-test-{}-{lang}-{tag}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join(format!("main.{ext}"));
     std::fs::write(&file, text).unwrap();
     let output = match lang {
         "python" => Command::new("python3").arg(&file).output(),
         "javascript" => Command::new("node").arg(&file).output(),
+        // The single-file source launcher: compiles in memory and runs the first class's `main`.
+        "java" => Command::new("java").arg(&file).output(),
         "go" => Command::new("go").arg("run").arg(&file).env("GOFLAGS", "-mod=mod").env("GO111MODULE", "off").output(),
         "rust" => {
             let bin = dir.join("main_bin");
@@ -180,6 +183,7 @@ fn runnable(lang: &str, text: &str) -> bool {
         "python" | "javascript" => !text.contains("no-run"),
         "rust" => text.contains("fn main"),
         "go" => text.contains("func main"),
+        "java" => text.contains("static void main"),
         _ => false,
     }
 }

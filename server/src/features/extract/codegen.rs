@@ -265,7 +265,7 @@ fn function_text(plan: &Plan, name: &str) -> Result<String, String> {
                 Receiver::JsThis { is_static } => {
                     format!("{}{asyncs}{name}({params}) {{", if is_static { "static " } else { "" })
                 }
-                _ => format!("{asyncs}function {name}({params}) {{"),
+                _ => format!("{asyncs}function {name}{}({params}) {{", plan.generics),
             }
         }
         Family::Rust => {
@@ -362,6 +362,8 @@ fn function_text(plan: &Plan, name: &str) -> Result<String, String> {
                 1 => Some(names[0].to_owned()),
                 _ => Some(match plan.family {
                     Family::Python | Family::Go => names.join(", "),
+                    // `as const` keeps a TypeScript tuple a tuple (not an array of the union).
+                    Family::Js if plan.table().typed_params => format!("[{}] as const", names.join(", ")),
                     Family::Js => format!("[{}]", names.join(", ")),
                     _ => format!("({})", names.join(", ")),
                 }),

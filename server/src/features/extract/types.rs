@@ -422,6 +422,29 @@ impl<'a, 't> TypeCx<'a, 't> {
         found
     }
 
+    /// The declared type of a field of a Go struct type declared in the file.
+    fn go_field_type(&self, owner: &str, field: &str) -> Option<String> {
+        let mut c = self.root.walk();
+        for decl in self.root.named_children(&mut c).filter(|n| n.kind() == "type_declaration") {
+            let mut dc = decl.walk();
+            for spec in decl.named_children(&mut dc).filter(|n| n.kind() == "type_spec") {
+                if spec.child_by_field_name("name").is_none_or(|n| self.text(n) != owner) {
+                    continue;
+                }
+                let ty = spec.child_by_field_name("type")?;
+                let list = ty.named_children(&mut ty.walk()).find(|n| n.kind() == "field_declaration_list")?;
+                let mut lc = list.walk();
+                for fd in list.named_children(&mut lc).filter(|n| n.kind() == "field_declaration") {
+                    let mut fc = fd.walk();
+                    if fd.children_by_field_name("name", &mut fc).any(|n| self.text(n) == field) {
+                        return fd.child_by_field_name("type").map(|t| self.text(t));
+                    }
+                }
+            }
+        }
+        None
+    }
+
     fn is_plain_struct(&self, name: &str) -> bool {
         let mut c = self.root.walk();
         let found = self.root.named_children(&mut c).any(|n| {
@@ -511,6 +534,11 @@ impl<'a, 't> TypeCx<'a, 't> {
                 go_element(&coll)
             }
             "slice_expression" => self.expr_type(e.child_by_field_name("operand")?),
+            "selector_expression" => {
+                let owner = self.expr_type(e.child_by_field_name("operand")?)?;
+                let field = e.child_by_field_name("field").map(|f| self.text(f))?;
+                self.go_field_type(owner.trim_start_matches('*'), &field)
+            }
             "call_expression" => {
                 let f = e.child_by_field_name("function")?;
                 let fname = self.text(f);
@@ -580,6 +608,9 @@ impl<'a, 't> TypeCx<'a, 't> {
                     return Some("String".to_owned());
                 }
                 let rank = |t: &str| ["byte", "short", "char", "int", "long", "float", "double"].iter().position(|x| *x == t);
+                if op != "+" && (l.as_deref() == Some("double") || r.as_deref() == Some("double")) {
+                    return Some("double".to_owned());
+                }
                 match (l, r) {
                     (Some(l), Some(r)) => {
                         let (rl, rr) = (rank(&l)?, rank(&r)?);
@@ -614,7 +645,10 @@ impl<'a, 't> TypeCx<'a, 't> {
             }
             "field_access" => {
                 let field = e.child_by_field_name("field").map(|n| self.text(n))?;
-                if field == "length" {
+                let object = e.child_by_field_name("object").map(|o| self.text(o)).unwrap_or_default();
+                if object == "Math" && (field == "PI" || field == "E") {
+                    Some("double".to_owned())
+                } else if field == "length" {
                     Some("int".to_owned())
                 } else {
                     None
