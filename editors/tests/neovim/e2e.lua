@@ -98,6 +98,7 @@ local function case(name, needs, fn)
     say(("SKIP %s: the server does not offer %s yet"):format(name, needs))
     return
   end
+  keys("<C-\\><C-n>") -- start in normal mode, whatever the last case left
   local t = vim.uv.hrtime()
   local ok, err = xpcall(fn, debug.traceback)
   local ms = math.floor((vim.uv.hrtime() - t) / 1e6)
@@ -202,6 +203,36 @@ case("ghost text: typing shows the model's inline completion, <Tab> accepts it",
     end)
     keys("<Esc>")
     assert(ghost)
+    synced()
+  end)
+
+case("ghost text on Neovim 0.11 (the plugin's extmarks): shown after typing, <Tab> accepts it",
+  "inlineCompletionProvider", function()
+    rpc("nvim_command", "edit! shop.py")
+    synced()
+    -- what on_attach does where vim.lsp.inline_completion is missing
+    lua([[local pie = require("pie-ls")
+      pie.options.inline_completion.native = false
+      vim.lsp.inline_completion.enable(false, { bufnr = 0 })
+      require("pie-ls.ghost").attach(pie.client(0), vim.api.nvim_get_current_buf(), 150)]])
+    keys("Go<CR>def handling_fee(order):<CR>")
+    local ns = lua([[return require("pie-ls.ghost").ns]])
+    wait_for("ghost text from the plugin's extmarks", 60000, function()
+      local marks = lua("return vim.api.nvim_buf_get_extmarks(0, ..., 0, -1, { details = true })", ns)
+      local d = marks[1] and marks[1][4]
+      return d and ((d.virt_text and d.virt_text[1][1] ~= "") or d.virt_lines) and d
+    end)
+    local item = lua([[return require("pie-ls.ghost").current(0)]])
+    local lines_before = lua("return vim.api.nvim_buf_line_count(0)")
+    keys("<Tab>")
+    local text = wait_for("the accepted ghost text in the buffer", 5000, function()
+      local t = buffer_text()
+      return lua("return vim.api.nvim_buf_line_count(0)") ~= lines_before or t:find("def handling_fee%(order%):\n *%S")
+    end)
+    keys("<Esc>")
+    local first = vim.trim(vim.split(vim.trim(item.insertText), "\n")[1])
+    assert(buffer_text():find(first, 1, true), "the buffer does not hold the item's text " .. vim.inspect(item.insertText))
+    lua([[require("pie-ls").options.inline_completion.native = nil]])
     synced()
   end)
 

@@ -13,6 +13,7 @@ const WS = process.env.WS_DIR;
 const SHOTS = process.env.SHOT_DIR || os.tmpdir();
 const CAPS = JSON.parse(process.env.PIE_CAPS || '{}');
 const ONLY = process.env.PIE_LS_E2E_ONLY;
+const SERVER_LOG = process.env.SERVER_LOG;   // the server's --log-file (appended to by every server started)
 const FILE = path.join(WS, 'shop.py');
 const SAMPLE = fs.readFileSync(FILE, 'utf8');
 
@@ -128,6 +129,23 @@ async function resetFile() {
       // the end of the server's $/progress for the model load, as logged by the progress feature
       if (!/loading model: /.test(out)) throw new Error(`no model-loading progress in the output:\n${out}`);
       await page.keyboard.press('Control+J');   // close the panel
+      await editor().click();
+    });
+
+    await testCase('command "Fetch the small test model" runs pie-ls model fetch, then restarts the server', null, async () => {
+      await page.keyboard.press('Escape');
+      await page.keyboard.press('F1');
+      await page.keyboard.type('pie-ls: Fetch the small test model');
+      await page.locator('.quick-input-list .monaco-list-row', { hasText: 'Fetch the small test model' }).first()
+        .waitFor({ timeout: 5000 });
+      await page.keyboard.press('Enter');
+      const toast = page.locator('.notification-toast', { hasText: 'model ready' });
+      await toast.first().waitFor({ timeout: 60000 });
+      const starts = () => (fs.readFileSync(SERVER_LOG, 'utf8').match(/initialized encoding/g) || []).length;
+      const before = starts();
+      await toast.locator('a.monaco-button, .monaco-button', { hasText: 'Restart' }).first().click();
+      await until('a second server to start', 30000, async () => starts() > before);
+      await until('the restarted server to warm the file again', 90000, async () => /\d+ tok warm/.test(await statusText()));
       await editor().click();
     });
 

@@ -52,7 +52,7 @@ stop() {
 trap stop EXIT
 for _ in $(seq 1 150); do curl -sf -o /dev/null "http://127.0.0.1:$PORT/healthz" && break; sleep 0.2; done
 rc=0
-PIE_CAPS=$(node "$HERE/caps.js" "$PIE_LS_BIN") CS_URL="http://127.0.0.1:$PORT" WS_DIR="$RUN/ws" SHOT_DIR="$SHOT_DIR" \
+PIE_CAPS=$(node "$HERE/caps.js" "$PIE_LS_BIN") SERVER_LOG="$RUN/server.log" CS_URL="http://127.0.0.1:$PORT" WS_DIR="$RUN/ws" SHOT_DIR="$SHOT_DIR" \
   node "$HERE/e2e.js" || rc=$?
 if [ $rc -ne 0 ]; then
   echo "logs kept in $RUN (server.log, code-server.log, ud/logs/*/exthost*/)"

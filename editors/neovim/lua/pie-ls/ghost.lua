@@ -56,7 +56,7 @@ local function show(bufnr, item, row, col)
     virt_lines[#virt_lines + 1] = { { lines[i], "ComplHint" } }
   end
   api.nvim_buf_set_extmark(bufnr, M.ns, row, col, {
-    virt_text = { { lines[1], "ComplHint" } },
+    virt_text = lines[1] ~= "" and { { lines[1], "ComplHint" } } or nil,
     virt_text_pos = "inline",
     virt_lines = #virt_lines > 0 and virt_lines or nil,
     hl_mode = "combine",
@@ -128,7 +128,7 @@ end
 
 --- The ghost text shown in a buffer (nil: none).
 function M.current(bufnr)
-  local b = buffers[bufnr or api.nvim_get_current_buf()]
+  local b = buffers[(bufnr == nil or bufnr == 0) and api.nvim_get_current_buf() or bufnr]
   return b and b.item
 end
 
