@@ -235,10 +235,15 @@ fn check_case(lsp: &mut LspClient, lang: &str, lang_id: &str, ext: &str, case: &
     Ok(())
 }
 
+/// A server without a model: fixtures pin the deterministic names.
+fn server_without_model() -> LspClient {
+    LspClient::builder().init_options(json!({ "model": { "enabled": false } })).spawn().expect("server starts")
+}
+
 fn run_language(lang: &str, lang_id: &str, ext: &str) {
     let cases = cases(lang, ext);
     assert!(!cases.is_empty(), "no fixtures for {lang}");
-    let mut lsp = LspClient::start().expect("server starts");
+    let mut lsp = server_without_model();
     let mut failures = Vec::new();
     let mut refused = 0;
     for (n, case) in cases.iter().enumerate() {
@@ -299,7 +304,7 @@ fn capability_is_advertised_with_resolve() {
 
 #[test]
 fn bad_requests_get_errors_and_the_server_keeps_serving() {
-    let mut lsp = LspClient::start().unwrap();
+    let mut lsp = server_without_model();
     let uri = "file:///w/bad.py";
     lsp.open(uri, "python", "def f(a):\n    b = a + 1\n    return b\n");
     // A line past the end is an error, not a crash.
@@ -326,7 +331,7 @@ fn bad_requests_get_errors_and_the_server_keeps_serving() {
 
 #[test]
 fn only_filter_and_stale_resolve() {
-    let mut lsp = LspClient::start().unwrap();
+    let mut lsp = server_without_model();
     let uri = "file:///w/only.py";
     lsp.open(uri, "python", "def f(a):\n    b = a + 1\n    return b\n");
     let res = lsp
@@ -364,7 +369,7 @@ fn code_action_latency_on_a_2000_line_file() {
     }
     let lines = text.lines().count();
     let uri = "file:///w/big.py";
-    let mut lsp = LspClient::start().unwrap();
+    let mut lsp = server_without_model();
     lsp.open(uri, "python", &text);
     // A selection in the middle of the file: the loop of one function.
     let target_fn = n / 2;
@@ -387,4 +392,30 @@ fn code_action_latency_on_a_2000_line_file() {
         samples.len()
     );
     assert!(median < Duration::from_millis(500), "median {median:?}");
+}
+
+/// With the default configuration (the model loads when one is installed), resolve still returns a valid,
+/// behaviour-preserving edit: the model's name when it passed validation, the deterministic one otherwise.
+#[test]
+fn resolve_with_the_default_model_configuration_keeps_behaviour() {
+    let case = load(&fixtures_dir("python").join("params_order.py"));
+    let mut lsp = LspClient::start().expect("server starts");
+    let uri = "file:///w/model/params_order.py";
+    lsp.open(uri, "python", &case.text);
+    let actions = code_actions(&mut lsp, uri, case.start, case.end).unwrap();
+    let action = extract_action(&actions).expect("offered");
+    assert!(action["disabled"].is_null(), "{action}");
+    let resolved = lsp
+        .request_with_timeout("codeAction/resolve", action, Duration::from_secs(90))
+        .expect("resolve answers");
+    let title = resolved["title"].as_str().unwrap().to_owned();
+    let name = title.split('`').nth(1).expect("name in the title").to_owned();
+    assert!(name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'), "not snake_case: {title}");
+    let edits = resolved["edit"]["changes"][uri].as_array().cloned().unwrap();
+    let after = apply_edits(&case.text, &edits);
+    assert!(after.contains(&format!("def {name}(")), "{after}");
+    if program("python").is_some() {
+        assert_eq!(run_program("python", "py", &case.text, "mb").unwrap(), run_program("python", "py", &after, "ma").unwrap());
+    }
+    eprintln!("extract with the default model configuration named the function `{name}`");
 }

@@ -1008,7 +1008,13 @@ fn break_target<'t>(table: &Table, src: &str, node: Node<'t>, is_continue: bool)
 fn select<'t>(table: &Table, src: &str, root: Node<'t>, sel: Range<usize>) -> Result<Selected<'t>, Refusal> {
     let len = src.len();
     let mut s = sel.start.min(len);
+    while s > 0 && !src.is_char_boundary(s) {
+        s -= 1;
+    }
     let mut e = sel.end.min(len).max(s);
+    while e < len && !src.is_char_boundary(e) {
+        e += 1;
+    }
     while s < e && src.as_bytes()[s].is_ascii_whitespace() {
         s += 1;
     }

@@ -69,3 +69,66 @@ fn js_method_with_this() {
     assert!(out.contains("const y = this.computeY(x);"), "{out}");
     assert!(out.contains("  computeY(x) {\n    const y = this.k + x;\n    return y;\n  }"), "{out}");
 }
+
+struct Fixed(&'static str);
+
+impl NameSuggester for Fixed {
+    fn suggest_name(&self, _prompt: &str) -> Option<String> {
+        Some(self.0.to_owned())
+    }
+}
+
+fn named(lang: Language, marked: &str, answer: &'static str) -> (String, &'static str) {
+    let start = marked.find('«').unwrap();
+    let without_start = marked.replacen('«', "", 1);
+    let end = without_start.find('»').unwrap();
+    let src = without_start.replacen('»', "", 1);
+    let syntax = SyntaxTree::new(lang, &ropey::Rope::from_str(&src));
+    let suggester = Fixed(answer);
+    let options = ExtractOptions { suggester: Some(&suggester), check: None };
+    let ex = extract_with(&src, syntax.tree(), lang, start..end, &options).unwrap();
+    (ex.name, ex.name_source)
+}
+
+#[test]
+fn model_names_are_validated_converted_or_replaced() {
+    let py = "def f(a):\n    «b = a + 1»\n    return b\n\n\ndef taken():\n    pass\n";
+    assert_eq!(named(Language::Python, py, "increment"), ("increment".to_owned(), "model"));
+    assert_eq!(named(Language::Python, py, "`addOne`"), ("add_one".to_owned(), "model"));
+    assert_eq!(named(Language::Python, py, "Name: plus_one()"), ("plus_one".to_owned(), "model"));
+    // A keyword, a collision, garbage: the deterministic name.
+    assert_eq!(named(Language::Python, py, "lambda").1, "deterministic");
+    assert_eq!(named(Language::Python, py, "taken").1, "deterministic");
+    assert_eq!(named(Language::Python, py, "42 is the answer").1, "deterministic");
+    let js = "function f(a) {\n  «const b = a + 1;»\n  return b;\n}\n";
+    assert_eq!(named(Language::JavaScript, js, "add_one"), ("addOne".to_owned(), "model"));
+}
+
+#[test]
+fn prompt_names_the_code_and_the_convention() {
+    let src = "def f(a):\n    b = a + 1\n    return b\n";
+    let syntax = SyntaxTree::new(Language::Python, &ropey::Rope::from_str(src));
+    let prompt = name_prompt(src, syntax.tree(), Language::Python, 14..23).unwrap();
+    assert!(prompt.contains("b = a + 1") && prompt.contains("snake_case") && prompt.contains("`f`"), "{prompt}");
+}
+
+#[test]
+fn garbage_ranges_never_panic() {
+    let srcs = [
+        (Language::Python, "def f(a):\n    b = a + 1\n    return b\n"),
+        (Language::Rust, "fn f(a: i32) -> i32 {\n    let b = a + 1;\n    b\n}\n"),
+        (Language::Go, "package main\n\nfunc f(a int) int {\n\tb := a + 1\n\treturn b\n}\n"),
+        (Language::Java, "class A {\n    int f(int a) {\n        int b = a + 1;\n        return b;\n    }\n}\n"),
+        (Language::TypeScript, "function f(a: number) {\n  const b = a + 1;\n  return b;\n}\n"),
+        (Language::JavaScript, "function f(a) {\n  const b = a + 1;\n  return b;\n}\n"),
+    ];
+    for (lang, src) in srcs {
+        let syntax = SyntaxTree::new(lang, &ropey::Rope::from_str(src));
+        let n = src.len();
+        for start in 0..=n {
+            for end in (start..=n + 3).step_by(3) {
+                let _ = extract(src, syntax.tree(), lang, start..end);
+            }
+        }
+    }
+}
