@@ -159,6 +159,16 @@ case(":checkhealth pie-ls finds the binary and reports no error", nil, function(
   assert(not text:find("ERROR"), text)
 end)
 
+case(":PieFetchModel --test runs pie-ls model fetch and reports it", nil, function()
+  rpc("nvim_command", "messages clear")
+  rpc("nvim_command", "PieFetchModel --test")
+  local out = wait_for("the fetch to finish", 60000, function()
+    local m = rpc("nvim_exec2", "messages", { output = true }).output
+    return m:find("model fetch done", 1, true) and m
+  end)
+  assert(out:find("SmolLM2", 1, true), out)
+end)
+
 case("completion: <C-Space> in insert mode shows the server's items, <C-y> inserts one", "completionProvider",
   function()
     rpc("nvim_command", "edit! shop.py")
