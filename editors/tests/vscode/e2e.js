@@ -13,7 +13,8 @@ const WS = process.env.WS_DIR;
 const SHOTS = process.env.SHOT_DIR || os.tmpdir();
 const CAPS = JSON.parse(process.env.PIE_CAPS || '{}');
 const ONLY = process.env.PIE_LS_E2E_ONLY;
-const SERVER_LOG = process.env.SERVER_LOG;   // the server's --log-file (appended to by every server started)
+const SERVER_LOG = process.env.SERVER_LOG;
+const SETTINGS = process.env.SETTINGS;       // the profile's settings.json (code-server reloads it when it changes)   // the server's --log-file (appended to by every server started)
 const FILE = path.join(WS, 'shop.py');
 const SAMPLE = fs.readFileSync(FILE, 'utf8');
 
@@ -224,6 +225,38 @@ async function resetFile() {
         throw new Error(`no def ${name}(items) holding the loop:\n${text}`);
       }
       await page.screenshot({ path: path.join(SHOTS, 'vscode-extracted.png') });
+    });
+
+    await testCase('settings changed in the Settings editor reach the server and the switches apply', null, async () => {
+      const updates = () => (fs.readFileSync(SERVER_LOG, 'utf8').match(/configuration updated/g) || []).length;
+      const before = updates();
+      await page.keyboard.press('Escape');
+      await page.keyboard.press('F1');
+      await page.keyboard.type('Preferences: Open User Settings');
+      await page.locator('.quick-input-list .monaco-list-row.focused', { hasText: 'Open User Settings' }).first().waitFor({ timeout: 5000 });
+      await page.keyboard.press('Enter');   // the first match: the Settings editor (the next one is the JSON file)
+      const search = page.locator('.settings-editor .suggest-input-container .monaco-editor textarea, .settings-editor .search-container textarea').first();
+      await search.waitFor({ timeout: 15000 });
+      const setting = async (key) => {
+        await search.click({ force: true });   // the search box's cursor overlays its textarea
+        await page.keyboard.press('Control+A');
+        await page.keyboard.type(key);
+        // the search leaves exactly that setting in the list
+        const item = page.locator('.settings-editor .settings-tree-container .setting-item-contents').first();
+        await item.waitFor({ timeout: 10000 });
+        return item;
+      };
+      // a server setting: didChangeConfiguration
+      const warm = await setting('pie-ls.model.maxWarmDocuments');
+      await warm.locator('input').first().fill('2');
+      await until('the server to log the new configuration', 30000, async () => updates() > before);
+      // a client switch: the status-bar item goes away
+      const bar = await setting('pie-ls.statusBar.enabled');
+      await bar.locator('.setting-value-checkbox').first().click();
+      await until('the status-bar item to hide', 10000, async () => (await statusItem().count()) === 0);
+      await page.screenshot({ path: path.join(SHOTS, 'vscode-settings.png') });
+      await bar.locator('.setting-value-checkbox').first().click();
+      await until('the status-bar item to come back', 10000, async () => (await statusItem().count()) === 1);
     });
   } catch (e) {
     failed++;

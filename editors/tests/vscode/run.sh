@@ -17,8 +17,10 @@ CS="${CODE_SERVER_DIR:?CODE_SERVER_DIR: where install-code-server.sh put code-se
 RUN=$(mktemp -d "${TMPDIR:-/tmp}/pie-ls-vscode-e2e-XXXXXX")
 mkdir -p "$RUN"/{ud/User,ext,ws,xdg}
 SHOT_DIR=${SHOT_DIR:-$RUN/shots}; mkdir -p "$SHOT_DIR"
-# keep code-server and Chromium out of $HOME
+# keep code-server and Chromium out of $HOME, except pie-ls's own cache (models), which the fetch command reuses
+PIE_CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/pie-ls"
 export XDG_CONFIG_HOME="$RUN/xdg/config" XDG_DATA_HOME="$RUN/xdg/data" XDG_CACHE_HOME="$RUN/xdg/cache"
+mkdir -p "$XDG_CACHE_HOME" && ln -s "$PIE_CACHE" "$XDG_CACHE_HOME/pie-ls"
 cp "$HERE/../fixtures/shop.py" "$RUN/ws/shop.py"
 cat > "$RUN/ud/User/settings.json" <<JSON
 {
