@@ -19,7 +19,9 @@ assert(model and vim.fn.filereadable(model) == 1, "PIE_LS_TEST_MODEL must name t
 local run = assert(vim.uv.fs_mkdtemp((vim.env.TMPDIR or "/tmp") .. "/pie-ls-nvim-e2e-XXXXXX"))
 local ws = run .. "/ws"
 vim.fn.mkdir(ws, "p")
-vim.fn.mkdir(run .. "/xdg", "p")
+vim.fn.mkdir(run .. "/xdg/cache", "p")
+-- Neovim's own folders are the run's; pie-ls's cache (models) stays shared, or :PieFetchModel would download
+vim.uv.fs_symlink((vim.env.XDG_CACHE_HOME or (vim.env.HOME .. "/.cache")) .. "/pie-ls", run .. "/xdg/cache/pie-ls")
 vim.fn.writefile({}, ws .. "/.git") -- a root marker
 local sample = {
   "def total_price(items, tax_rate):",
