@@ -41,6 +41,8 @@ enum Command {
 enum BenchCommand {
     /// Per-keystroke cost of the document store and memory per open document.
     Keystroke(pie_ls::bench::keystroke::KeystrokeArgs),
+    /// Keystroke-to-suggestion latency: PIE vs prefix-only reuse vs the llama.vim layout.
+    Completion(pie_ls::bench::completion::CompletionBenchArgs),
     /// PIE vs full recomputation and the peers: update latency and next-line fidelity on real code.
     Pie(pie_ls::engine::PieBenchArgs),
 }
@@ -56,6 +58,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Model(cmd) => pie_ls::engine::run_model_command(cmd),
         Command::Bench(BenchCommand::Keystroke(args)) => pie_ls::bench::keystroke::run(args),
+        Command::Bench(BenchCommand::Completion(args)) => pie_ls::bench::completion::run(args),
         Command::Bench(BenchCommand::Pie(args)) => pie_ls::engine::run_pie_bench(args),
     }
 }
@@ -63,7 +66,7 @@ fn main() -> anyhow::Result<()> {
 fn init_logging(log_file: Option<&std::path::Path>, level: Option<&str>) -> anyhow::Result<()> {
     let filter = match level {
         Some(level) => EnvFilter::try_new(level)?,
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,llama-cpp-2=warn")),
     };
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match log_file {

@@ -2,6 +2,7 @@
 //! in timed unit tests.
 
 pub mod alloc;
+pub mod completion;
 pub mod keystroke;
 pub mod synth;
 

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use crate::engine::{self, CacheStats, Engine, EngineConfig, GenerateParams, KvSession, SamplingParams, TextEdit, WarmPool};
-use crate::features::completion::{finish_suggestion, prompt_edits, BlockStop, CompletionConfig, Markers, Prompt, PromptBuilder};
+use crate::features::completion::{generate_suggestion, prompt_edits, CompletionConfig, Markers, Prompt, PromptBuilder};
 
 /// How long the document must be idle before stale tokens are refreshed.
 const IDLE_BEFORE_REFRESH: Duration = Duration::from_millis(400);
@@ -126,7 +126,7 @@ pub fn start(
         .name("pie-warm".into())
         .spawn(move || {
             let engine = load(model_spec, config, &notify);
-            let markers = engine.as_ref().ok().and_then(fim_markers);
+            let markers = engine.as_ref().ok().and_then(Markers::of_model);
             let prompts = PromptBuilder::new(markers, completion.prefix_bytes, completion.suffix_bytes);
             Warm {
                 engine,
@@ -169,19 +169,6 @@ fn load(model_spec: Option<String>, config: EngineConfig, notify: &impl Fn(Notic
         }
     }
     result
-}
-
-/// The model's fill-in-the-middle markers (Qwen2.5-Coder, DeepSeek-Coder, StarCoder, CodeLlama... as llama.cpp
-/// reads them from the GGUF vocabulary), or `None`: the model completes left to right.
-fn fim_markers(engine: &Engine) -> Option<Markers> {
-    let (pre, suf, mid) = engine.fim_tokens()?;
-    let text = |t| String::from_utf8_lossy(&engine.token_bytes(t)).into_owned();
-    let markers = Markers { prefix: text(pre), suffix: text(suf), middle: text(mid) };
-    // The markers must tokenize back to exactly their special tokens, or the prompt would not mean FIM.
-    let round_trips = [(pre, &markers.prefix), (suf, &markers.suffix), (mid, &markers.middle)]
-        .iter()
-        .all(|(tok, text)| engine.tokenize(text, false) == vec![*tok]);
-    round_trips.then_some(markers)
 }
 
 /// One warm document: its KV session mirrors `prompt`, built from `text` with the cursor at `cursor`.
@@ -372,37 +359,21 @@ impl Warm {
         let Some(Ok(doc)) = self.sessions.get_mut(uri.as_str()) else { return Some((reply, Err("not warm".into()))) };
         let line_start = doc.text[..doc.cursor].rfind('\n').map(|i| i + 1).unwrap_or(0);
         let line_end = doc.text[doc.cursor..].find('\n').map(|i| doc.cursor + i).unwrap_or(doc.text.len());
-        let block = BlockStop::new(&doc.text[line_start..doc.cursor], config.multiline);
-        let rest_of_line = doc.text[doc.cursor..line_end].to_owned();
-        let stop_now = AtomicBool::new(false);
-        let mut generated = String::new();
-        let mut first_token_ms = None;
-        let mut pieces = 0usize;
-        let budget = Duration::from_millis(config.time_budget_ms);
-        let params = GenerateParams { max_tokens: config.max_tokens, sampling: SamplingParams::greedy(), stop: Vec::new() };
-        let result = doc.session.generate(&params, &stop_now, |piece| {
-            first_token_ms.get_or_insert_with(|| started.elapsed().as_secs_f64() * 1e3);
-            generated.push_str(piece);
-            pieces += 1;
-            if cancel.load(Ordering::Relaxed) || block.cut(&generated).is_some() || started.elapsed() > budget {
-                stop_now.store(true, Ordering::Relaxed);
-            }
-        });
-        let generated_tokens = match result {
-            Ok(generation) => generation.tokens,
-            Err(engine::EngineError::Cancelled) if !cancel.load(Ordering::Relaxed) => pieces,
+        let rest_of_line = &doc.text[doc.cursor..line_end];
+        let generated = match generate_suggestion(&mut doc.session, &doc.text[line_start..doc.cursor], rest_of_line, &config, &cancel, started) {
+            Ok(generated) => generated,
             Err(engine::EngineError::Cancelled) => return Some((reply, Err("cancelled".into()))),
             Err(err) => return Some((reply, Err(err.to_string()))),
         };
         let after = doc.session.stats();
         let outcome = CompletionOutcome {
             version: doc.version,
-            text: finish_suggestion(&generated, &block, &rest_of_line),
+            text: generated.text,
             encoded_tokens: after.encoded_tokens.saturating_sub(before.encoded_tokens),
             reused_tokens: after.reused_tokens.saturating_sub(before.reused_tokens),
             latency_ms: started.elapsed().as_secs_f64() * 1e3,
-            first_token_ms,
-            generated_tokens,
+            first_token_ms: generated.first_token_ms,
+            generated_tokens: generated.tokens,
         };
         Some((reply, Ok(outcome)))
     }

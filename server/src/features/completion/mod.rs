@@ -4,9 +4,11 @@
 //!
 //! Architecture invariant: plain data in, plain data out. The engine runs the prompt; the LSP layer converts.
 
+mod generate;
 mod postprocess;
 mod prompt;
 
+pub use generate::{generate_suggestion, Generated};
 pub use postprocess::{finish_suggestion, BlockStop};
 pub use prompt::{prompt_edits, Markers, Prompt, PromptBuilder};
 

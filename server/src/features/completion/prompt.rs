@@ -8,7 +8,7 @@
 
 use similar::{DiffOp, TextDiff};
 
-use crate::engine::TextEdit;
+use crate::engine::{Engine, TextEdit};
 
 /// The FIM marker texts of a model (special tokens, parsed as such by the tokenizer).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -16,6 +16,21 @@ pub struct Markers {
     pub prefix: String,
     pub suffix: String,
     pub middle: String,
+}
+
+impl Markers {
+    /// The model's fill-in-the-middle markers (Qwen2.5-Coder, DeepSeek-Coder, StarCoder, CodeLlama... as llama.cpp
+    /// reads them from the GGUF vocabulary), or `None`: the model completes left to right.
+    pub fn of_model(engine: &Engine) -> Option<Markers> {
+        let (pre, suf, mid) = engine.fim_tokens()?;
+        let text = |t| String::from_utf8_lossy(&engine.token_bytes(t)).into_owned();
+        let markers = Markers { prefix: text(pre), suffix: text(suf), middle: text(mid) };
+        // The markers must tokenize back to exactly their special tokens, or the prompt would not mean FIM.
+        let round_trips = [(pre, &markers.prefix), (suf, &markers.suffix), (mid, &markers.middle)]
+            .iter()
+            .all(|(tok, text)| engine.tokenize(text, false) == vec![*tok]);
+        round_trips.then_some(markers)
+    }
 }
 
 /// A prompt and where the cursor is in it (generation continues at the end).
