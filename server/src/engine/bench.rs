@@ -1,4 +1,27 @@
-//! `pie-ls bench pie`: speed and fidelity of PIE against full recomputation and the peers.
+//! `pie-ls bench pie`: how fast and how faithful PIE is, against full recomputation and the peers, on real code.
+//!
+//! Speed: documents of 1k..8k tokens cut from Python standard-library files; edits (insertion, deletion,
+//! replacement, multi-site, a burst of keystrokes) in the middle; every method (PIE, full recomputation, prefix
+//! reuse, llama-server's cache reuse) starts from the same snapshot of the same session, so all see the same
+//! tokens and the same cache. Latency is "update until next-token logits are ready".
+//!
+//! Fidelity: next-line prediction after simulated edits (the paper's protocol): the true file is the state after
+//! the edit, the cached state is the file with the edit undone (a line or a 20-200 line block missing, extra or
+//! rewritten). Each case is predicted greedily five ways from one snapshot: full recomputation, PIE, PIE after the
+//! idle refresh, the naive no-rotation baseline, and exact prefix reuse (the noise floor).
+//!
+//! Results go to stdout as Markdown tables and, with `--out`, as JSON.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+
+use super::fetch::{fetch_data, resolve_model, HUMAN_EVAL, MODEL_ENV};
+use super::model::{Engine, EngineConfig, KvType};
+use super::pie::TextEdit;
+use super::session::{KvSession, UpdateMode};
 
 /// Arguments of `pie-ls bench pie`.
 #[derive(Debug, Clone, clap::Args)]
@@ -6,10 +29,664 @@ pub struct PieBenchArgs {
     /// Model spec (path or hf:...); default: $PIE_LS_MODEL, then the default model.
     #[arg(long)]
     pub model: Option<String>,
+    /// CPU threads.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Which part to run: speed, fidelity or all.
+    #[arg(long, default_value = "all")]
+    pub part: String,
+    /// Document sizes (tokens) for the speed part.
+    #[arg(long, value_delimiter = ',', default_value = "1024,2048,4096,8192")]
+    pub sizes: Vec<usize>,
+    /// Keystrokes in the burst.
+    #[arg(long, default_value_t = 20)]
+    pub burst: usize,
+    /// Burst keystrokes actually timed for the slow methods (their per-keystroke cost barely varies).
+    #[arg(long, default_value_t = 2)]
+    pub slow_burst: usize,
+    /// Repetitions of each single-update edit for PIE (median reported; each starts from the same snapshot).
+    #[arg(long, default_value_t = 3)]
+    pub reps: usize,
+    /// Repetitions for the slow methods (full, prefix reuse, cache reuse).
+    #[arg(long, default_value_t = 1)]
+    pub slow_reps: usize,
+    /// Fidelity cases in total (half small edits, half large).
+    #[arg(long, default_value_t = 300)]
+    pub cases: usize,
+    /// Tokens of context before the cursor in fidelity cases.
+    #[arg(long, default_value_t = 1536)]
+    pub context_tokens: usize,
+    /// Add HumanEval problems (fetched through pip) to the fidelity corpus.
+    #[arg(long)]
+    pub humaneval: bool,
+    /// Directory of Python sources (default: this machine's Python standard library).
+    #[arg(long)]
+    pub corpus: Option<PathBuf>,
+    /// KV cache type: f16 or f32.
+    #[arg(long, default_value = "f16")]
+    pub kv: String,
+    /// Flash attention: auto, on or off.
+    #[arg(long, default_value = "auto")]
+    pub flash_attn: String,
+    /// Random seed for corpus and case selection.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Longest generated line, in tokens.
+    #[arg(long, default_value_t = 48)]
+    pub max_line_tokens: usize,
+    /// Write all results as JSON here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// Small deterministic RNG (the benchmark must not depend on a dev-dependency).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        if n == 0 {
+            0
+        } else {
+            (self.next() % n as u64) as usize
+        }
+    }
+    fn range(&mut self, lo: usize, hi: usize) -> usize {
+        lo + self.below(hi.saturating_sub(lo) + 1)
+    }
+}
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+        .map(|pages| pages * 4096)
+        .unwrap_or(0)
+}
+
+fn mib(b: u64) -> f64 {
+    b as f64 / (1024.0 * 1024.0)
+}
+
+fn python_stdlib() -> anyhow::Result<PathBuf> {
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import sysconfig; print(sysconfig.get_paths()['stdlib'])"])
+        .output()
+        .context("running python3 to find the standard library (pass --corpus DIR instead)")?;
+    let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    if !p.is_dir() {
+        bail!("python3 reported {} as its standard library, which is not a directory; pass --corpus DIR", p.display());
+    }
+    Ok(p)
+}
+
+/// Python files of the corpus, sorted (tests, vendored and generated code left out).
+fn corpus_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
+            if p.is_dir() {
+                if !["test", "tests", "site-packages", "idle_test", "__pycache__", "lib2to3", "ensurepip", "config-3"]
+                    .iter()
+                    .any(|x| name.starts_with(x))
+                {
+                    stack.push(p);
+                }
+            } else if name.ends_with(".py") && !name.starts_with("test_") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn read_source(p: &Path) -> Option<String> {
+    let t = std::fs::read_to_string(p).ok()?;
+    // Tabs and CRs are rare in the stdlib and would only add noise to line matching.
+    (!t.contains('\r')).then_some(t)
+}
+
+fn humaneval_docs() -> anyhow::Result<Vec<String>> {
+    let gz = fetch_data(&HUMAN_EVAL)?;
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import gzip,sys; sys.stdout.buffer.write(gzip.open(sys.argv[1]).read())"])
+        .arg(&gz)
+        .output()
+        .context("decompressing HumanEval with python3")?;
+    let mut docs = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let v: serde_json::Value = serde_json::from_str(line)?;
+        let prompt = v["prompt"].as_str().unwrap_or("");
+        let sol = v["canonical_solution"].as_str().unwrap_or("");
+        docs.push(format!("{prompt}{sol}"));
+    }
+    Ok(docs)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    v[v.len() / 2]
+}
+
+fn load_engine(args: &PieBenchArgs) -> anyhow::Result<Engine> {
+    let spec = args.model.clone().or_else(|| std::env::var(MODEL_ENV).ok());
+    let path = resolve_model(spec.as_deref())?;
+    let kv_type = match args.kv.as_str() {
+        "f16" => KvType::F16,
+        "f32" => KvType::F32,
+        other => bail!("--kv must be f16 or f32, not {other}"),
+    };
+    let flash_attention = match args.flash_attn.as_str() {
+        "auto" => None,
+        "on" => Some(true),
+        "off" => Some(false),
+        other => bail!("--flash-attn must be auto, on or off, not {other}"),
+    };
+    let config = EngineConfig { threads: args.threads, n_ctx: 32768, n_batch: 512, kv_type, flash_attention, ..EngineConfig::default() };
+    Ok(Engine::load(&path, config)?)
 }
 
 /// Run the PIE benchmark.
 pub fn run_pie_bench(args: PieBenchArgs) -> anyhow::Result<()> {
-    let _ = args;
+    let rss0 = rss_bytes();
+    let t = Instant::now();
+    let engine = load_engine(&args)?;
+    let load_s = t.elapsed().as_secs_f64();
+    let rss_model = rss_bytes().saturating_sub(rss0);
+    let info = engine.info().clone();
+    println!("# PIE benchmark\n");
+    println!(
+        "model: {} ({}, {:.0} MiB file), threads {}, KV {}, flash attention {}, loaded in {:.1} s, model RSS {:.0} MiB\n",
+        info.name,
+        info.architecture,
+        mib(info.file_bytes),
+        args.threads,
+        args.kv,
+        args.flash_attn,
+        load_s,
+        mib(rss_model)
+    );
+    let corpus = match &args.corpus {
+        Some(d) => d.clone(),
+        None => python_stdlib()?,
+    };
+    let files = corpus_files(&corpus);
+    if files.is_empty() {
+        bail!("no Python files under {}", corpus.display());
+    }
+    let mut json = serde_json::json!({
+        "model": info.name, "modelPath": info.path, "threads": args.threads, "kv": args.kv, "flashAttn": args.flash_attn,
+        "modelRssMiB": mib(rss_model), "loadSeconds": load_s, "corpus": corpus,
+    });
+    if args.part == "speed" || args.part == "all" {
+        json["speed"] = speed(&engine, &args, &files)?;
+    }
+    if args.part == "fidelity" || args.part == "all" {
+        json["fidelity"] = fidelity(&engine, &args, &files)?;
+    }
+    if let Some(out) = &args.out {
+        std::fs::write(out, serde_json::to_string_pretty(&json)?).with_context(|| format!("writing {}", out.display()))?;
+        eprintln!("results written to {}", out.display());
+    }
     Ok(())
+}
+
+// ----- speed --------------------------------------------------------------------------------------------------
+
+/// A text of about `n` tokens (whole lines) from the corpus.
+fn document_of(engine: &Engine, files: &[PathBuf], n: usize, rng: &mut Rng) -> String {
+    let mut text = String::new();
+    let start = rng.below(files.len());
+    let mut i = start;
+    // Characters per token is about 3-4 for Python; gather generously, then cut on tokens.
+    while text.len() < n * 6 {
+        if let Some(t) = read_source(&files[i % files.len()]) {
+            text.push_str(&t);
+            if !text.ends_with('\n') {
+                text.push('\n');
+            }
+        }
+        i += 1;
+        if i - start > files.len() {
+            break;
+        }
+    }
+    let tt = super::pie::TokenText::new(&text, &engine.bos_prefix(), engine);
+    if tt.len() <= n {
+        return text;
+    }
+    let cut = tt.offsets[n];
+    let end = text[..cut].rfind('\n').map(|p| p + 1).unwrap_or(cut);
+    text.truncate(end);
+    text
+}
+
+fn line_starts(text: &str) -> Vec<usize> {
+    let mut v = vec![0];
+    v.extend(text.match_indices('\n').map(|(i, _)| i + 1).filter(|&i| i < text.len()));
+    v
+}
+
+/// The edit kinds of the speed part: (name, list of updates; each update is (new text, edits)).
+fn speed_edits(text: &str, burst: usize) -> Vec<(&'static str, Vec<(String, Vec<TextEdit>)>)> {
+    let ls = line_starts(text);
+    let mid = ls[ls.len() / 2];
+    let mid_end = text[mid..].find('\n').map(|p| mid + p + 1).unwrap_or(text.len());
+    let mut out = Vec::new();
+    let apply = |t: &str, edits: &[TextEdit]| {
+        let mut s = t.to_string();
+        for e in edits {
+            s.replace_range(e.start_byte..e.old_end_byte, &e.new_text);
+        }
+        s
+    };
+    let ins = vec![TextEdit::new(mid, mid, "        value = compute(value, scale=2) + 1\n")];
+    out.push(("insertion", vec![(apply(text, &ins), ins)]));
+    let del = vec![TextEdit::new(mid, mid_end, "")];
+    out.push(("deletion", vec![(apply(text, &del), del)]));
+    let rep = vec![TextEdit::new(mid, mid_end.saturating_sub(1).max(mid), "        result = transform(data, key=lambda item: item[0])")];
+    out.push(("replacement", vec![(apply(text, &rep), rep)]));
+    // Three sites in one change, given back to front so each edit's coordinates hold after the previous one.
+    let (q1, q3) = (ls[ls.len() / 4], ls[ls.len() * 3 / 4]);
+    let multi = vec![
+        TextEdit::new(q3, q3, "# reviewed\n"),
+        TextEdit::new(mid, mid, "# reviewed\n"),
+        TextEdit::new(q1, q1, "# reviewed\n"),
+    ];
+    out.push(("multi-site (3)", vec![(apply(text, &multi), multi)]));
+    let typed = "total += weight * 2.5  # adjusted";
+    let mut cur = text.to_string();
+    let at = mid_end.saturating_sub(1).max(mid);
+    let mut steps = Vec::new();
+    for (k, ch) in typed.chars().cycle().take(burst).enumerate() {
+        let e = vec![TextEdit::new(at + k, at + k, ch.to_string())];
+        cur = apply(&cur, &e);
+        steps.push((cur.clone(), e));
+    }
+    out.push(("burst (per keystroke)", steps));
+    out
+}
+
+const METHODS: [(&str, UpdateMode); 4] = [
+    ("pie", UpdateMode::Pie),
+    ("full", UpdateMode::Full),
+    ("prefix", UpdateMode::PrefixReuse),
+    ("cache-reuse-256", UpdateMode::CacheReuse { min_chunk: 256 }),
+];
+
+fn speed(engine: &Engine, args: &PieBenchArgs, files: &[PathBuf]) -> anyhow::Result<serde_json::Value> {
+    let mut rng = Rng(args.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut rows = Vec::new();
+    let mut meta = Vec::new();
+    println!("## Speed: update latency until next-token logits are ready (ms, median)\n");
+    println!("| tokens | edit | PIE | full | prefix reuse | cache reuse 256 | full / PIE | PIE % of full | cache reuse / PIE | PIE tokens encoded | PIE tokens moved |");
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for &n in &args.sizes {
+        let text = document_of(engine, files, n, &mut rng);
+        let rss_before = rss_bytes();
+        let t = Instant::now();
+        let mut s = KvSession::open(engine, &text)?;
+        let open_s = t.elapsed().as_secs_f64();
+        let rss_session = rss_bytes().saturating_sub(rss_before);
+        let n_tok = s.tokens().len();
+        // Decode speed: 32 greedy tokens after the document.
+        let gp = super::session::GenerateParams { max_tokens: 32, ..Default::default() };
+        let g = s.generate(&gp, &AtomicBool::new(false), |_| {})?;
+        let decode_tps = if g.ms > 0.0 { g.tokens as f64 / (g.ms / 1e3) } else { 0.0 };
+        let snap = s.snapshot()?;
+        meta.push(serde_json::json!({
+            "tokens": n_tok, "nCtx": s.n_ctx(), "prefillSeconds": open_s, "prefillTokPerS": n_tok as f64 / open_s,
+            "decodeTokPerS": decode_tps, "kvMiB": mib(s.kv_bytes() as u64), "sessionRssMiB": mib(rss_session),
+        }));
+        eprintln!("[speed] {n_tok} tokens: prefill {:.1} tok/s, decode {:.1} tok/s, KV {:.1} MiB, RSS +{:.1} MiB", n_tok as f64 / open_s, decode_tps, mib(s.kv_bytes() as u64), mib(rss_session));
+        for (kind, steps) in speed_edits(&text, args.burst) {
+            let mut ms = serde_json::Map::new();
+            let mut pie_encoded = 0;
+            let mut pie_moved = 0;
+            for (name, mode) in METHODS {
+                let pie = mode == UpdateMode::Pie;
+                let limit = if pie { steps.len() } else { steps.len().min(args.slow_burst.max(1)) };
+                // A burst is one sequence; a single update is repeated from the snapshot.
+                let reps = if steps.len() > 1 { 1 } else if pie { args.reps.max(1) } else { args.slow_reps.max(1) };
+                let mut times = Vec::new();
+                for rep in 0..reps {
+                    s.restore(&snap)?;
+                    for (new_text, edits) in steps.iter().take(limit) {
+                        let t = Instant::now();
+                        let r = s.update_with(new_text, edits, mode)?;
+                        s.next_token_logits()?;
+                        times.push(t.elapsed().as_secs_f64() * 1e3);
+                        if pie && rep == 0 {
+                            pie_encoded += r.encoded_tokens;
+                            pie_moved += r.shifted_tokens;
+                        }
+                    }
+                }
+                let m = median(&mut times);
+                eprintln!("[speed] {n_tok} {kind} {name}: {m:.1} ms");
+                ms.insert(name.to_string(), serde_json::json!(m));
+            }
+            let g = |k: &str| ms.get(k).and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
+            let (pie, full, prefix, reuse) = (g("pie"), g("full"), g("prefix"), g("cache-reuse-256"));
+            let per = steps.len().max(1);
+            println!(
+                "| {n_tok} | {kind} | {pie:.0} | {full:.0} | {prefix:.0} | {reuse:.0} | {:.1}x | {:.2}% | {:.1}x | {} | {} |",
+                full / pie,
+                100.0 * pie / full,
+                reuse / pie,
+                pie_encoded / per,
+                pie_moved / per
+            );
+            rows.push(serde_json::json!({"tokens": n_tok, "edit": kind, "ms": ms, "pieEncodedPerUpdate": pie_encoded / per, "pieMovedPerUpdate": pie_moved / per}));
+        }
+    }
+    println!("\n| tokens | context cells | prefill tok/s | decode tok/s | KV cache MiB | session RSS MiB |");
+    println!("|---:|---:|---:|---:|---:|---:|");
+    for m in &meta {
+        println!(
+            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            m["tokens"], m["nCtx"], m["prefillTokPerS"].as_f64().unwrap_or(0.0), m["decodeTokPerS"].as_f64().unwrap_or(0.0),
+            m["kvMiB"].as_f64().unwrap_or(0.0), m["sessionRssMiB"].as_f64().unwrap_or(0.0)
+        );
+    }
+    println!();
+    Ok(serde_json::json!({"rows": rows, "documents": meta}))
+}
+
+// ----- fidelity -----------------------------------------------------------------------------------------------
+
+/// One fidelity case: the cached (old) prompt, the edit that turns it into the true prompt, and the true line.
+struct Case {
+    source: String,
+    class: &'static str,
+    kind: &'static str,
+    old: String,
+    new: String,
+    edit: TextEdit,
+    target: String,
+    lines_moved: usize,
+}
+
+fn lines_of(t: &str) -> Vec<&str> {
+    t.split_inclusive('\n').collect()
+}
+
+/// Build a case from a document, or None when it does not fit the protocol.
+fn make_case(engine: &Engine, doc: &str, source: &str, large: bool, ctx_tokens: usize, rng: &mut Rng) -> Option<Case> {
+    let lines = lines_of(doc);
+    if lines.len() < 40 {
+        return None;
+    }
+    // Cursor line: a non-trivial line with enough code before it.
+    let mut cursor = 0;
+    for _ in 0..20 {
+        let c = rng.range(30, lines.len() - 1);
+        let l = lines[c].trim();
+        if l.len() >= 4 && !l.starts_with('#') && !l.starts_with("\"\"\"") {
+            cursor = c;
+            break;
+        }
+    }
+    if cursor == 0 {
+        return None;
+    }
+    // Context: lines before the cursor, about `ctx_tokens` tokens.
+    let mut start = cursor;
+    let mut chars = 0;
+    while start > 0 && chars < ctx_tokens * 3 {
+        start -= 1;
+        chars += lines[start].len();
+    }
+    let mut ctx: Vec<&str> = lines[start..cursor].to_vec();
+    while ctx.len() > 10 && engine.tokenize(&ctx.concat(), true).len() > ctx_tokens {
+        ctx.remove(0);
+    }
+    let n = ctx.len();
+    if n < 30 {
+        return None;
+    }
+    let target = lines[cursor].trim_end_matches('\n').to_string();
+    let new = ctx.concat();
+    // Edit inside the context, not in the last 3 lines (the prediction must depend on moved text).
+    let (kind, old_lines, edit_line, removed, inserted): (&'static str, Vec<&str>, usize, usize, Vec<&str>);
+    if !large {
+        let j = rng.range(2, n - 4);
+        match rng.below(3) {
+            0 => {
+                // The user inserted line j: the cache lacks it.
+                let mut o = ctx.clone();
+                o.remove(j);
+                (kind, old_lines, edit_line, removed, inserted) = ("insert line", o, j, 0, vec![ctx[j]]);
+            }
+            1 => {
+                // The user deleted a line: the cache has an extra line (one from elsewhere in the file).
+                let extra = lines[rng.below(lines.len())];
+                let mut o = ctx.clone();
+                o.insert(j, extra);
+                (kind, old_lines, edit_line, removed, inserted) = ("delete line", o, j, 1, vec![]);
+            }
+            _ => {
+                // The user rewrote line j: the cache has another line there.
+                let other = lines[rng.below(lines.len())];
+                if other == ctx[j] {
+                    return None;
+                }
+                let mut o = ctx.clone();
+                o[j] = other;
+                (kind, old_lines, edit_line, removed, inserted) = ("rewrite line", o, j, 1, vec![ctx[j]]);
+            }
+        }
+    } else {
+        let max_block = 200.min(n.saturating_sub(12));
+        if max_block < 20 {
+            return None;
+        }
+        let k = rng.range(20, max_block);
+        if rng.below(2) == 0 {
+            // The user pasted a block of k lines: the cache lacks it.
+            let j = rng.range(1, n - 4 - k);
+            let mut o = ctx.clone();
+            o.drain(j..j + k);
+            (kind, old_lines, edit_line, removed, inserted) = ("insert block", o, j, 0, ctx[j..j + k].to_vec());
+        } else {
+            // The user removed a block: the cache has k extra lines (from elsewhere in the file).
+            let from = rng.below(lines.len().saturating_sub(k));
+            let block = &lines[from..(from + k).min(lines.len())];
+            let j = rng.range(1, n - 4);
+            let mut o = ctx.clone();
+            for (i, l) in block.iter().enumerate() {
+                o.insert(j + i, l);
+            }
+            (kind, old_lines, edit_line, removed, inserted) = ("delete block", o, j, block.len(), vec![]);
+        }
+    }
+    let old = old_lines.concat();
+    let at: usize = old_lines[..edit_line].iter().map(|l| l.len()).sum();
+    let old_end = at + old_lines[edit_line..edit_line + removed].iter().map(|l| l.len()).sum::<usize>();
+    let edit = TextEdit::new(at, old_end, inserted.concat());
+    let mut check = old.clone();
+    check.replace_range(at..old_end, &edit.new_text);
+    if check != new || target.trim().is_empty() {
+        return None;
+    }
+    let lines_moved = n - edit_line;
+    Some(Case { source: source.to_string(), class: if large { "large" } else { "small" }, kind, old, new, edit, target, lines_moved })
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut cur = vec![0; b.len() + 1];
+    for i in 1..=a.len() {
+        cur[0] = i;
+        for j in 1..=b.len() {
+            let c = if a[i - 1] == b[j - 1] { 0 } else { 1 };
+            cur[j] = (prev[j] + 1).min(cur[j - 1] + 1).min(prev[j - 1] + c);
+        }
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    prev[b.len()]
+}
+
+fn edit_similarity(a: &str, b: &str) -> f64 {
+    let (a, b) = (a.trim(), b.trim());
+    let m = a.chars().count().max(b.chars().count());
+    if m == 0 {
+        return 1.0;
+    }
+    1.0 - levenshtein(a, b) as f64 / m as f64
+}
+
+const WAYS: [&str; 5] = ["full", "pie", "pie+refresh", "naive", "prefix"];
+
+#[derive(Default, Clone)]
+struct Tally {
+    n: usize,
+    em: usize,
+    es: f64,
+    agree: usize,
+}
+
+fn fidelity(engine: &Engine, args: &PieBenchArgs, files: &[PathBuf]) -> anyhow::Result<serde_json::Value> {
+    let mut rng = Rng(args.seed.wrapping_mul(0xD1B5_4A32_D192_ED03) | 1);
+    let mut docs: Vec<(String, String)> = Vec::new();
+    if args.humaneval {
+        for (i, d) in humaneval_docs()?.into_iter().enumerate() {
+            docs.push((format!("HumanEval/{i}"), d));
+        }
+    }
+    let he = docs.len();
+    let mut results = Vec::new();
+    let mut tallies: std::collections::BTreeMap<(String, String), Tally> = Default::default();
+    let go = AtomicBool::new(false);
+    let t_all = Instant::now();
+    let mut attempts = 0;
+    while results.len() < args.cases && attempts < args.cases * 20 {
+        attempts += 1;
+        let large = results.len() % 2 == 1;
+        // HumanEval problems are short: they only yield small cases, and only when asked for.
+        let (source, doc) = if he > 0 && !large && rng.below(4) == 0 {
+            let (s, d) = &docs[rng.below(he)];
+            (s.clone(), d.clone())
+        } else {
+            let p = &files[rng.below(files.len())];
+            match read_source(p) {
+                Some(t) => (p.display().to_string(), t),
+                None => continue,
+            }
+        };
+        let Some(case) = make_case(engine, &doc, &source, large, args.context_tokens, &mut rng) else { continue };
+        let t = Instant::now();
+        let mut s = KvSession::open(engine, &case.old)?;
+        let snap = s.snapshot()?;
+        let mut lines: Vec<(&str, String)> = Vec::new();
+        let mut pie_ms = 0.0;
+        let mut stale = 0;
+        // PIE, then PIE after the idle refresh.
+        let r = s.update(&case.new, std::slice::from_ref(&case.edit))?;
+        pie_ms += r.ms;
+        stale += s.stats().stale_tokens;
+        lines.push(("pie", s.greedy_line(args.max_line_tokens)?));
+        s.refresh_stale(usize::MAX, &go)?;
+        lines.push(("pie+refresh", s.greedy_line(args.max_line_tokens)?));
+        s.restore(&snap)?;
+        s.update_with(&case.new, std::slice::from_ref(&case.edit), UpdateMode::Naive)?;
+        lines.push(("naive", s.greedy_line(args.max_line_tokens)?));
+        s.restore(&snap)?;
+        s.update_with(&case.new, std::slice::from_ref(&case.edit), UpdateMode::PrefixReuse)?;
+        lines.push(("prefix", s.greedy_line(args.max_line_tokens)?));
+        s.full_recompute()?;
+        let full = s.greedy_line(args.max_line_tokens)?;
+        lines.push(("full", full.clone()));
+        drop(s);
+        let mut rec = serde_json::json!({
+            "source": case.source, "class": case.class, "kind": case.kind, "target": case.target,
+            "linesMoved": case.lines_moved, "staleTokens": stale, "pieMs": pie_ms, "seconds": t.elapsed().as_secs_f64(),
+        });
+        for (way, line) in &lines {
+            let em = line.trim() == case.target.trim();
+            let es = edit_similarity(line, &case.target);
+            let agree = line == &full;
+            rec[*way] = serde_json::json!({"line": line, "em": em, "es": es, "agreesWithFull": agree});
+            for class in [case.class, "all"] {
+                let tl = tallies.entry((class.to_string(), way.to_string())).or_default();
+                tl.n += 1;
+                tl.em += em as usize;
+                tl.es += es;
+                tl.agree += agree as usize;
+            }
+        }
+        results.push(rec);
+        eprintln!(
+            "[fidelity] case {}/{} ({} {}, {:.0} s): full {:?} pie {:?} naive {:?}",
+            results.len(),
+            args.cases,
+            case.class,
+            case.kind,
+            t.elapsed().as_secs_f64(),
+            full,
+            lines[0].1,
+            lines[2].1
+        );
+        // Write partial results as we go, so a long run that is stopped still leaves its figures.
+        if let Some(out) = &args.out {
+            let partial = out.with_extension("partial.json");
+            let _ = std::fs::write(&partial, serde_json::to_string(&results).unwrap_or_default());
+        }
+    }
+    println!("## Fidelity: next-line prediction after edits ({} cases, {:.0} min)\n", results.len(), t_all.elapsed().as_secs_f64() / 60.0);
+    println!("| class | way | cases | exact match % | edit similarity % | agrees with full % |");
+    println!("|---|---|---:|---:|---:|---:|");
+    let mut table = Vec::new();
+    for class in ["small", "large", "all"] {
+        for way in WAYS {
+            if let Some(t) = tallies.get(&(class.to_string(), way.to_string())) {
+                let n = t.n.max(1) as f64;
+                println!(
+                    "| {class} | {way} | {} | {:.1} | {:.1} | {:.1} |",
+                    t.n,
+                    100.0 * t.em as f64 / n,
+                    100.0 * t.es / n,
+                    100.0 * t.agree as f64 / n
+                );
+                table.push(serde_json::json!({"class": class, "way": way, "cases": t.n, "em": 100.0 * t.em as f64 / n, "es": 100.0 * t.es / n, "agree": 100.0 * t.agree as f64 / n}));
+            }
+        }
+    }
+    println!();
+    Ok(serde_json::json!({"table": table, "cases": results}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edit_similarity_basics() {
+        assert_eq!(edit_similarity("abc", "abc"), 1.0);
+        assert_eq!(edit_similarity("  x = 1", "x = 1"), 1.0);
+        assert!((edit_similarity("abcd", "abxd") - 0.75).abs() < 1e-9);
+        assert_eq!(edit_similarity("", "abc"), 0.0);
+        assert_eq!(levenshtein("kitten", "sitting"), 3);
+    }
+
+    #[test]
+    fn median_of_values() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert!(median(&mut []).is_nan());
+    }
 }

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::{LlamaStateSeqFlags, SeqState};
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::token::LlamaToken;
 
@@ -135,6 +136,15 @@ pub struct Generation {
 }
 
 static SESSION_IDS: AtomicU64 = AtomicU64::new(0);
+
+/// A saved session state (see `KvSession::snapshot`).
+pub struct Snapshot {
+    state: SeqState,
+    doc: TokenText,
+    fresh_upto: usize,
+    logits: Option<Vec<f32>>,
+    stats: CacheStats,
+}
 
 /// A document's warm KV cache. `Send`, not `Sync`: one thread at a time drives it.
 pub struct KvSession {
@@ -584,6 +594,29 @@ impl KvSession {
         })();
         let _ = std::fs::remove_file(&path);
         res
+    }
+
+    // ----- snapshots (benchmark: try several methods from the same cached state) -------------------------------
+
+    /// Copy of the cache and the token mirror, to try several update methods from one starting point.
+    pub fn snapshot(&self) -> Result<Snapshot> {
+        let state = self.ctx.state_seq_get(SEQ_MAIN, LlamaStateSeqFlags::empty()).map_err(cache_err)?;
+        Ok(Snapshot { state, doc: self.doc.clone(), fresh_upto: self.fresh_upto, logits: self.logits.clone(), stats: self.stats.clone() })
+    }
+
+    /// Return to a snapshot taken from this session (its context size must not have changed since).
+    pub fn restore(&mut self, snap: &Snapshot) -> Result<()> {
+        self.ctx.clear_kv_cache();
+        if let Err(e) = self.ctx.state_seq_set(&snap.state, SEQ_MAIN) {
+            self.broken = true;
+            return Err(cache_err(e));
+        }
+        self.doc = snap.doc.clone();
+        self.fresh_upto = snap.fresh_upto;
+        self.logits = snap.logits.clone();
+        self.stats = snap.stats.clone();
+        self.broken = false;
+        Ok(())
     }
 
     // ----- refresh and recomputation --------------------------------------------------------------------------
