@@ -47,8 +47,18 @@ enum BenchCommand {
     Pie(pie_ls::engine::PieBenchArgs),
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    // Errors are for users: one clear line (with its causes), never a backtrace.
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     init_logging(cli.log_file.as_deref(), cli.log_level.as_deref())?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
