@@ -42,11 +42,14 @@ JSON
 COMMON=(--config "$RUN/config.yaml" --user-data-dir "$RUN/ud" --extensions-dir "$RUN/ext")
 "$CS" "${COMMON[@]}" --install-extension "$REPO/editors/vscode/pie-ls.vsix" >"$RUN/install.log" 2>&1
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$CS" "${COMMON[@]}" --bind-addr "127.0.0.1:$PORT" --auth none --disable-telemetry --disable-update-check \
+# in a session of its own, so that stopping it by its process group also stops its extension host and pie-ls
+setsid "$CS" "${COMMON[@]}" --bind-addr "127.0.0.1:$PORT" --auth none --disable-telemetry --disable-update-check \
   --disable-workspace-trust --disable-getting-started-override "$RUN/ws" >"$RUN/code-server.log" 2>&1 &
 CS_PID=$!
 stop() {
-  kill "$CS_PID" 2>/dev/null || true
+  kill -- "-$CS_PID" 2>/dev/null || kill "$CS_PID" 2>/dev/null || true
+  for _ in $(seq 1 50); do kill -0 -- "-$CS_PID" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL -- "-$CS_PID" 2>/dev/null || true
   wait "$CS_PID" 2>/dev/null || true
   # a pie-ls that outlived its extension host is ours: its command line names this run's log file
   for pid in $(grep -lsF "$RUN/server.log" /proc/[0-9]*/cmdline | cut -d/ -f3); do kill "$pid" 2>/dev/null || true; done
@@ -59,6 +62,6 @@ PIE_CAPS=$(node "$HERE/caps.js" "$PIE_LS_BIN") SERVER_LOG="$RUN/server.log" CS_U
 if [ $rc -ne 0 ]; then
   echo "logs kept in $RUN (server.log, code-server.log, ud/logs/*/exthost*/)"
 else
-  stop; trap - EXIT; rm -rf "$RUN"
+  stop; trap - EXIT; rm -rf "$RUN" 2>/dev/null || true
 fi
 exit $rc
