@@ -8,7 +8,7 @@ REPO="$(cd "$HERE/../../.." && pwd)"
 OUT="$(mkdir -p "${1:?usage: screenshot.sh OUT_DIR}" && cd "$1" && pwd)"
 NVIM=${NVIM:-${XDG_CACHE_HOME:-$HOME/.cache}/pie-ls/nvim-venv/bin/nvim}
 : "${PIE_LS_BIN:?}" "${PIE_LS_TEST_MODEL:?}"
-(cd "$REPO/editors/tests/vscode" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+[ -d "$REPO/editors/tests/vscode/node_modules/playwright-core" ] || (cd "$REPO/editors/tests/vscode" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 RUN=$(mktemp -d "${TMPDIR:-/tmp}/pie-ls-nvim-shot-XXXXXX")
 mkdir -p "$RUN/ws" "$RUN/xdg"
 cp "$REPO/editors/tests/fixtures/shop.py" "$RUN/ws/shop.py"
