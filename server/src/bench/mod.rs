@@ -3,6 +3,7 @@
 
 pub mod alloc;
 pub mod completion;
+pub mod infill;
 pub mod keystroke;
 pub mod synth;
 
