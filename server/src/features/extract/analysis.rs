@@ -465,11 +465,15 @@ pub(crate) fn analyze(src: &str, tree: &Tree, lang: Language, sel: Range<usize>)
         let mut pass = Pass::Value;
         if table.family == Family::Rust {
             let t = ty.clone().unwrap_or_default();
+            let mut_binding = rust_is_mut_binding(src, v.decl);
             if u.written {
                 pass = Pass::MutValue;
             } else if u.read_after && !rust_is_copy(&t) {
-                pass = if rust_is_mut_binding(src, v.decl) { Pass::RefMut } else { Pass::Ref };
+                pass = if mut_binding { Pass::RefMut } else { Pass::Ref };
                 ty = Some(format!("{}{}", if pass == Pass::RefMut { "&mut " } else { "&" }, t));
+            } else if mut_binding && !t.starts_with('&') {
+                // Moved in and possibly mutated through methods (`v.sort()`): the parameter keeps `mut`.
+                pass = Pass::MutValue;
             }
         }
         param_list.push(Param { name: v.name.clone(), ty, pass });
@@ -482,6 +486,17 @@ pub(crate) fn analyze(src: &str, tree: &Tree, lang: Language, sel: Range<usize>)
             return refuse(format!("cannot tell the type of `{}`: add a type annotation to its declaration", v.name));
         }
         ret_list.push(Ret { name: v.name.clone(), ty, declared_inside, decl_kw: decl_keyword(table, src, v.decl, v.decl_ctx) });
+    }
+    if table.family == Family::Rust {
+        // A result that borrows needs its lifetime tied to exactly one borrowed parameter (elision).
+        let borrows = |t: &str| t.contains('&') && !t.contains("&'static");
+        let result_borrows = ret_list.iter().any(|r| r.ty.as_deref().is_some_and(borrows))
+            || matches!(&tail, Tail::Value { ty: Some(t) } if borrows(t));
+        // Tying it to a parameter by elision is only right when the borrow comes from that parameter, which
+        // tree-sitter cannot tell: refuse rather than offer code that may not compile.
+        if result_borrows {
+            return refuse("the result holds a borrow, and its lifetime cannot be checked here: extract the owner too");
+        }
     }
     if table.family == Family::Java && ret_list.len() > 1 {
         let names: Vec<&str> = ret_list.iter().map(|r| r.name.as_str()).collect();
@@ -1141,10 +1156,9 @@ fn statements<'t>(table: &Table, src: &str, container: Node<'t>, s: usize, e: us
                         && (if edge == s { a.start_byte() <= edge && edge < a.end_byte() } else { a.start_byte() < edge && edge <= a.end_byte() })
                 });
                 if inside_block {
-                    return refuse(format!(
-                        "the selection starts or ends inside the body of a `{}`: select whole statements",
-                        node.kind().replace('_', " ")
-                    ));
+                    let shown = if node.kind() == "expression_statement" { node.named_child(0).unwrap_or(node) } else { node };
+                    let what = shown.kind().trim_end_matches("_statement").trim_end_matches("_expression").trim_end_matches("_definition").trim_end_matches("_declaration").replace('_', " ");
+                    return refuse(format!("the selection starts or ends inside the body of a `{what}`: select whole statements"));
                 }
             }
         }

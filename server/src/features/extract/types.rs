@@ -57,6 +57,19 @@ impl<'a, 't> TypeCx<'a, 't> {
         // Only a plain `x` or `mut x` binding has the whole declared type.
         let pattern = ctx.child_by_field_name("pattern");
         let plain = pattern.is_some_and(|p| p.id() == decl.id() || (p.kind() == "mut_pattern" && p.named_child(0).is_some_and(|c| c.id() == decl.id())));
+        if ctx.kind() == "let_declaration" && pattern.is_some_and(|p| p.kind() == "tuple_pattern") {
+            // `let (a, b) = f();`: the matching element of the tuple type.
+            let pattern = pattern?;
+            let mut c = pattern.walk();
+            let elems: Vec<Node> = pattern.named_children(&mut c).collect();
+            let pos = elems.iter().position(|e| e.id() == decl.id() || (e.kind() == "mut_pattern" && e.named_child(0).is_some_and(|i| i.id() == decl.id())))?;
+            let tuple = ctx
+                .child_by_field_name("type")
+                .map(|t| self.text(t))
+                .or_else(|| ctx.child_by_field_name("value").and_then(|v| self.expr_type(v)))?;
+            let parts = split_top_level(tuple.trim().strip_prefix('(')?.strip_suffix(')')?);
+            return (parts.len() == elems.len()).then(|| parts[pos].clone());
+        }
         match ctx.kind() {
             "let_declaration" if plain => ctx
                 .child_by_field_name("type")
@@ -138,6 +151,16 @@ impl<'a, 't> TypeCx<'a, 't> {
                 let rights: Vec<Node> = right.named_children(&mut c).collect();
                 if rights.len() == lefts.len() {
                     self.expr_type(rights[pos])
+                } else if rights.len() == 1 && rights[0].kind() == "call_expression" {
+                    // `a, b := f()`: the results of a function declared in the file.
+                    let f = rights[0].child_by_field_name("function")?;
+                    let name = match f.kind() {
+                        "selector_expression" => self.text(f.child_by_field_name("field")?),
+                        _ => self.text(f),
+                    };
+                    let raw = self.declared_fn_result_raw(&name)?;
+                    let parts = split_top_level(raw.trim().strip_prefix('(')?.strip_suffix(')')?);
+                    (parts.len() == lefts.len()).then(|| parts[pos].clone()).filter(|t| !t.contains(' '))
                 } else {
                     None
                 }
@@ -347,10 +370,8 @@ impl<'a, 't> TypeCx<'a, 't> {
                             "clone" => self.expr_type(recv).map(|t| t.trim_start_matches('&').to_owned()),
                             "is_empty" | "contains" | "starts_with" | "ends_with" | "is_some" | "is_none" | "is_ok" | "is_err" | "any" | "all" => Some("bool".to_owned()),
                             "abs" | "pow" | "min" | "max" | "sqrt" | "powi" | "powf" | "wrapping_add" | "saturating_sub" => self.expr_type(recv).map(|t| t.trim_start_matches('&').to_owned()),
-                            _ => {
-                                let turbofish = f.parent().and_then(|_| None::<String>);
-                                turbofish
-                            }
+                            // A method declared in the file (first match by name).
+                            _ => self.declared_fn_return(&method),
                         }
                     }
                     "generic_function" => {
@@ -455,6 +476,27 @@ impl<'a, 't> TypeCx<'a, 't> {
         found
     }
 
+    /// The result text of a function or method declared in the file, whatever its shape.
+    fn declared_fn_result_raw(&self, name: &str) -> Option<String> {
+        let mut stack = vec![self.root];
+        while let Some(n) = stack.pop() {
+            let mut c = n.walk();
+            for ch in n.named_children(&mut c) {
+                if matches!(ch.kind(), "function_item" | "function_declaration" | "method_declaration")
+                    && ch.child_by_field_name("name").is_some_and(|nm| self.text(nm) == name)
+                    && ch.child_by_field_name("type_parameters").is_none()
+                {
+                    let field = if self.table.family == Family::Go { "result" } else { "return_type" };
+                    return ch.child_by_field_name(field).map(|t| self.text(t));
+                }
+                if matches!(ch.kind(), "declaration_list" | "impl_item") {
+                    stack.push(ch);
+                }
+            }
+        }
+        None
+    }
+
     /// The return type of a function of that name declared at the top of the file (no generics).
     fn declared_fn_return(&self, name: &str) -> Option<String> {
         let mut stack = vec![self.root];
@@ -557,6 +599,9 @@ impl<'a, 't> TypeCx<'a, 't> {
                     "strings.Split" | "strings.Fields" => Some("[]string".to_owned()),
                     "int" | "int64" | "int32" | "float64" | "float32" | "string" | "byte" | "rune" | "uint" | "uint64" | "bool" => Some(fname),
                     _ if f.kind() == "identifier" => self.declared_fn_return(&fname),
+                    _ if f.kind() == "selector_expression" && self.expr_type(f.child_by_field_name("operand")?).is_some() => {
+                        self.declared_fn_return(&self.text(f.child_by_field_name("field")?))
+                    }
                     _ => None,
                 }
             }
@@ -630,8 +675,7 @@ impl<'a, 't> TypeCx<'a, 't> {
                     (_, "length" | "size" | "indexOf") => Some("int".to_owned()),
                     (_, "toString" | "toUpperCase" | "toLowerCase" | "trim" | "substring") => Some("String".to_owned()),
                     (_, "isEmpty" | "contains" | "equals" | "startsWith" | "endsWith") => Some("boolean".to_owned()),
-                    (None | Some("this"), _) => self.declared_fn_return(&name).filter(|t| t != "void"),
-                    _ => None,
+                    _ => self.declared_fn_return(&name).filter(|t| t != "void"),
                 }
             }
             "array_access" => {
@@ -816,4 +860,28 @@ fn matching_bracket(s: &str) -> Option<usize> {
 /// `const x = 5` has type `5` in TypeScript's eyes only for `const`; a parameter wants the widened `number`.
 fn widen_ts(t: &str) -> String {
     t.to_owned()
+}
+
+/// Splits `A, B<C, D>, (E, F)` at its top-level commas.
+fn split_top_level(s: &str) -> Vec<String> {
+    let mut parts = Vec::new();
+    let mut depth = 0i32;
+    let mut current = String::new();
+    for c in s.chars() {
+        match c {
+            '<' | '(' | '[' | '{' => depth += 1,
+            '>' | ')' | ']' | '}' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(current.trim().to_owned());
+                current.clear();
+                continue;
+            }
+            _ => {}
+        }
+        current.push(c);
+    }
+    if !current.trim().is_empty() {
+        parts.push(current.trim().to_owned());
+    }
+    parts
 }
