@@ -431,6 +431,11 @@ impl LanguageServer for Backend {
         }
     }
 
+    async fn did_save(&self, params: DidSaveTextDocumentParams) {
+        // The text already arrived through didChange; saving changes nothing the server tracks.
+        tracing::debug!("saved {}", params.text_document.uri);
+    }
+
     async fn did_close(&self, params: DidCloseTextDocumentParams) {
         let uri = params.text_document.uri.to_string();
         let result = self.docs().close(&uri);

@@ -370,7 +370,8 @@ impl Warm {
             version: doc.version,
             text: generated.text,
             encoded_tokens: after.encoded_tokens.saturating_sub(before.encoded_tokens),
-            reused_tokens: after.reused_tokens.saturating_sub(before.reused_tokens),
+            // Cached prompt tokens this request did not have to encode.
+            reused_tokens: (after.cached_tokens as u64).saturating_sub(after.encoded_tokens.saturating_sub(before.encoded_tokens)),
             latency_ms: started.elapsed().as_secs_f64() * 1e3,
             first_token_ms: generated.first_token_ms,
             generated_tokens: generated.tokens,

@@ -7,12 +7,22 @@ pub struct BlockStop {
     /// Indentation (in columns) of the line the cursor is on.
     base_indent: usize,
     multiline: bool,
+    /// The cursor's line holds only whitespace before the cursor.
+    cursor_on_blank_line: bool,
+    /// Bytes of whitespace before the cursor on its line.
+    cursor_indent_bytes: usize,
 }
 
 impl BlockStop {
     /// `line_before_cursor` is the text from the start of the cursor's line to the cursor.
     pub fn new(line_before_cursor: &str, multiline: bool) -> BlockStop {
-        BlockStop { base_indent: indent_width(line_before_cursor), multiline }
+        let blank = line_before_cursor.trim().is_empty();
+        BlockStop {
+            base_indent: indent_width(line_before_cursor),
+            multiline,
+            cursor_on_blank_line: blank,
+            cursor_indent_bytes: if blank { line_before_cursor.len() } else { 0 },
+        }
     }
 
     /// The length of `generated` that is inside the block, or `None` while the block has not ended yet.
@@ -60,6 +70,13 @@ pub fn finish_suggestion(generated: &str, stop: &BlockStop, rest_of_line: &str) 
         Some(cut) => generated[..cut.min(generated.len())].to_owned(),
         None => generated.to_owned(),
     };
+    // On an empty (indented) line a model sometimes starts with a newline and the indentation again; accepted
+    // as is, that would leave a blank line and double the indentation.
+    if stop.cursor_on_blank_line && rest_of_line.trim().is_empty() && text.starts_with(['\n', '\r']) {
+        let body = text.trim_start_matches(['\n', '\r']);
+        let indent_chars = body.len() - body.trim_start_matches([' ', '\t']).len();
+        text = body[indent_chars.min(stop.cursor_indent_bytes)..].to_owned();
+    }
     while text.ends_with('\n') || text.ends_with(' ') || text.ends_with('\t') || text.ends_with('\r') {
         text.pop();
     }
@@ -91,6 +108,14 @@ mod tests {
         assert_eq!(&gen[..stop.cut(gen).unwrap()], "total = 0\n    for x in xs:\n        total += x\n    return total\n\n");
         assert_eq!(stop.cut("a = 1\n    b"), None);
         assert!(stop.cut("a\n\n\n").is_some());
+    }
+
+    #[test]
+    fn a_leading_newline_on_an_empty_line_is_dropped_with_the_repeated_indentation() {
+        let stop = BlockStop::new("    ", true);
+        assert_eq!(finish_suggestion("\n    total = 0\n    return total\n", &stop, ""), "total = 0\n    return total");
+        let not_blank = BlockStop::new("    x = 1", true);
+        assert_eq!(finish_suggestion("\n    y = 2", &not_blank, ""), "\n    y = 2");
     }
 
     #[test]
