@@ -110,6 +110,8 @@ pub(crate) struct Plan {
     pub enclosing_name: String,
     pub body_text: String,
     pub context_text: String,
+    /// The expression is a call's whole argument list (`sum(x for x in xs)`): the call keeps its parentheses.
+    pub is_argument_list: bool,
 }
 
 impl Plan {
@@ -576,6 +578,8 @@ pub(crate) fn analyze(src: &str, tree: &Tree, lang: Language, sel: Range<usize>)
         enclosing_name,
         body_text: src[replace.clone()].to_owned(),
         context_text,
+        is_argument_list: selected.expr_mode
+            && first.parent().is_some_and(|p| in_field(p, "arguments", first) && first.kind() == "generator_expression"),
     })
 }
 
@@ -1103,6 +1107,15 @@ fn check_expression_position(table: &Table, src: &str, expr: Node) -> Result<(),
         let (role, _) = super::lang::classify(table, src, expr);
         if !matches!(role, Role::Read) {
             return refuse("the selection is a name being defined or assigned, not a value");
+        }
+    }
+    // Defaults, decorators and annotations run when the function is defined, before the new one exists.
+    for a in ancestors(expr).skip(1) {
+        if table.is(table.function_kinds, a) || table.is(table.container_kinds, a) {
+            break;
+        }
+        if matches!(a.kind(), "parameters" | "formal_parameters" | "lambda_parameters" | "decorator" | "type_annotation" | "parameter_list" | "type_parameters") {
+            return refuse("the selection runs when the function is defined (a default, decorator or annotation), before the new function would exist");
         }
     }
     let pk = parent.kind();

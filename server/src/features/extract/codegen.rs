@@ -98,7 +98,7 @@ fn call_expr(plan: &Plan, name: &str) -> String {
 fn call_site(plan: &Plan, name: &str) -> String {
     let call = call_expr(plan, name);
     if plan.expr_mode {
-        return call;
+        return if plan.is_argument_list { format!("({call})") } else { call };
     }
     let end = end(plan);
     match &plan.tail {
