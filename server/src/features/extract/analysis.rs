@@ -106,7 +106,8 @@ pub(crate) struct Plan {
     /// Names that may stay free in the new function (globals, imports, builtins, fields).
     pub free_ok: HashSet<String>,
     /// Every identifier in the file: a new name must differ from all of them.
-    pub taken: HashSet<String>,
+    /// The whole original text: a new name must not occur in it as a word.
+    pub source: String,
     pub enclosing_name: String,
     pub body_text: String,
     pub context_text: String,
@@ -154,7 +155,9 @@ pub(crate) fn analyze(src: &str, tree: &Tree, lang: Language, sel: Range<usize>)
         }
     }
 
-    let index = Index::build(table, src, root);
+    // Only the top-level item around the selection matters, except for module-level code.
+    let focus = if func.is_some() { Some(top_level_item(root, first, table)) } else { None };
+    let index = Index::build_focused(table, src, root, focus);
     let types = TypeCx::new(table, src, root, &index);
 
     // Control flow that leaves the selection, and the modifiers the body brings along.
@@ -543,7 +546,6 @@ pub(crate) fn analyze(src: &str, tree: &Tree, lang: Language, sel: Range<usize>)
     // Generics the types use.
     let (generics, where_clause) = copy_generics(table, src, func, &param_list, &ret_list, &tail, &src[replace.clone()]);
 
-    let taken = collect_identifiers(src, root);
     let enclosing_name = func
         .and_then(|f| f.child_by_field_name("name"))
         .map(|n| src[n.byte_range()].to_owned())
@@ -574,7 +576,7 @@ pub(crate) fn analyze(src: &str, tree: &Tree, lang: Language, sel: Range<usize>)
         where_clause,
         globals: globals_written.into_iter().collect(),
         free_ok,
-        taken,
+        source: src.to_owned(),
         enclosing_name,
         body_text: src[replace.clone()].to_owned(),
         context_text,
@@ -748,28 +750,6 @@ fn in_multiline_string(table: &Table, root: Node, byte: usize) -> bool {
     })
 }
 
-fn collect_identifiers(src: &str, root: Node) -> HashSet<String> {
-    let mut out = HashSet::new();
-    let mut cursor = root.walk();
-    'walk: loop {
-        let node = cursor.node();
-        if node.child_count() == 0 && (node.kind().ends_with("identifier") || node.kind() == "identifier") {
-            out.insert(src[node.byte_range()].to_owned());
-        }
-        if cursor.goto_first_child() {
-            continue;
-        }
-        loop {
-            if cursor.goto_next_sibling() {
-                continue 'walk;
-            }
-            if !cursor.goto_parent() {
-                break 'walk;
-            }
-        }
-    }
-    out
-}
 
 /// True when the write at `node` might not run every time the selection runs.
 fn is_conditional(table: &Table, node: Node, selected: &Selected) -> bool {

@@ -27,10 +27,10 @@ pub(crate) fn verify(plan: &Plan, new_text: &str, name: &str, old_errors: usize)
         return Err(format!("the result would not parse ({new_errors} syntax errors, {old_errors} before)"));
     }
     let root = tree.root_node();
-    let index = Index::build(table, new_text, root);
     let Some(function) = find_function(table.function_kinds, new_text, root, name) else {
         return Err(format!("the new function `{name}` is not in the result"));
     };
+    let index = Index::build_focused(table, new_text, root, Some(function));
     let fn_scope = index.scope_at(function.start_byte(), function.end_byte());
     let mut allowed: Vec<&str> = plan.params.iter().map(|p| p.name.as_str()).collect();
     match &plan.receiver {

@@ -40,7 +40,7 @@ fn unique(plan: &Plan, base: &str) -> String {
 }
 
 fn is_free(plan: &Plan, name: &str) -> bool {
-    !plan.taken.contains(name) && !plan.table().is_keyword(name)
+    !occurs_as_word(&plan.source, name) && !plan.table().is_keyword(name)
 }
 
 /// The prompt that asks the model for one identifier.
@@ -149,4 +149,15 @@ fn upper_first(s: &str) -> String {
         Some(c) => c.to_ascii_uppercase().to_string() + chars.as_str(),
         None => String::new(),
     }
+}
+
+/// Whether `word` occurs in `text` delimited by non-identifier characters (in code, comments or strings alike:
+/// conservative).
+fn occurs_as_word(text: &str, word: &str) -> bool {
+    let is_ident = |c: char| c.is_alphanumeric() || c == '_' || c == '$';
+    text.match_indices(word).any(|(i, _)| {
+        let before = text[..i].chars().next_back();
+        let after = text[i + word.len()..].chars().next();
+        !before.is_some_and(is_ident) && !after.is_some_and(is_ident)
+    })
 }

@@ -63,9 +63,22 @@ pub(crate) struct Index<'t> {
 
 impl<'t> Index<'t> {
     pub fn build(table: &Table, src: &'t str, root: Node<'t>) -> Index<'t> {
+        Self::build_focused(table, src, root, None)
+    }
+
+    /// Like `build`, but only reads the subtree `focus` (under the root scope): names bound elsewhere resolve to
+    /// nothing, as globals do. Keeps a large file cheap when only one item matters.
+    pub fn build_focused(table: &Table, src: &'t str, root: Node<'t>, focus: Option<Node<'t>>) -> Index<'t> {
         let mut index = Index { scopes: Vec::new(), vars: Vec::new(), occs: Vec::new(), by_scope: HashMap::new() };
         let mut stack: Vec<usize> = Vec::new();
-        let mut cursor = root.walk();
+        let start = match focus {
+            Some(f) if f.id() != root.id() => {
+                index.enter(table, src, root, &mut stack);
+                f
+            }
+            _ => root,
+        };
+        let mut cursor = start.walk();
         'walk: loop {
             let node = cursor.node();
             index.enter(table, src, node, &mut stack);
