@@ -1,8 +1,9 @@
 //! Extract method through the real server: every fixture in `tests/fixtures/extract/<language>/` is opened,
 //! `textDocument/codeAction` is asked for the selection between `«` and `»`, and the action must be offered (then
 //! resolved, its `WorkspaceEdit` applied and compared with `<case>.after.<ext>`) or disabled with the reason
-//! written in the fixture's `refused: ...` comment. Where the language runs here (Python, JavaScript, Rust, Go, Java),
-//! the program runs before and after and must print the same.
+//! written in the fixture's `refused: ...` comment. Where the language runs here (Python, JavaScript, Rust, Go,
+//! Java; TypeScript through `tsc --strict` when the VS Code extension's `node_modules` is installed), the program
+//! runs before and after and must print the same.
 //!
 //! `EXTRACT_BLESS=1` writes missing after-files (review them before committing).
 
@@ -134,8 +135,14 @@ fn program(lang: &str) -> Option<&'static str> {
         "rust" => which("rustc").then_some("rustc"),
         "go" => which("go").then_some("go"),
         "java" => which("java").then_some("java"),
+        "typescript" => (which("node") && tsc().exists()).then_some("tsc"),
         _ => None,
     }
+}
+
+/// The TypeScript compiler the VS Code extension installs (`editors/vscode/node_modules`), when present.
+fn tsc() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../editors/vscode/node_modules/typescript/bin/tsc")
 }
 
 fn which(bin: &str) -> bool {
@@ -151,6 +158,21 @@ fn run_program(lang: &str, ext: &str, text: &str, tag: &str) -> Result<String, S
     let output = match lang {
         "python" => Command::new("python3").arg(&file).output(),
         "javascript" => Command::new("node").arg(&file).output(),
+        // Strict type checking, then the emitted JavaScript runs.
+        "typescript" => {
+            let compiled = Command::new("node")
+                .arg(tsc())
+                .args(["--strict", "--target", "es2020", "--outDir"])
+                .arg(&dir)
+                .arg(&file)
+                .output()
+                .map_err(|e| e.to_string())?;
+            if !compiled.status.success() {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(format!("tsc failed:\n{}", String::from_utf8_lossy(&compiled.stdout)));
+            }
+            Command::new("node").arg(dir.join("main.js")).output()
+        }
         // The single-file source launcher: compiles in memory and runs the first class's `main`.
         "java" => Command::new("java").arg(&file).output(),
         "go" => Command::new("go").arg("run").arg(&file).env("GOFLAGS", "-mod=mod").env("GO111MODULE", "off").output(),
@@ -184,6 +206,7 @@ fn runnable(lang: &str, text: &str) -> bool {
         "rust" => text.contains("fn main"),
         "go" => text.contains("func main"),
         "java" => text.contains("static void main"),
+        "typescript" => text.contains("console.log") && !text.contains("declare "),
         _ => false,
     }
 }

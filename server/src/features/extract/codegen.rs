@@ -261,11 +261,17 @@ fn function_text(plan: &Plan, name: &str) -> Result<String, String> {
         }
         Family::Js => {
             let asyncs = if plan.is_async { "async " } else { "" };
+            // TypeScript infers the rest; a selection that returns for its caller returns the caller's type
+            // (a tuple literal would otherwise widen to an array).
+            let ret = match &plan.tail {
+                Tail::ReturnsFromFn { ty: Some(t) } if table.typed_params => format!(": {t}"),
+                _ => String::new(),
+            };
             match plan.receiver {
                 Receiver::JsThis { is_static } => {
-                    format!("{}{asyncs}{name}({params}) {{", if is_static { "static " } else { "" })
+                    format!("{}{asyncs}{name}({params}){ret} {{", if is_static { "static " } else { "" })
                 }
-                _ => format!("{asyncs}function {name}{}({params}) {{", plan.generics),
+                _ => format!("{asyncs}function {name}{}({params}){ret} {{", plan.generics),
             }
         }
         Family::Rust => {

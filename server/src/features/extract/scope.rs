@@ -62,12 +62,8 @@ pub(crate) struct Index<'t> {
 }
 
 impl<'t> Index<'t> {
-    pub fn build(table: &Table, src: &'t str, root: Node<'t>) -> Index<'t> {
-        Self::build_focused(table, src, root, None)
-    }
-
-    /// Like `build`, but only reads the subtree `focus` (under the root scope): names bound elsewhere resolve to
-    /// nothing, as globals do. Keeps a large file cheap when only one item matters.
+    /// Builds the index of the whole tree (`focus: None`), or only of the subtree `focus` under the root scope:
+    /// names bound elsewhere then resolve to nothing, as globals do. Keeps a large file cheap.
     pub fn build_focused(table: &Table, src: &'t str, root: Node<'t>, focus: Option<Node<'t>>) -> Index<'t> {
         let mut index = Index { scopes: Vec::new(), vars: Vec::new(), occs: Vec::new(), by_scope: HashMap::new() };
         let mut stack: Vec<usize> = Vec::new();
