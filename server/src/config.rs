@@ -15,6 +15,24 @@ pub struct Config {
     pub model: ModelConfig,
     pub documents: DocumentConfig,
     pub completion: CompletionConfig,
+    pub extract: ExtractConfig,
+}
+
+/// Extract-method settings (`extract.*`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ExtractConfig {
+    /// A command per `languageId` run on a scratch copy of the result before the action is offered, e.g.
+    /// `{"python": "python3 -m py_compile {file}"}`. None by default: user code runs only when asked for.
+    pub check_commands: std::collections::HashMap<String, String>,
+    /// Wall-clock limit of a check command; the whole process group is killed after it.
+    pub check_timeout_ms: u64,
+}
+
+impl Default for ExtractConfig {
+    fn default() -> Self {
+        ExtractConfig { check_commands: Default::default(), check_timeout_ms: 20_000 }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

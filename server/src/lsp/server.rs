@@ -352,9 +352,15 @@ impl LanguageServer for Backend {
         // The model names the function through the warm thread (blocking, so off the async runtime); without a
         // model the deterministic name is used.
         let namer = self.warm().cloned().map(warm::Namer::new);
+        let config = self.config();
+        let language_id = self.docs().get(uri.as_str()).map(|d| d.language_id().to_owned()).unwrap_or_default();
+        let check = config.extract.check_commands.get(&language_id).map(|command| crate::features::extract::CheckCommand {
+            command: command.clone(),
+            timeout: std::time::Duration::from_millis(config.extract.check_timeout_ms),
+        });
         tokio::task::spawn_blocking(move || {
             let suggester = namer.as_ref().map(|n| n as &dyn crate::features::extract::NameSuggester);
-            super::code_action::resolve(action, &snapshot, suggester, None)
+            super::code_action::resolve(action, &snapshot, suggester, check.as_ref())
         })
         .await
         .map_err(|err| server_error(format!("extract method failed: {err}")))?
