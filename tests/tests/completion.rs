@@ -158,3 +158,24 @@ fn a_keystroke_cancels_the_suggestion_in_flight_and_stale_results_are_never_show
     let state = lsp.document_state(URI).unwrap();
     assert!(state["text"].as_str().unwrap().contains("    r"));
 }
+
+#[test]
+fn code_recently_edited_in_another_document_joins_the_prompt_without_rereading_this_one() {
+    let mut lsp = server();
+    lsp.open(URI, "python", SOURCE);
+    let alone = wait_warm(&mut lsp);
+    let other = "file:///w/units.py";
+    lsp.open(other, "python", "def to_metres(feet):\n    return feet * 0.3048\n");
+    lsp.edit(other, vec![range_change((2, 0), (2, 0), "\ndef to_feet(metres):\n    return metres / 0.3048\n")]);
+    // The next keystroke here brings the other file's chunk in front of this prompt, by a PIE update.
+    let line = SOURCE.lines().position(|l| l == "def perimeter(points):").unwrap() as u32 + 1;
+    lsp.edit(URI, vec![range_change((line, 0), (line, 0), "    ")]);
+    let with_context = lsp.cache_stats(URI).unwrap();
+    let grown = with_context["cachedTokens"].as_u64().unwrap() - alone["cachedTokens"].as_u64().unwrap();
+    assert!(grown >= 20, "the other document's code is in the prompt: {alone} -> {with_context}");
+    let encoded = with_context["encodedTokens"].as_u64().unwrap() - alone["encodedTokens"].as_u64().unwrap();
+    assert!(encoded < alone["cachedTokens"].as_u64().unwrap() / 2, "this document was not re-read: {encoded} tokens encoded");
+    assert_eq!(with_context["fullRecomputes"], 0);
+    let result = inline(&mut lsp, line, 4);
+    assert!(result["items"].as_array().is_some_and(|items| !items.is_empty()), "{result}");
+}

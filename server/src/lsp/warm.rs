@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use crate::engine::{self, CacheStats, Engine, EngineConfig, GenerateParams, KvSession, SamplingParams, TextEdit, WarmPool};
-use crate::features::completion::{generate_suggestion, prompt_edits, CompletionConfig, Markers, Prompt, PromptBuilder};
+use crate::features::completion::{generate_suggestion, prompt_edits, CompletionConfig, CrossFileContext, Markers, Prompt, PromptBuilder};
 
 /// How long the document must be idle before stale tokens are refreshed.
 const IDLE_BEFORE_REFRESH: Duration = Duration::from_millis(400);
@@ -128,9 +128,11 @@ pub fn start(
             let engine = load(model_spec, config, &notify);
             let markers = engine.as_ref().ok().and_then(Markers::of_model);
             let prompts = PromptBuilder::new(markers, completion.prefix_bytes, completion.suffix_bytes);
+            let context = engine.as_ref().ok().and_then(CrossFileContext::of_model);
             Warm {
                 engine,
                 prompts,
+                context,
                 sessions: HashMap::new(),
                 pool: None,
                 notify: Box::new(notify),
@@ -183,6 +185,8 @@ struct WarmDoc {
 struct Warm {
     engine: Result<Engine, String>,
     prompts: PromptBuilder,
+    /// Other documents' recently edited code, placed before each prompt (models with a file separator only).
+    context: Option<CrossFileContext>,
     sessions: HashMap<String, Result<WarmDoc, String>>,
     pool: Option<WarmPool<String>>,
     notify: Box<dyn Fn(Notice) + Send>,
@@ -242,6 +246,9 @@ impl Warm {
                 }
                 Command::Close { uri } => {
                     self.sessions.remove(&uri);
+                    if let Some(context) = self.context.as_mut() {
+                        context.forget(&uri);
+                    }
                     if let Some(pool) = self.pool.as_mut() {
                         pool.remove(&uri);
                     }
@@ -278,7 +285,7 @@ impl Warm {
         let Ok(engine) = &self.engine else { return };
         let token = format!("pie-ls/warm/{uri}");
         (self.notify)(Notice::ProgressBegin { token: token.clone(), title: "pie-ls: reading file into the model".into(), message: uri.clone() });
-        let prompt = self.prompts.build(&text, cursor);
+        let prompt = self.prompts.build_with_context(&text, cursor, &self.context_for(&uri));
         let session = KvSession::open(engine, &prompt.text).map_err(|e| e.to_string());
         let message = match &session {
             Ok(s) => format!("{} tokens cached", s.stats().cached_tokens),
@@ -294,8 +301,15 @@ impl Warm {
         self.touch(&uri, bytes);
     }
 
+    fn context_for(&self, uri: &str) -> String {
+        self.context.as_ref().map(|c| c.for_document(uri)).unwrap_or_default()
+    }
+
     fn edit(&mut self, uri: &str, version: i32, text: String, edits: &[TextEdit]) {
         let cursor = edits.last().map(|e| e.start_byte + e.new_text.len()).unwrap_or(0).min(text.len());
+        if let Some(context) = self.context.as_mut() {
+            context.note_edit(uri, &text, cursor);
+        }
         if !matches!(self.sessions.get(uri), Some(Ok(_))) {
             // Evicted or failed earlier: a new edit is a reason to try warming it again.
             if self.engine.is_ok() {
@@ -311,8 +325,9 @@ impl Warm {
 
     /// Brings a warm document's prompt to `text` with the cursor at `cursor`: a few edit sites, applied by PIE.
     fn move_to(&mut self, uri: &str, version: i32, text: String, cursor: usize) -> Result<(), String> {
+        let context = self.context_for(uri);
         let Some(Ok(doc)) = self.sessions.get_mut(uri) else { return Err(format!("{uri} is not warm")) };
-        let prompt = self.prompts.build(&text, cursor);
+        let prompt = self.prompts.build_with_context(&text, cursor, &context);
         if prompt.text != doc.prompt.text {
             let edits = prompt_edits(&doc.prompt.text, &prompt.text);
             doc.session.update(&prompt.text, &edits).map_err(|e| e.to_string())?;

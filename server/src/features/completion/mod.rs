@@ -10,7 +10,7 @@ mod prompt;
 
 pub use generate::{generate_suggestion, Generated};
 pub use postprocess::{finish_suggestion, BlockStop};
-pub use prompt::{prompt_edits, Markers, Prompt, PromptBuilder};
+pub use prompt::{prompt_edits, CrossFileContext, Markers, Prompt, PromptBuilder};
 
 use serde::{Deserialize, Serialize};
 

@@ -65,6 +65,12 @@ impl PromptBuilder {
 
     /// The prompt for `text` with the cursor at byte `cursor` (clamped to a char boundary).
     pub fn build(&self, text: &str, cursor: usize) -> Prompt {
+        self.build_with_context(text, cursor, "")
+    }
+
+    /// The same, after `context` (other files' code, see `CrossFileContext`). The context comes first so that
+    /// typing in this document never changes it: only an edit in another document does.
+    pub fn build_with_context(&self, text: &str, cursor: usize, context: &str) -> Prompt {
         let mut cursor = cursor.min(text.len());
         while !text.is_char_boundary(cursor) {
             cursor -= 1;
@@ -78,11 +84,94 @@ impl PromptBuilder {
         let body = match &self.markers {
             Some(m) => {
                 let suffix = &text[cursor..window_end];
-                format!("{}{prefix}{}{suffix}{}", m.prefix, m.suffix, m.middle)
+                format!("{context}{}{prefix}{}{suffix}{}", m.prefix, m.suffix, m.middle)
             }
-            None => prefix.to_owned(),
+            None => format!("{context}{prefix}"),
         };
         Prompt { text: body, window_start, window_end }
+    }
+}
+
+/// Recently edited code of other open documents, as a preamble in the repository format the model was trained
+/// on (`<|file_sep|>path` then the code, as in Qwen2.5-Coder and StarCoder2). Only models whose vocabulary has
+/// such a separator token get one.
+#[derive(Clone, Debug)]
+pub struct CrossFileContext {
+    separator: String,
+    /// `(uri, chunk)`, least recently edited first.
+    recent: std::collections::VecDeque<(String, String)>,
+}
+
+/// Other documents kept in the preamble, and the lines around each one's last edit.
+const CONTEXT_DOCS: usize = 2;
+const CONTEXT_LINES_BEFORE: usize = 24;
+const CONTEXT_LINES_AFTER: usize = 8;
+
+impl CrossFileContext {
+    pub fn of_model(engine: &Engine) -> Option<CrossFileContext> {
+        ["<|file_sep|>", "<file_sep>"]
+            .into_iter()
+            .find(|sep| engine.tokenize(sep, false).len() == 1 && engine.fim_tokens().is_some())
+            .map(|sep| CrossFileContext::with_separator(sep))
+    }
+
+    pub fn with_separator(separator: &str) -> CrossFileContext {
+        CrossFileContext { separator: separator.to_owned(), recent: Default::default() }
+    }
+
+    /// Records the code around an edit at byte `cursor` of `uri`'s `text`.
+    pub fn note_edit(&mut self, uri: &str, text: &str, cursor: usize) {
+        let cursor = cursor.min(text.len());
+        let line = text.as_bytes()[..cursor].iter().filter(|b| **b == b'\n').count();
+        let first = line.saturating_sub(CONTEXT_LINES_BEFORE);
+        let chunk: String = text
+            .split_inclusive('\n')
+            .skip(first)
+            .take(CONTEXT_LINES_BEFORE + CONTEXT_LINES_AFTER)
+            .map(|l| if l.len() > 240 { &l[..l.floor_char_boundary_compat(240)] } else { l })
+            .collect();
+        self.recent.retain(|(u, _)| u != uri);
+        self.recent.push_back((uri.to_owned(), chunk));
+        while self.recent.len() > CONTEXT_DOCS + 1 {
+            self.recent.pop_front();
+        }
+    }
+
+    pub fn forget(&mut self, uri: &str) {
+        self.recent.retain(|(u, _)| u != uri);
+    }
+
+    /// The preamble for `uri`'s prompt: the other documents' chunks, least recently edited first.
+    pub fn for_document(&self, uri: &str) -> String {
+        let others: Vec<&(String, String)> = self.recent.iter().filter(|(u, _)| u != uri).collect();
+        let mut out = String::new();
+        for (other, chunk) in others.iter().rev().take(CONTEXT_DOCS).rev() {
+            let name = other.rsplit('/').next().unwrap_or(other);
+            out.push_str(&format!("{}{name}\n{chunk}", self.separator));
+            if !chunk.ends_with('\n') {
+                out.push('\n');
+            }
+        }
+        if !out.is_empty() {
+            out.push_str(&self.separator);
+            out.push_str(uri.rsplit('/').next().unwrap_or(uri));
+            out.push('\n');
+        }
+        out
+    }
+}
+
+trait FloorCharBoundary {
+    fn floor_char_boundary_compat(&self, at: usize) -> usize;
+}
+
+impl FloorCharBoundary for str {
+    fn floor_char_boundary_compat(&self, mut at: usize) -> usize {
+        at = at.min(self.len());
+        while !self.is_char_boundary(at) {
+            at -= 1;
+        }
+        at
     }
 }
 
@@ -187,6 +276,23 @@ mod tests {
         assert_eq!(b.build("def f():\n    return 1\n", 13).text, "<P>def f():\n    <S>return 1\n<M>");
         let l2r = PromptBuilder::new(None, 1000, 1000);
         assert_eq!(l2r.build("abc", 2).text, "ab");
+    }
+
+    #[test]
+    fn other_documents_come_first_and_typing_here_does_not_change_them() {
+        let mut ctx = CrossFileContext::with_separator("<F>");
+        ctx.note_edit("file:///w/util.py", "def helper(x):\n    return x * 2\n", 5);
+        let b = PromptBuilder::new(Some(markers()), 1000, 1000);
+        let here = ctx.for_document("file:///w/main.py");
+        assert_eq!(here, "<F>util.py\ndef helper(x):\n    return x * 2\n<F>main.py\n");
+        assert_eq!(ctx.for_document("file:///w/util.py"), "", "a document is not its own context");
+        // Typing in main.py (its own edits are noted too) leaves main.py's preamble as it was.
+        ctx.note_edit("file:///w/main.py", "y = helper(1)\n", 3);
+        assert_eq!(ctx.for_document("file:///w/main.py"), here);
+        let p = b.build_with_context("y = helper(1)\n", 4, &here);
+        assert!(p.text.starts_with("<F>util.py") && p.text.contains("<P>y = <S>"));
+        ctx.forget("file:///w/util.py");
+        assert_eq!(ctx.for_document("file:///w/main.py"), "");
     }
 
     #[test]
