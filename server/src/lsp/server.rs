@@ -374,13 +374,14 @@ impl LanguageServer for Backend {
     async fn did_open(&self, params: DidOpenTextDocumentParams) {
         let item = params.text_document;
         let uri = item.uri.to_string();
-        let limits = self.config().document_limits();
+        let config = self.config();
+        let limits = config.document_limits();
         // Synchronous, before the first `.await`: see the module invariants in `lsp/mod.rs`.
         let (replaced, note) = {
             let mut docs = self.docs();
             let replaced = docs.open(&uri, &item.language_id, item.version, &item.text, limits);
             if let (Some(warm), Ok(doc)) = (self.warm(), docs.get(&uri)) {
-                if warm_eligible(doc, &self.config()) {
+                if warm_eligible(doc, &config) {
                     warm.send(Command::Open { uri: uri.clone(), version: item.version, text: item.text.clone() });
                 }
             }
@@ -411,7 +412,8 @@ impl LanguageServer for Backend {
         let uri = params.text_document.uri.to_string();
         let version = params.text_document.version;
         let changes: Vec<_> = params.content_changes.into_iter().map(convert::content_change).collect();
-        let limits = self.config().document_limits();
+        let config = self.config();
+        let limits = config.document_limits();
         let encoding = self.encoding();
         // Synchronous, before the first `.await`: see the module invariants in `lsp/mod.rs`.
         let result = {
@@ -419,7 +421,7 @@ impl LanguageServer for Backend {
             let result = docs.change(&uri, version, &changes, encoding, limits);
             // Still synchronous: the warm thread sees edits in the order the store applied them.
             if let (Ok(edits), Some(warm), Ok(doc)) = (&result, self.warm(), docs.get(&uri)) {
-                if warm_eligible(doc, &self.config()) {
+                if warm_eligible(doc, &config) {
                     let edits = edits.iter().map(|e| TextEdit::new(e.start_byte, e.old_end_byte, e.new_text.clone())).collect();
                     // A keystroke makes any suggestion in flight for this document outdated: latest wins.
                     if let Some(flag) = self.state.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&uri) {
