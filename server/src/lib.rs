@@ -8,4 +8,5 @@ pub mod document;
 pub mod engine;
 pub mod features;
 pub mod lsp;
+pub mod runner;
 pub mod syntax;
