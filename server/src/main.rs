@@ -47,6 +47,8 @@ enum BenchCommand {
     Infill(pie_ls::bench::infill::InfillBenchArgs),
     /// PIE vs full recomputation and the peers: update latency and next-line fidelity on real code.
     Pie(pie_ls::engine::PieBenchArgs),
+    /// Self-debug on HumanEval-derived bugs: fix rate after 1 and 3 rounds, false passes.
+    Selfdebug(pie_ls::bench::selfdebug::SelfDebugBenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -73,6 +75,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Completion(args)) => pie_ls::bench::completion::run(args),
         Command::Bench(BenchCommand::Infill(args)) => pie_ls::bench::infill::run(args),
         Command::Bench(BenchCommand::Pie(args)) => pie_ls::engine::run_pie_bench(args),
+        Command::Bench(BenchCommand::Selfdebug(args)) => pie_ls::bench::selfdebug::run(args),
     }
 }
 

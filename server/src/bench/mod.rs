@@ -5,6 +5,7 @@ pub mod alloc;
 pub mod completion;
 pub mod infill;
 pub mod keystroke;
+pub mod selfdebug;
 pub mod synth;
 
 /// Resident set size of this process in bytes (Linux `/proc/self/statm`; 0 elsewhere).

@@ -12,6 +12,7 @@
 //! See `docs/engine.md` for the API and `docs/benchmarks.md` for measured figures.
 
 pub mod bench;
+pub mod chat;
 pub mod error;
 pub mod fetch;
 pub mod model;
@@ -21,6 +22,7 @@ pub mod sample;
 pub mod session;
 
 pub use bench::{run_pie_bench, PieBenchArgs};
+pub use chat::ChatSlot;
 pub use error::EngineError;
 pub use fetch::{cache_root, default_model_path, models_dir, resolve_model, HfSpec, DEFAULT_MODEL, MODEL_ENV, TEST_MODEL, TEST_MODEL_ENV};
 pub use model::{Engine, EngineConfig, KvType, ModelInfo};

@@ -1,0 +1,115 @@
+//! Talking to the model as an assistant (self-debug, performance candidates): the chat template, and the
+//! `ChatModel` trait the features call so they need not know whether the model lives on the warm thread (the
+//! server) or in the caller's hands (benchmarks).
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use crate::engine::GenerateParams;
+
+/// Generates the assistant's next turn after `conversation` (text in the model's chat template, ending with an
+/// open assistant turn). Blocking; call it off the async runtime.
+pub trait ChatModel: Send + Sync {
+    fn reply(&self, conversation: &str, params: &GenerateParams, cancel: &Arc<AtomicBool>) -> Result<String, String>;
+}
+
+/// A conversation in ChatML (`<|im_start|>role ... <|im_end|>`), the template of Qwen2.5 and SmolLM2 instruct
+/// models. Models without it still get readable text, and the code block is what is parsed anyway.
+#[derive(Clone, Debug, Default)]
+pub struct Conversation {
+    text: String,
+}
+
+impl Conversation {
+    pub fn new(system: &str) -> Self {
+        let mut c = Conversation::default();
+        c.push("system", system);
+        c
+    }
+
+    fn push(&mut self, role: &str, content: &str) {
+        self.text.push_str(&format!("<|im_start|>{role}\n{}<|im_end|>\n", content.trim_end()));
+    }
+
+    pub fn user(&mut self, content: &str) {
+        self.push("user", content);
+    }
+
+    pub fn assistant(&mut self, content: &str) {
+        self.push("assistant", content);
+    }
+
+    /// The text to generate from: the conversation so far and an open assistant turn, optionally started with
+    /// `prefill` (which the caller prepends to the reply).
+    pub fn prompt(&self, prefill: &str) -> String {
+        format!("{}<|im_start|>assistant\n{prefill}", self.text)
+    }
+}
+
+/// The first fenced code block of `reply` (```lang ... ```), or an unclosed one running to the end.
+pub fn code_block(reply: &str) -> Option<String> {
+    let start = reply.find("```")?;
+    let after = &reply[start + 3..];
+    let body_start = after.find('\n')? + 1;
+    let body = &after[body_start..];
+    let end = body.find("\n```").map(|e| e + 1).or_else(|| body.strip_suffix("```").map(|b| b.len())).unwrap_or(body.len());
+    let code = body[..end].trim_end().to_owned();
+    (!code.trim().is_empty()).then_some(code)
+}
+
+/// The prose before the first code block, trimmed (the model's explanation).
+pub fn prose_before_code(reply: &str) -> String {
+    reply.split("```").next().unwrap_or("").trim().to_owned()
+}
+
+/// Re-indents `code` (a function written at any indentation) to start at `indent`.
+pub fn reindent(code: &str, indent: &str) -> String {
+    let min = code
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.len() - l.trim_start().len())
+        .min()
+        .unwrap_or(0);
+    code.lines()
+        .map(|l| if l.trim().is_empty() { String::new() } else { format!("{indent}{}", &l[min.min(l.len() - l.trim_start().len())..]) })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn code_blocks_prose_and_indentation() {
+        let reply = "The loop stops one short.\n\n```python\ndef f(x):\n    return x + 1\n```\nDone.";
+        assert_eq!(code_block(reply).unwrap(), "def f(x):\n    return x + 1");
+        assert_eq!(prose_before_code(reply), "The loop stops one short.");
+        assert_eq!(code_block("```py\ndef g():\n    pass").unwrap(), "def g():\n    pass");
+        assert_eq!(code_block("no code"), None);
+        assert_eq!(reindent("  def f():\n      return 1\n\n      # x", "    "), "    def f():\n        return 1\n\n        # x");
+        let mut c = Conversation::new("sys");
+        c.user("hi");
+        assert_eq!(c.prompt("Sure"), "<|im_start|>system\nsys<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nSure");
+    }
+}
+
+/// A `ChatModel` over an engine the caller owns (benchmarks, tests): one `ChatSlot`, so successive turns of one
+/// conversation reuse the cache.
+pub struct LocalChat {
+    engine: crate::engine::Engine,
+    slot: std::sync::Mutex<crate::engine::ChatSlot>,
+}
+
+impl LocalChat {
+    pub fn new(engine: crate::engine::Engine) -> Self {
+        LocalChat { engine, slot: Default::default() }
+    }
+}
+
+impl ChatModel for LocalChat {
+    fn reply(&self, conversation: &str, params: &GenerateParams, cancel: &Arc<AtomicBool>) -> Result<String, String> {
+        let mut slot = self.slot.lock().map_err(|_| "the model lock is poisoned".to_owned())?;
+        slot.reply(&self.engine, conversation, params, cancel).map(|g| g.text).map_err(|e| e.to_string())
+    }
+}
