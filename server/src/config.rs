@@ -16,6 +16,46 @@ pub struct Config {
     pub documents: DocumentConfig,
     pub completion: CompletionConfig,
     pub extract: ExtractConfig,
+    /// How tests run (commands per language, timeout, memory cap, network).
+    pub tests: crate::runner::TestCommands,
+    pub self_debug: SelfDebugConfig,
+    pub perf: PerfConfig,
+}
+
+/// Self-debug settings (`selfDebug.*`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SelfDebugConfig {
+    /// Rounds of fix, re-run and feedback before giving up.
+    pub rounds: usize,
+    /// Tokens the model may write per round.
+    pub max_tokens: usize,
+}
+
+impl Default for SelfDebugConfig {
+    fn default() -> Self {
+        SelfDebugConfig { rounds: 3, max_tokens: 384 }
+    }
+}
+
+/// Performance-edit settings (`perf.*`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PerfConfig {
+    /// Candidates asked of the model (2-4 is sensible).
+    pub candidates: usize,
+    /// Alternated A/B benchmark pairs per candidate.
+    pub runs: usize,
+    /// Tokens per candidate.
+    pub max_tokens: usize,
+    /// Time budget of the equivalence check and benchmark of one candidate, seconds.
+    pub budget_s: u64,
+}
+
+impl Default for PerfConfig {
+    fn default() -> Self {
+        PerfConfig { candidates: 3, runs: 20, max_tokens: 384, budget_s: 60 }
+    }
 }
 
 /// Extract-method settings (`extract.*`).

@@ -49,6 +49,8 @@ enum BenchCommand {
     Pie(pie_ls::engine::PieBenchArgs),
     /// Self-debug on HumanEval-derived bugs: fix rate after 1 and 3 rounds, false passes.
     Selfdebug(pie_ls::bench::selfdebug::SelfDebugBenchArgs),
+    /// "Find a faster version" on the slow-to-fast Python fixtures.
+    Perf(pie_ls::bench::perf::PerfBenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -76,6 +78,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Infill(args)) => pie_ls::bench::infill::run(args),
         Command::Bench(BenchCommand::Pie(args)) => pie_ls::engine::run_pie_bench(args),
         Command::Bench(BenchCommand::Selfdebug(args)) => pie_ls::bench::selfdebug::run(args),
+        Command::Bench(BenchCommand::Perf(args)) => pie_ls::bench::perf::run(args),
     }
 }
 

@@ -5,6 +5,7 @@ pub mod alloc;
 pub mod completion;
 pub mod infill;
 pub mod keystroke;
+pub mod perf;
 pub mod selfdebug;
 pub mod synth;
 

@@ -10,7 +10,7 @@ use crate::syntax::Language;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FunctionSpan {
     pub name: String,
-    /// Byte range of the whole definition (decorators and attributes excluded).
+    /// Byte range of the whole definition, Python decorators included (Rust attributes excluded).
     pub range: Range<usize>,
     /// The whitespace before the definition on its first line.
     pub indent: String,
@@ -80,6 +80,11 @@ fn name_of(lang: Language, node: Node, src: &str) -> Option<String> {
 
 fn span(lang: Language, node: Node, src: &str) -> Option<FunctionSpan> {
     let name = name_of(lang, node, src)?;
+    // Python decorators belong to the function: a rewrite may add or drop `@lru_cache`.
+    let node = match node.parent() {
+        Some(p) if p.kind() == "decorated_definition" => p,
+        _ => node,
+    };
     let line_start = src[..node.start_byte()].rfind('\n').map(|i| i + 1).unwrap_or(0);
     let before = &src[line_start..node.start_byte()];
     let indent = if before.trim().is_empty() { before.to_owned() } else { String::new() };

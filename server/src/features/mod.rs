@@ -4,4 +4,5 @@ pub mod chat;
 pub mod code;
 pub mod completion;
 pub mod extract;
+pub mod perf;
 pub mod selfdebug;

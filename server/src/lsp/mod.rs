@@ -14,6 +14,7 @@ mod ext;
 mod guard;
 mod server;
 mod transport;
+mod verified;
 mod warm;
 
 pub use ext::{DocumentState, DocumentStateParams, SyntaxTreeResult};
@@ -38,6 +39,7 @@ pub async fn serve_stdio(options: ServeOptions) {
     .custom_method(ext::SYNTAX_TREE, server::Backend::syntax_tree)
     .custom_method(ext::CACHE_STATS, server::Backend::cache_stats)
     .custom_method(completion::INLINE_COMPLETION, server::Backend::inline_completion)
+    .custom_method("window/workDoneProgress/cancel", server::Backend::progress_cancel)
     .finish();
     let client = client_slot.expect("LspService::build calls its init closure");
     let service = guard::Guard::new(service, client);

@@ -39,6 +39,11 @@ struct ServerState {
     in_flight: Mutex<std::collections::HashMap<String, Arc<AtomicBool>>>,
     /// The last suggestion per document, to serve "typing along the suggestion" without generating again.
     last_suggestion: Mutex<std::collections::HashMap<String, completion::Shown>>,
+    /// Workspace folders from `initialize`: scratch copies for running tests are made of these.
+    roots: RwLock<Vec<std::path::PathBuf>>,
+    /// Cancellation flags of long actions, by their `$/progress` token (`window/workDoneProgress/cancel`).
+    progress_cancels: Mutex<std::collections::HashMap<String, Arc<AtomicBool>>>,
+    progress_seq: std::sync::atomic::AtomicU64,
 }
 
 impl Backend {
@@ -264,6 +269,230 @@ fn invalid_params(err: StoreError) -> Error {
     Error { code: ErrorCode::InvalidParams, message: err.to_string().into(), data: None }
 }
 
+/// The actions that run the user's code (see `verified.rs`).
+impl Backend {
+    /// Starts a cancellable `$/progress` for a long action; returns its token and cancellation flag.
+    async fn begin_progress(&self, title: &str) -> (Option<NumberOrString>, Arc<AtomicBool>) {
+        let cancel = Arc::new(AtomicBool::new(false));
+        if !self.state.work_done_progress.load(Ordering::Relaxed) {
+            return (None, cancel);
+        }
+        let n = self.state.progress_seq.fetch_add(1, Ordering::Relaxed);
+        let name = format!("pie-ls/action/{n}");
+        let token = NumberOrString::String(name.clone());
+        if self.client.send_request::<request::WorkDoneProgressCreate>(WorkDoneProgressCreateParams { token: token.clone() }).await.is_err() {
+            return (None, cancel);
+        }
+        self.state.progress_cancels.lock().unwrap_or_else(|p| p.into_inner()).insert(name, cancel.clone());
+        let begin = WorkDoneProgressBegin { title: title.to_owned(), cancellable: Some(true), percentage: Some(0), ..Default::default() };
+        self.client
+            .send_notification::<notification::Progress>(ProgressParams { token: token.clone(), value: ProgressParamsValue::WorkDone(WorkDoneProgress::Begin(begin)) })
+            .await;
+        (Some(token), cancel)
+    }
+
+    async fn end_progress(&self, token: Option<NumberOrString>, message: String) {
+        let Some(token) = token else { return };
+        if let NumberOrString::String(name) = &token {
+            self.state.progress_cancels.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+        }
+        let end = WorkDoneProgressEnd { message: Some(message) };
+        self.client.send_notification::<notification::Progress>(ProgressParams { token, value: ProgressParamsValue::WorkDone(WorkDoneProgress::End(end)) }).await;
+    }
+
+    /// `window/workDoneProgress/cancel`: stops the action behind the token.
+    pub async fn progress_cancel(&self, params: WorkDoneProgressCancelParams) {
+        if let NumberOrString::String(name) = &params.token {
+            if let Some(flag) = self.state.progress_cancels.lock().unwrap_or_else(|p| p.into_inner()).get(name) {
+                flag.store(true, Ordering::Relaxed);
+                tracing::info!("progress {name} cancelled by the client");
+            }
+        }
+    }
+
+    /// Runs `work` off the runtime while forwarding its progress messages to the client's progress bar.
+    async fn run_with_progress<T: Send + 'static>(
+        &self,
+        token: Option<NumberOrString>,
+        work: impl FnOnce(&mut dyn FnMut(&str, u32)) -> T + Send + 'static,
+    ) -> Result<T> {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, u32)>();
+        let task = tokio::task::spawn_blocking(move || {
+            let mut report = |message: &str, pct: u32| {
+                let _ = tx.send((message.to_owned(), pct));
+            };
+            work(&mut report)
+        });
+        while let Some((message, pct)) = rx.recv().await {
+            tracing::info!("{message}");
+            if let Some(token) = &token {
+                let report = WorkDoneProgressReport { message: Some(message), percentage: Some(pct.min(100)), cancellable: Some(true) };
+                self.client
+                    .send_notification::<notification::Progress>(ProgressParams { token: token.clone(), value: ProgressParamsValue::WorkDone(WorkDoneProgress::Report(report)) })
+                    .await;
+            }
+        }
+        task.await.map_err(|e| server_error(format!("the action failed: {e}")))
+    }
+
+    /// What a verified action needs about its document: root, path in it, overlays of open documents.
+    fn action_context(&self, data: &super::verified::ActionData) -> Result<(std::path::PathBuf, std::path::PathBuf, Vec<(std::path::PathBuf, String)>, String)> {
+        let roots = self.state.roots.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let (root, rel) = super::verified::locate(&data.uri, &roots)?;
+        let (open, text) = {
+            let docs = self.docs();
+            let doc = docs.get(data.uri.as_str()).map_err(invalid_params)?;
+            if doc.version() != data.version {
+                return Err(super::verified::content_modified(format!(
+                    "the document changed (version {} -> {}) since the action was offered; ask for code actions again",
+                    data.version,
+                    doc.version()
+                )));
+            }
+            let text = doc.rope().to_string();
+            let open: Vec<(Url, String)> = docs.texts().into_iter().filter_map(|(u, t)| Some((Url::parse(&u).ok()?, t))).collect();
+            (open, text)
+        };
+        Ok((root.clone(), rel, super::verified::overlays(&open, &root), text))
+    }
+
+    /// The edit of a verified result, if the file it edits has not changed while the action ran.
+    fn checked_edit(&self, root: &std::path::Path, rel: &std::path::Path, original: &str, range: std::ops::Range<usize>, new_text: &str) -> Result<WorkspaceEdit> {
+        let (uri, edit) = super::verified::file_edit(root, rel, original, range, new_text, self.encoding())?;
+        if let Ok(doc) = self.docs().get(uri.as_str()) {
+            if doc.rope() != original {
+                return Err(super::verified::content_modified(format!("{uri} changed while the action ran; run it again")));
+            }
+        }
+        Ok(edit)
+    }
+
+    async fn resolve_self_debug(&self, action: CodeAction, data: super::verified::ActionData) -> Result<CodeAction> {
+        let warm = self.warm().cloned().ok_or_else(|| server_error("self-debug needs the model, and none is running".into()))?;
+        let (root, rel, overlays, text) = self.action_context(&data)?;
+        let lang = self.docs().get(data.uri.as_str()).ok().and_then(|d| d.language()).ok_or_else(|| server_error("unsupported language".into()))?;
+        let tree = crate::features::code::parse(lang, &text).ok_or_else(|| server_error("the test file did not parse".into()))?;
+        let test = crate::features::code::functions(lang, &text, &tree)
+            .into_iter()
+            .find(|f| f.name == data.name && f.class == data.class)
+            .map(|f| (f.range, f.class))
+            .or_else(|| {
+                // JavaScript tests are calls, not functions: find the call again by its name.
+                let at = text.find(&data.name)?;
+                crate::features::code::test_at(lang, &text, &tree, at).map(|t| (t.range, t.class))
+            })
+            .ok_or_else(|| super::verified::content_modified(format!("the test {} is no longer in the file", data.name)))?;
+        let config = self.config();
+        let job = crate::features::selfdebug::Job {
+            language: lang,
+            root: root.clone(),
+            overlays,
+            test: crate::runner::TestTarget { file: rel, name: data.name.clone(), class: test.1 },
+            test_range: test.0,
+            rounds: config.self_debug.rounds.clamp(1, 10),
+            commands: config.tests.clone(),
+            max_tokens: config.self_debug.max_tokens.clamp(64, 4096),
+        };
+        let (token, cancel) = self.begin_progress(&format!("pie-ls: fixing so that {} passes", data.name)).await;
+        let _guard = super::verified::CancelOnDrop(cancel.clone());
+        let chat = warm::WarmChat::new(warm);
+        let flag = cancel.clone();
+        let outcome = self.run_with_progress(token.clone(), move |progress| crate::features::selfdebug::self_debug(&job, &chat, &flag, progress)).await?;
+        let rounds_json = |rounds: &[crate::features::selfdebug::Round]| {
+            serde_json::Value::Array(rounds.iter().map(|r| serde_json::json!({"verdict": r.verdict, "explanation": r.explanation, "code": r.candidate})).collect())
+        };
+        match outcome {
+            Ok(fix) => {
+                let edit = self.checked_edit(&root, &fix.file, &fix.original_text, fix.range.clone(), &fix.new_function)?;
+                let round = fix.rounds.len();
+                let message = format!(
+                    "{} passes after fixing `{}` (round {round}). {} Evidence: {}",
+                    data.name,
+                    fix.function,
+                    fix.explanation,
+                    fix.evidence.join("; ")
+                );
+                self.end_progress(token, format!("{} passes (round {round})", data.name)).await;
+                self.client.show_message(MessageType::INFO, format!("pie-ls: {message}")).await;
+                let result = serde_json::json!({
+                    "status": "fixed", "function": fix.function, "file": fix.file, "explanation": fix.explanation,
+                    "evidence": fix.evidence, "rounds": rounds_json(&fix.rounds),
+                });
+                let mut resolved = action;
+                resolved.edit = Some(edit);
+                resolved.disabled = None;
+                resolved.data = serde_json::to_value(super::verified::ActionData { result: Some(result), ..data }).ok();
+                Ok(resolved)
+            }
+            Err(no) => {
+                self.end_progress(token, no.reason.clone()).await;
+                let typ = if no.reason == "cancelled" { MessageType::INFO } else { MessageType::WARNING };
+                self.client.show_message(typ, format!("pie-ls: {}", no.reason)).await;
+                let result = serde_json::json!({"status": "noFix", "reason": no.reason, "rounds": rounds_json(&no.rounds)});
+                Ok(super::verified::refused(action, &data, &no.reason, result))
+            }
+        }
+    }
+
+    async fn resolve_faster(&self, action: CodeAction, data: super::verified::ActionData) -> Result<CodeAction> {
+        let warm = self.warm().cloned().ok_or_else(|| server_error("finding a faster version needs the model, and none is running".into()))?;
+        let (root, rel, overlays, _text) = self.action_context(&data)?;
+        let config = self.config();
+        let job = crate::features::perf::Job {
+            root: root.clone(),
+            overlays,
+            file: rel,
+            function: data.name.clone(),
+            candidates: config.perf.candidates.clamp(1, 8),
+            runs: config.perf.runs.clamp(5, 200),
+            max_tokens: config.perf.max_tokens.clamp(64, 4096),
+            budget_s: config.perf.budget_s.clamp(5, 600),
+            commands: config.tests.clone(),
+        };
+        let (token, cancel) = self.begin_progress(&format!("pie-ls: looking for a faster `{}`", data.name)).await;
+        let _guard = super::verified::CancelOnDrop(cancel.clone());
+        let chat = warm::WarmChat::new(warm);
+        let flag = cancel.clone();
+        let outcome = self.run_with_progress(token.clone(), move |progress| crate::features::perf::find_faster(&job, &chat, &flag, progress)).await?;
+        match outcome {
+            Ok(faster) => {
+                let (uri, mut edit) = super::verified::file_edit(&root, &faster.file, &faster.original_text, 0..0, "", self.encoding())?;
+                let mut edits = Vec::new();
+                for (range, new_text) in &faster.edits {
+                    let (_, one) = super::verified::file_edit(&root, &faster.file, &faster.original_text, range.clone(), new_text, self.encoding())?;
+                    edits.extend(one.changes.into_iter().flat_map(|c| c.into_values()).flatten());
+                }
+                if let Ok(doc) = self.docs().get(uri.as_str()) {
+                    if doc.rope() != faster.original_text.as_str() {
+                        return Err(super::verified::content_modified(format!("{uri} changed while the action ran; run it again")));
+                    }
+                }
+                edit.changes = Some(std::iter::once((uri, edits)).collect());
+                let title = faster.title();
+                self.end_progress(token, title.clone()).await;
+                self.client.show_message(MessageType::INFO, format!("pie-ls: {title}. {} Evidence: {}", faster.explanation, faster.evidence.join("; "))).await;
+                let result = serde_json::json!({
+                    "status": "faster", "title": title, "measurement": faster.measurement, "explanation": faster.explanation,
+                    "evidence": faster.evidence, "candidates": faster.candidates,
+                });
+                let mut resolved = action;
+                resolved.title = title;
+                resolved.edit = Some(edit);
+                resolved.disabled = None;
+                resolved.data = serde_json::to_value(super::verified::ActionData { result: Some(result), ..data }).ok();
+                Ok(resolved)
+            }
+            Err(no) => {
+                self.end_progress(token, no.reason.clone()).await;
+                let typ = if no.reason == "cancelled" { MessageType::INFO } else { MessageType::WARNING };
+                self.client.show_message(typ, format!("pie-ls: {}", no.reason)).await;
+                let result = serde_json::json!({"status": "noFaster", "reason": no.reason, "candidates": no.candidates});
+                Ok(super::verified::refused(action, &data, &no.reason, result))
+            }
+        }
+    }
+}
+
 #[tower_lsp::async_trait]
 impl LanguageServer for Backend {
     async fn initialize(&self, params: InitializeParams) -> Result<InitializeResult> {
@@ -276,6 +505,14 @@ impl LanguageServer for Backend {
             .unwrap_or_default();
         let encoding = PositionEncoding::negotiate(offered.iter().map(String::as_str));
         let progress = params.capabilities.window.as_ref().and_then(|w| w.work_done_progress).unwrap_or(false);
+        #[allow(deprecated)]
+        let mut roots: Vec<std::path::PathBuf> =
+            params.workspace_folders.iter().flatten().filter_map(|f| f.uri.to_file_path().ok()).collect();
+        #[allow(deprecated)]
+        if let Some(root) = params.root_uri.as_ref().and_then(|u| u.to_file_path().ok()) {
+            roots.push(root);
+        }
+        *self.state.roots.write().unwrap_or_else(|p| p.into_inner()) = roots;
         self.state.work_done_progress.store(progress, Ordering::Relaxed);
         *self.state.encoding.write().unwrap_or_else(|p| p.into_inner()) = encoding;
 
@@ -309,7 +546,11 @@ impl LanguageServer for Backend {
                     ..Default::default()
                 }),
                 code_action_provider: Some(CodeActionProviderCapability::Options(CodeActionOptions {
-                    code_action_kinds: Some(vec![CodeActionKind::new(super::code_action::EXTRACT_FUNCTION_KIND)]),
+                    code_action_kinds: Some(vec![
+                        CodeActionKind::new(super::code_action::EXTRACT_FUNCTION_KIND),
+                        CodeActionKind::QUICKFIX,
+                        CodeActionKind::new(super::verified::FASTER_KIND),
+                    ]),
                     resolve_provider: Some(true),
                     work_done_progress_options: Default::default(),
                 })),
@@ -343,10 +584,22 @@ impl LanguageServer for Backend {
 
     async fn code_action(&self, params: CodeActionParams) -> Result<Option<CodeActionResponse>> {
         let snapshot = super::code_action::snapshot(&self.docs(), &params.text_document.uri, self.encoding())?;
-        super::code_action::code_actions(&snapshot, &params)
+        let mut actions = super::code_action::code_actions(&snapshot, &params)?.unwrap_or_default();
+        let model = match self.warm() {
+            Some(_) => Ok(()),
+            None => Err("the model is disabled (model.enabled = false) or not started".to_owned()),
+        };
+        actions.extend(super::verified::offers(&snapshot, &params, model));
+        Ok(Some(actions))
     }
 
     async fn code_action_resolve(&self, action: CodeAction) -> Result<CodeAction> {
+        if let Some(data) = super::verified::ActionData::of(&action) {
+            return match data.action.as_str() {
+                "selfDebug" => self.resolve_self_debug(action, data).await,
+                _ => self.resolve_faster(action, data).await,
+            };
+        }
         let uri = super::code_action::resolve_uri(&action)?;
         let snapshot = super::code_action::snapshot(&self.docs(), &uri, self.encoding())?;
         // The model names the function through the warm thread (blocking, so off the async runtime); without a

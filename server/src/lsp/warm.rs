@@ -39,6 +39,36 @@ pub enum Command {
     Complete(CompleteRequest),
     /// A one-off greedy generation from `prompt` in a scratch session (naming an extracted function).
     Generate { prompt: String, max_tokens: usize, stop: Vec<String>, reply: mpsc::Sender<Result<String, String>> },
+    /// The next assistant turn of a conversation (self-debug, performance candidates), in the chat slot: a
+    /// conversation that extends the slot's last one re-encodes only what is new.
+    Chat { conversation: String, params: GenerateParams, cancel: Arc<AtomicBool>, reply: mpsc::Sender<Result<String, String>> },
+}
+
+/// The model as a `ChatModel`, through the warm thread. Blocking: call it off the async runtime.
+#[derive(Clone)]
+pub struct WarmChat {
+    handle: WarmHandle,
+}
+
+impl WarmChat {
+    pub fn new(handle: WarmHandle) -> WarmChat {
+        WarmChat { handle }
+    }
+}
+
+impl crate::features::chat::ChatModel for WarmChat {
+    fn reply(&self, conversation: &str, params: &GenerateParams, cancel: &Arc<AtomicBool>) -> Result<String, String> {
+        let (reply, answer) = mpsc::channel();
+        self.handle.send(Command::Chat { conversation: conversation.to_owned(), params: params.clone(), cancel: cancel.clone(), reply });
+        loop {
+            match answer.recv_timeout(Duration::from_millis(200)) {
+                Ok(result) => return result,
+                Err(mpsc::RecvTimeoutError::Timeout) if cancel.load(Ordering::Relaxed) => return Err("cancelled".into()),
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return Err("the model thread is gone".into()),
+            }
+        }
+    }
 }
 
 /// Names extracted functions with the model, through the warm thread. Blocking: call it off the async runtime.
@@ -138,6 +168,7 @@ pub fn start(
                 notify: Box::new(notify),
                 interrupt: flag,
                 queue: VecDeque::new(),
+                chat: engine::ChatSlot::new(),
             }
             .run(rx)
         })
@@ -192,6 +223,8 @@ struct Warm {
     notify: Box<dyn Fn(Notice) + Send>,
     interrupt: Arc<AtomicBool>,
     queue: VecDeque<Command>,
+    /// The one conversation kept warm (the last self-debug or performance request).
+    chat: engine::ChatSlot,
 }
 
 impl Warm {
@@ -267,6 +300,13 @@ impl Warm {
                 }
                 Command::Generate { prompt, max_tokens, stop, reply } => {
                     let _ = reply.send(self.generate_once(&prompt, max_tokens, stop));
+                }
+                Command::Chat { conversation, params, cancel, reply } => {
+                    let result = match &self.engine {
+                        Ok(engine) => self.chat.reply(engine, &conversation, &params, &cancel).map(|g| g.text).map_err(|e| e.to_string()),
+                        Err(err) => Err(format!("no model loaded: {err}")),
+                    };
+                    let _ = reply.send(result);
                 }
                 Command::Complete(request) => {
                     let uri = request.uri.clone();

@@ -1,0 +1,203 @@
+//! `pie-ls bench perf`: "Find a faster version" on the slow-to-fast Python fixtures of `tests/fixtures/perf`.
+//!
+//! Each fixture holds `slow.py` (the function to speed up), `test_slow.py` (the user's tests), `fast.py` (a
+//! hand-written faster reference) and sometimes `wrong.py` (fast but wrong: it passes the tests yet differs on
+//! other inputs). The user's workspace is `slow.py` + `test_slow.py` only.
+//! - `--source model` (default): the default model writes the candidates; an offer is counted incorrect when it
+//!   disagrees with the hand-written reference on the harness's inputs (an independent check).
+//! - `--source reference`: `fast.py` and then `wrong.py` are the candidates, to show the verification accepts
+//!   the first and rejects the second.
+//! Speedups follow the PIE paper's convention: a fixture without an offer counts as 1.0.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+
+use crate::engine::{resolve_model, Engine, EngineConfig, GenerateParams};
+use crate::features::chat::{ChatModel, LocalChat};
+use crate::features::perf::{find_faster, Job};
+use crate::runner::{Scratch, TestCommands};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct PerfBenchArgs {
+    /// The fixtures folder.
+    #[arg(long, default_value = "tests/fixtures/perf")]
+    pub fixtures: PathBuf,
+    /// Where candidates come from: `model` or `reference`.
+    #[arg(long, default_value = "model")]
+    pub source: String,
+    /// Candidates per fixture (model source).
+    #[arg(long, default_value_t = 3)]
+    pub candidates: usize,
+    /// A/B runs per candidate.
+    #[arg(long, default_value_t = 20)]
+    pub runs: usize,
+    /// Seconds of harness time per candidate.
+    #[arg(long, default_value_t = 40)]
+    pub budget_s: u64,
+    /// Only fixtures whose name contains this.
+    #[arg(long)]
+    pub only: Option<String>,
+    #[arg(long)]
+    pub model: Option<String>,
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+}
+
+/// A "model" that answers with files' contents in turn (the reference source).
+struct Files(Mutex<Vec<String>>);
+
+impl ChatModel for Files {
+    fn reply(&self, _: &str, _: &GenerateParams, _: &Arc<AtomicBool>) -> Result<String, String> {
+        let mut files = self.0.lock().unwrap();
+        if files.is_empty() {
+            return Ok("No more candidates.".into());
+        }
+        Ok(format!("Reference candidate.\n```python\n{}\n```", files.remove(0)))
+    }
+}
+
+pub fn run(args: PerfBenchArgs) -> anyhow::Result<()> {
+    let mut fixtures: Vec<PathBuf> = std::fs::read_dir(&args.fixtures)
+        .with_context(|| format!("reading {}", args.fixtures.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("slow.py").is_file())
+        .filter(|p| args.only.as_ref().is_none_or(|o| p.to_string_lossy().contains(o.as_str())))
+        .collect();
+    fixtures.sort();
+    anyhow::ensure!(!fixtures.is_empty(), "no fixtures in {}", args.fixtures.display());
+    let model: Option<LocalChat> = if args.source == "model" {
+        let path = resolve_model(args.model.as_deref())?;
+        Some(LocalChat::new(Engine::load(&path, EngineConfig { threads: args.threads, ..EngineConfig::default() })?))
+    } else {
+        None
+    };
+    println!("perf on {} fixtures, candidates from {}, {} A/B runs, {} cores", fixtures.len(), args.source, args.runs, std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    println!("| fixture | category | offered | speedup (95% CI) | candidates | verdicts |\n|---|---|---|---|---|---|");
+    let (mut offered, mut at_least_110, mut incorrect, mut wrong_rejected, mut wrong_total) = (0, 0, 0, 0, 0);
+    let mut speedups = Vec::new();
+    for dir in &fixtures {
+        let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json"))?)?;
+        let function = meta["function"].as_str().context("meta.json has no function")?.to_owned();
+        let category = meta["category"].as_str().unwrap_or("").to_owned();
+        let workspace = Scratch::empty("perf-user").map_err(anyhow::Error::msg)?;
+        for f in ["slow.py", "test_slow.py"] {
+            workspace.write(f.as_ref(), &std::fs::read_to_string(dir.join(f))?).map_err(anyhow::Error::msg)?;
+        }
+        let job = Job {
+            root: workspace.path().to_owned(),
+            overlays: Vec::new(),
+            file: "slow.py".into(),
+            function: function.clone(),
+            candidates: args.candidates,
+            runs: args.runs,
+            max_tokens: 384,
+            budget_s: args.budget_s,
+            commands: TestCommands { timeout_ms: 60_000, ..Default::default() },
+        };
+        let cancel = Arc::new(AtomicBool::new(false));
+        let runs: Vec<(&str, Box<dyn ChatModel>, usize)> = match &model {
+            Some(_) => vec![("model", Box::new(Borrowed(model.as_ref().unwrap())), args.candidates)],
+            None => {
+                let mut v: Vec<(&str, Box<dyn ChatModel>, usize)> = vec![("fast.py", Box::new(Files(Mutex::new(vec![std::fs::read_to_string(dir.join("fast.py"))?]))), 1)];
+                if dir.join("wrong.py").is_file() {
+                    v.push(("wrong.py", Box::new(Files(Mutex::new(vec![std::fs::read_to_string(dir.join("wrong.py"))?]))), 1));
+                }
+                v
+            }
+        };
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        for (source, chat, n) in runs {
+            let job = Job { candidates: n, ..job.clone() };
+            let result = find_faster(&job, chat.as_ref(), &cancel, &mut |_, _| {});
+            let (cands, offer) = match &result {
+                Ok(f) => (&f.candidates, Some(f)),
+                Err(no) => (&no.candidates, None),
+            };
+            let verdicts = cands.iter().map(|c| c.verdict.replace('|', "/")).map(|v| v.chars().take(90).collect::<String>()).collect::<Vec<_>>().join("; ");
+            let label = if source == "model" { name.clone() } else { format!("{name} ({source})") };
+            if source == "wrong.py" {
+                wrong_total += 1;
+                if offer.is_none() {
+                    wrong_rejected += 1;
+                }
+            }
+            match offer {
+                Some(f) => {
+                    let m = &f.measurement;
+                    let s = m.speedup.unwrap_or(1.0);
+                    if source != "wrong.py" {
+                        offered += 1;
+                        speedups.push(s);
+                        if s >= 1.10 {
+                            at_least_110 += 1;
+                        }
+                    }
+                    let correct = source != "wrong.py" && (source != "model" || agrees_with_reference(dir, &function, f, workspace.path()));
+                    if !correct {
+                        incorrect += 1;
+                    }
+                    println!(
+                        "| {label} | {category} | yes{} | {s:.2}x ({:.2}–{:.2}) | {} | {verdicts} |",
+                        if correct { "" } else { " (INCORRECT)" },
+                        m.ci_low.unwrap_or(0.0),
+                        m.ci_high.unwrap_or(0.0),
+                        cands.len()
+                    );
+                }
+                None => {
+                    if source != "wrong.py" {
+                        speedups.push(1.0);
+                    }
+                    println!("| {label} | {category} | no | - | {} | {verdicts} |", cands.len());
+                }
+            }
+        }
+    }
+    let n = fixtures.len();
+    let median = crate::bench::quantile(&mut speedups.clone(), 0.5);
+    let mean = speedups.iter().sum::<f64>() / speedups.len().max(1) as f64;
+    println!("\nfixtures: {n}; offered: {offered}; verified speedup >= 1.10x: {at_least_110} ({:.0}%)", 100.0 * at_least_110 as f64 / n as f64);
+    println!("median speedup (no offer = 1.0): {median:.2}x; mean {mean:.2}x");
+    println!("incorrect offers: {incorrect}");
+    if wrong_total > 0 {
+        println!("fast-but-wrong candidates rejected: {wrong_rejected} of {wrong_total}");
+    }
+    Ok(())
+}
+
+struct Borrowed<'a>(&'a LocalChat);
+
+impl ChatModel for Borrowed<'_> {
+    fn reply(&self, c: &str, p: &GenerateParams, cancel: &Arc<AtomicBool>) -> Result<String, String> {
+        self.0.reply(c, p, cancel)
+    }
+}
+
+/// Whether the offered version agrees with the hand-written reference (`fast.py`) on the harness's inputs: the
+/// harness compares reference (as "old") and offer (as "new").
+fn agrees_with_reference(dir: &Path, function: &str, offer: &crate::features::perf::Faster, _workspace: &Path) -> bool {
+    let Ok(scratch) = Scratch::empty("perf-check") else { return false };
+    let offered = crate::features::perf::apply(&offer.original_text, &offer.edits);
+    let (Ok(fast), Ok(tests)) = (std::fs::read_to_string(dir.join("fast.py")), std::fs::read_to_string(dir.join("test_slow.py"))) else { return false };
+    let ok = scratch.write("slow.py".as_ref(), &fast).and(scratch.write("test_slow.py".as_ref(), &tests)).and(scratch.write("offer.py".as_ref(), &offered)).and(scratch.write("h.py".as_ref(), crate::features::perf::harness_source()));
+    if ok.is_err() {
+        return false;
+    }
+    let out = scratch.path().join("r.json");
+    let cmd = format!(
+        "python3 h.py --root . --module-file slow.py --function {function} --candidate-file {} --tests test_slow.py --out {} --runs 5 --budget-s 20 --seed 2",
+        scratch.path().join("offer.py").display(),
+        out.display()
+    );
+    let limits = crate::runner::Limits { timeout: std::time::Duration::from_secs(60), ..Default::default() };
+    crate::runner::run_shell(&cmd, scratch.path(), &[], &limits, &AtomicBool::new(false));
+    std::fs::read_to_string(&out)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v["equivalent"].as_bool())
+        .unwrap_or(false)
+}

@@ -1,0 +1,428 @@
+//! Performance-improving edits: "Find a faster version" of a Python function, offered only when it is verified
+//! equivalent and measured faster.
+//!
+//! Pipeline: the model writes 2-4 candidates (one greedy, the rest sampled, all from one cached prompt); each must
+//! (1) keep every user test that passed before passing, (2) agree with the original on every input the tests pass
+//! to the function and on larger generated ones (`harness.py`: return values, exceptions and argument mutations),
+//! (3) be faster in alternated A/B runs with the 95% bootstrap interval of the median ratio above 1.0. The fastest
+//! such candidate is returned, with its figures.
+//!
+//! Invariants: only the one function (and imports it needs) changes; all code runs through `runner`.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::engine::{GenerateParams, SamplingParams};
+use crate::features::chat::{code_block, prose_before_code, reindent, ChatModel, Conversation};
+use crate::features::code::{find_function, parse};
+use crate::runner::{parse_outcomes, run_shell, shell_quote, RunOutput, RunStatus, Scratch, TestCommands, TestStatus, TestTarget};
+use crate::syntax::{count_syntax_errors, Language};
+
+/// Where the harness is written inside a scratch copy.
+const HARNESS_FILE: &str = ".pie-ls/perf_harness.py";
+const CANDIDATE_FILE: &str = ".pie-ls/perf_candidate.py";
+const RESULT_FILE: &str = ".pie-ls/perf_result.json";
+
+pub fn harness_source() -> &'static str {
+    include_str!("harness.py")
+}
+
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub root: PathBuf,
+    pub overlays: Vec<(PathBuf, String)>,
+    /// The module holding the function, relative to `root`.
+    pub file: PathBuf,
+    pub function: String,
+    pub candidates: usize,
+    pub runs: usize,
+    pub max_tokens: usize,
+    pub budget_s: u64,
+    pub commands: TestCommands,
+}
+
+/// What the harness measured for one candidate (its JSON result).
+#[derive(Clone, Debug, Default, serde::Deserialize, serde::Serialize)]
+pub struct Measurement {
+    pub equivalent: bool,
+    pub reason: Option<String>,
+    pub mismatch: Option<serde_json::Value>,
+    #[serde(default)]
+    pub recorded_inputs: usize,
+    #[serde(default)]
+    pub generated_inputs: usize,
+    #[serde(default)]
+    pub checked_inputs: usize,
+    pub speedup: Option<f64>,
+    pub ci_low: Option<f64>,
+    pub ci_high: Option<f64>,
+    #[serde(default)]
+    pub runs: usize,
+    pub old_ms: Option<f64>,
+    pub new_ms: Option<f64>,
+    #[serde(default)]
+    pub bench_input: String,
+}
+
+/// One candidate and why it was kept or rejected.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Candidate {
+    pub code: Option<String>,
+    pub explanation: String,
+    pub verdict: String,
+    pub measurement: Option<Measurement>,
+}
+
+/// A verified faster version.
+#[derive(Clone, Debug)]
+pub struct Faster {
+    pub file: PathBuf,
+    pub original_text: String,
+    /// Byte edits of `original_text`: the function, and imports the new version needs.
+    pub edits: Vec<(std::ops::Range<usize>, String)>,
+    pub function: String,
+    pub measurement: Measurement,
+    pub explanation: String,
+    pub evidence: Vec<String>,
+    pub candidates: Vec<Candidate>,
+}
+
+impl Faster {
+    /// The action title: speedup and interval; "≥10% faster" is claimed only above 1.10.
+    pub fn title(&self) -> String {
+        let m = &self.measurement;
+        let (s, lo, hi) = (m.speedup.unwrap_or(1.0), m.ci_low.unwrap_or(1.0), m.ci_high.unwrap_or(1.0));
+        let claim = if lo >= 1.10 { " (≥10% faster)" } else { "" };
+        format!("Faster `{}`: {s:.2}x (95% CI {lo:.2}–{hi:.2}x, {} runs){claim}", self.function, m.runs)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct NoFaster {
+    pub reason: String,
+    pub candidates: Vec<Candidate>,
+}
+
+impl NoFaster {
+    fn early(reason: impl Into<String>) -> NoFaster {
+        NoFaster { reason: reason.into(), candidates: Vec::new() }
+    }
+}
+
+const SYSTEM: &str = "You are an expert Python programmer who makes code faster without changing what it does.";
+
+/// Asks for candidates, verifies and measures each, returns the fastest verified one.
+pub fn find_faster(job: &Job, model: &dyn ChatModel, cancel: &Arc<AtomicBool>, progress: &mut dyn FnMut(&str, u32)) -> Result<Faster, NoFaster> {
+    let lang = Language::Python;
+    progress("copying the workspace", 0);
+    let scratch = Scratch::copy_of(&job.root, &job.overlays, "perf", Default::default()).map_err(NoFaster::early)?;
+    let root = scratch.path().to_owned();
+    scratch.write(HARNESS_FILE.as_ref(), harness_source()).map_err(NoFaster::early)?;
+    let original = scratch.read(&job.file).map_err(NoFaster::early)?;
+    let tree = parse(lang, &original).ok_or_else(|| NoFaster::early("the file did not parse"))?;
+    let function = find_function(lang, &original, &tree, &job.function)
+        .filter(|f| f.class.is_none())
+        .ok_or_else(|| NoFaster::early(format!("no top-level function `{}` in {}", job.function, job.file.display())))?;
+    let old_errors = count_syntax_errors(&tree);
+
+    let tests = tests_mentioning(&root, &job.function);
+    let mut passed_before = std::collections::BTreeSet::new();
+    if let Some(first) = tests.first() {
+        progress(&format!("running the tests of `{}` before any change", job.function), 5);
+        let out = run_tests(job, &root, first, cancel)?;
+        passed_before = passed(&out);
+    }
+
+    let mut conversation = Conversation::new(SYSTEM);
+    let usage = tests.first().and_then(|t| std::fs::read_to_string(root.join(t)).ok()).map(|t| first_lines(&t, 40)).unwrap_or_default();
+    conversation.user(&format!(
+        "Rewrite this function so that it runs faster on large inputs, with exactly the same behaviour for every input: the same return values, the same exceptions and the same changes to its arguments. Keep its name and parameters.\n\n```python\n{}\n```\n{}\nSay in one sentence what makes it faster, then write the whole new function in one ```python code block (with any imports it needs).",
+        function.text(&original),
+        if usage.is_empty() { String::new() } else { format!("\nHow it is used (the tests):\n```python\n{usage}\n```\n") }
+    ));
+    let prompt = conversation.prompt("");
+    let wanted = job.candidates.clamp(1, 8);
+    let mut seen: Vec<String> = Vec::new();
+    let mut candidates: Vec<Candidate> = Vec::new();
+    let mut best: Option<(usize, String, Vec<(std::ops::Range<usize>, String)>)> = None;
+    for k in 0..wanted {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(NoFaster { reason: "cancelled".into(), candidates });
+        }
+        let pct = 10 + (85 * k as u32) / wanted as u32;
+        progress(&format!("candidate {}/{wanted}: asking the model", k + 1), pct);
+        let sampling = if k == 0 { SamplingParams::greedy() } else { SamplingParams { temperature: 0.8, seed: 77 + k as u64, ..Default::default() } };
+        let params = GenerateParams { max_tokens: job.max_tokens, sampling, stop: vec!["<|im_end|>".into(), "<|endoftext|>".into()] };
+        let reply = model.reply(&prompt, &params, cancel).map_err(|e| NoFaster { reason: format!("the model failed: {e}"), candidates: candidates.clone() })?;
+        let explanation = prose_before_code(&reply);
+        let Some(code) = code_block(&reply) else {
+            candidates.push(Candidate { code: None, explanation, verdict: "no code in the reply".into(), measurement: None });
+            continue;
+        };
+        let Some(edits) = candidate_edits(&original, &function, &code, &job.function) else {
+            candidates.push(Candidate { code: Some(code), explanation, verdict: format!("no function `{}` in the reply", job.function), measurement: None });
+            continue;
+        };
+        let new_text = apply(&original, &edits);
+        let new_fn = edits.last().map(|e| e.1.clone()).unwrap_or_default();
+        if seen.contains(&new_fn) || new_fn.trim() == function.text(&original).trim() {
+            candidates.push(Candidate { code: Some(new_fn), explanation, verdict: "same as the original or an earlier candidate".into(), measurement: None });
+            continue;
+        }
+        seen.push(new_fn.clone());
+        let errors = parse(lang, &new_text).map(|t| count_syntax_errors(&t)).unwrap_or(usize::MAX);
+        if errors > old_errors {
+            candidates.push(Candidate { code: Some(new_fn), explanation, verdict: "does not parse".into(), measurement: None });
+            continue;
+        }
+        // (1) The user's tests, on the module with the candidate in place.
+        if let Some(first) = tests.first() {
+            progress(&format!("candidate {}/{wanted}: running the tests", k + 1), pct + 30 / wanted as u32);
+            scratch.write(&job.file, &new_text).map_err(NoFaster::early)?;
+            let out = run_tests(job, &root, first, cancel);
+            scratch.write(&job.file, &original).map_err(NoFaster::early)?;
+            let out = out?;
+            let now = passed(&out);
+            let broken: Vec<&String> = passed_before.difference(&now).collect();
+            if !broken.is_empty() {
+                let names = broken.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
+                candidates.push(Candidate { code: Some(new_fn), explanation, verdict: format!("rejected: breaks {names}"), measurement: None });
+                continue;
+            }
+        }
+        // (2) + (3) Old vs new on recorded and generated inputs, then the A/B benchmark.
+        progress(&format!("candidate {}/{wanted}: comparing with the original and timing it", k + 1), pct + 50 / wanted as u32);
+        scratch.write(CANDIDATE_FILE.as_ref(), &new_text).map_err(NoFaster::early)?;
+        let m = match measure(job, &root, &tests, cancel) {
+            Ok(m) => m,
+            Err(e) => {
+                if cancel.load(Ordering::Relaxed) {
+                    return Err(NoFaster { reason: "cancelled".into(), candidates });
+                }
+                candidates.push(Candidate { code: Some(new_fn), explanation, verdict: format!("rejected: {e}"), measurement: None });
+                continue;
+            }
+        };
+        let verdict = verdict(&m);
+        let accepted = verdict.starts_with("verified");
+        candidates.push(Candidate { code: Some(new_fn.clone()), explanation: explanation.clone(), verdict, measurement: Some(m.clone()) });
+        if accepted {
+            let better = match &best {
+                Some((i, _, _)) => m.speedup > candidates[*i].measurement.as_ref().and_then(|b| b.speedup),
+                None => true,
+            };
+            if better {
+                best = Some((candidates.len() - 1, explanation, edits));
+            }
+        }
+    }
+    progress("done", 100);
+    let Some((index, explanation, edits)) = best else {
+        let reason = format!("no candidate was both equivalent and measurably faster ({} tried)", candidates.len());
+        return Err(NoFaster { reason, candidates });
+    };
+    let m = candidates[index].measurement.clone().unwrap_or_default();
+    let evidence = vec![
+        format!(
+            "{:.2}x faster (95% CI {:.2}–{:.2}x), median of {} alternated A/B runs: {:.3} ms -> {:.3} ms on {}",
+            m.speedup.unwrap_or(0.0),
+            m.ci_low.unwrap_or(0.0),
+            m.ci_high.unwrap_or(0.0),
+            m.runs,
+            m.old_ms.unwrap_or(0.0),
+            m.new_ms.unwrap_or(0.0),
+            m.bench_input
+        ),
+        format!("same results on {} inputs ({} from the tests, {} generated)", m.checked_inputs, m.recorded_inputs, m.generated_inputs),
+        if tests.is_empty() {
+            "no test mentions the function: equivalence rests on the generated inputs".to_owned()
+        } else {
+            format!("{} test(s) passed before and after ({})", passed_before.len(), tests.iter().map(|t| t.display().to_string()).collect::<Vec<_>>().join(", "))
+        },
+        format!("machine: {} CPU cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)),
+    ];
+    Ok(Faster { file: job.file.clone(), original_text: original, edits, function: job.function.clone(), measurement: m, explanation, evidence, candidates })
+}
+
+/// The offer rule: equivalent, and the interval's lower bound above 1.0.
+fn verdict(m: &Measurement) -> String {
+    if !m.equivalent {
+        let why = m.reason.clone().unwrap_or_else(|| "differs from the original".into());
+        let example = m.mismatch.as_ref().map(|x| format!(" (e.g. {x})")).unwrap_or_default();
+        return format!("rejected: {why}{example}");
+    }
+    match (m.speedup, m.ci_low, m.ci_high) {
+        (Some(s), Some(lo), Some(hi)) if lo > 1.0 => format!("verified: {s:.2}x (95% CI {lo:.2}–{hi:.2}x)"),
+        (Some(s), Some(lo), Some(hi)) => format!("equivalent but not measurably faster: {s:.2}x (95% CI {lo:.2}–{hi:.2}x)"),
+        _ => "equivalent, but no benchmark figures".into(),
+    }
+}
+
+fn measure(job: &Job, root: &Path, tests: &[PathBuf], cancel: &AtomicBool) -> Result<Measurement, String> {
+    let result = root.join(RESULT_FILE);
+    let _ = std::fs::remove_file(&result);
+    let mut cmd = format!(
+        "python3 {} --root . --module-file {} --function {} --candidate-file {} --out {} --runs {} --budget-s {}",
+        HARNESS_FILE,
+        shell_quote(&job.file.to_string_lossy()),
+        shell_quote(&job.function),
+        shell_quote(&root.join(CANDIDATE_FILE).to_string_lossy()),
+        shell_quote(&result.to_string_lossy()),
+        job.runs.max(5),
+        job.budget_s.max(5)
+    );
+    if !tests.is_empty() {
+        cmd.push_str(" --tests");
+        for t in tests {
+            cmd.push(' ');
+            cmd.push_str(&shell_quote(&t.to_string_lossy()));
+        }
+    }
+    let limits = crate::runner::Limits { timeout: Duration::from_secs(job.budget_s.max(5) + 30), ..job.commands.limits() };
+    let out = run_shell(&cmd, root, &[], &limits, cancel);
+    if out.status == RunStatus::Cancelled {
+        return Err("cancelled".into());
+    }
+    let text = std::fs::read_to_string(&result).map_err(|_| format!("the harness gave no result ({}): {}", out.summary(), last_line(&out)))?;
+    serde_json::from_str(&text).map_err(|e| format!("the harness result is not readable: {e}"))
+}
+
+fn last_line(out: &RunOutput) -> String {
+    out.output.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").to_owned()
+}
+
+fn run_tests(job: &Job, root: &Path, test_file: &Path, cancel: &AtomicBool) -> Result<RunOutput, NoFaster> {
+    let target = TestTarget { file: test_file.to_owned(), name: String::new(), class: None };
+    let out = job.commands.run_suite("python", root, &target, cancel).map_err(NoFaster::early)?;
+    match &out.status {
+        RunStatus::Cancelled => Err(NoFaster::early("cancelled")),
+        RunStatus::FailedToStart(e) => Err(NoFaster::early(format!("the test command could not start: {e}"))),
+        _ => Ok(out),
+    }
+}
+
+fn passed(out: &RunOutput) -> std::collections::BTreeSet<String> {
+    parse_outcomes(&out.output).into_iter().filter(|o| o.status == TestStatus::Passed).map(|o| o.name).collect()
+}
+
+/// Python test files (`test_*.py`, `*_test.py`) under `root` that mention `name`.
+fn tests_mentioning(root: &Path, name: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(root.join(&rel)) else { continue };
+        for e in entries.flatten() {
+            let file = e.file_name().to_string_lossy().into_owned();
+            let path = rel.join(&file);
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                if !file.starts_with('.') && file != "__pycache__" && out.len() < 50 {
+                    stack.push(path);
+                }
+            } else if file.ends_with(".py") && (file.starts_with("test_") || file.ends_with("_test.py")) {
+                if std::fs::read_to_string(root.join(&path)).is_ok_and(|t| t.contains(name)) {
+                    out.push(path);
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn first_lines(text: &str, n: usize) -> String {
+    text.lines().take(n).collect::<Vec<_>>().join("\n")
+}
+
+/// The edits that put the candidate's function (and imports the module lacks) into `original`.
+fn candidate_edits(original: &str, function: &crate::features::code::FunctionSpan, code: &str, name: &str) -> Option<Vec<(std::ops::Range<usize>, String)>> {
+    let tree = parse(Language::Python, code)?;
+    let f = find_function(Language::Python, code, &tree, name)?;
+    let new_fn = reindent(f.text(code), &function.indent).trim_start().to_owned();
+    let mut imports = String::new();
+    let root = tree.root_node();
+    for i in 0..root.named_child_count() {
+        let node = root.named_child(i)?;
+        if matches!(node.kind(), "import_statement" | "import_from_statement") {
+            let line = &code[node.byte_range()];
+            if !original.lines().any(|l| l.trim() == line.trim()) {
+                imports.push_str(line);
+                imports.push('\n');
+            }
+        }
+    }
+    let mut edits = Vec::new();
+    if !imports.is_empty() {
+        let at = import_position(original);
+        edits.push((at..at, imports));
+    }
+    edits.push((function.range.clone(), new_fn));
+    Some(edits)
+}
+
+/// Where new imports go: after the module docstring and any `from __future__` imports.
+fn import_position(original: &str) -> usize {
+    let Some(tree) = parse(Language::Python, original) else { return 0 };
+    let root = tree.root_node();
+    let mut at = 0;
+    for i in 0..root.named_child_count() {
+        let Some(node) = root.named_child(i) else { break };
+        let text = &original[node.byte_range()];
+        let docstring = i == 0 && node.kind() == "expression_statement" && node.named_child(0).is_some_and(|c| c.kind() == "string");
+        if docstring || (node.kind() == "future_import_statement") || text.starts_with("from __future__") {
+            at = original[node.end_byte()..].find('\n').map(|n| node.end_byte() + n + 1).unwrap_or(original.len());
+        } else {
+            break;
+        }
+    }
+    at
+}
+
+/// Applies non-overlapping byte edits (sorted by start).
+pub fn apply(text: &str, edits: &[(std::ops::Range<usize>, String)]) -> String {
+    let mut sorted: Vec<&(std::ops::Range<usize>, String)> = edits.iter().collect();
+    sorted.sort_by_key(|e| e.0.start);
+    let mut out = String::with_capacity(text.len() + 256);
+    let mut pos = 0;
+    for (range, new) in sorted {
+        out.push_str(&text[pos..range.start]);
+        out.push_str(new);
+        pos = range.end;
+    }
+    out.push_str(&text[pos..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidates_bring_their_imports_and_replace_only_the_function() {
+        let original = "\"\"\"Doc.\"\"\"\nimport os\n\n\ndef f(xs):\n    return [x for x in xs if xs.count(x) == 1]\n\n\ndef g():\n    pass\n";
+        let tree = parse(Language::Python, original).unwrap();
+        let function = find_function(Language::Python, original, &tree, "f").unwrap();
+        let code = "from collections import Counter\nimport os\n\ndef f(xs):\n    c = Counter(xs)\n    return [x for x in xs if c[x] == 1]\n";
+        let edits = candidate_edits(original, &function, code, "f").unwrap();
+        let out = apply(original, &edits);
+        assert_eq!(out, "\"\"\"Doc.\"\"\"\nfrom collections import Counter\nimport os\n\n\ndef f(xs):\n    c = Counter(xs)\n    return [x for x in xs if c[x] == 1]\n\n\ndef g():\n    pass\n");
+        let decorated = "@lru_cache(None)\ndef f(n):\n    return n\n";
+        let t2 = parse(Language::Python, decorated).unwrap();
+        assert_eq!(find_function(Language::Python, decorated, &t2, "f").unwrap().range, 0..decorated.len() - 1);
+    }
+
+    #[test]
+    fn the_title_claims_ten_percent_only_above_1_10() {
+        let mut m = Measurement { equivalent: true, speedup: Some(1.3), ci_low: Some(1.2), ci_high: Some(1.4), runs: 20, ..Default::default() };
+        let f = Faster { file: "a.py".into(), original_text: String::new(), edits: vec![], function: "f".into(), measurement: m.clone(), explanation: String::new(), evidence: vec![], candidates: vec![] };
+        assert_eq!(f.title(), "Faster `f`: 1.30x (95% CI 1.20–1.40x, 20 runs) (≥10% faster)");
+        m.ci_low = Some(1.05);
+        assert!(!Faster { measurement: m.clone(), ..f.clone() }.title().contains("10%"));
+        assert!(verdict(&m).starts_with("verified"));
+        m.ci_low = Some(0.98);
+        assert!(verdict(&m).starts_with("equivalent but not"));
+        m.equivalent = false;
+        assert!(verdict(&m).starts_with("rejected"));
+    }
+}
