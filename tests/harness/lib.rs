@@ -91,9 +91,15 @@ pub struct LspBuilder {
     args: Vec<String>,
     capabilities: Value,
     initialize: bool,
+    root: Option<PathBuf>,
 }
 
 impl LspBuilder {
+    /// The workspace folder (`rootUri` and `workspaceFolders`); none by default.
+    pub fn root(mut self, dir: &std::path::Path) -> Self {
+        self.root = Some(dir.to_owned());
+        self
+    }
     /// Offer one position encoding (call several times to offer several, in order of preference).
     pub fn encoding(mut self, name: &str) -> Self {
         self.encodings.push(name.to_owned());
@@ -181,7 +187,11 @@ impl LspBuilder {
                 "textDocument": { "synchronization": { "didSave": true } }
             });
             merge(&mut caps, self.capabilities);
-            let mut params = json!({ "processId": std::process::id(), "rootUri": null, "capabilities": caps });
+            let root_uri = self.root.as_ref().map(|r| format!("file://{}", r.display()));
+            let mut params = json!({ "processId": std::process::id(), "rootUri": root_uri, "capabilities": caps });
+            if let Some(uri) = &root_uri {
+                params["workspaceFolders"] = json!([{ "uri": uri, "name": "workspace" }]);
+            }
             if let Some(options) = self.init_options {
                 params["initializationOptions"] = options;
             }
@@ -224,6 +234,7 @@ impl LspClient {
             args: Vec::new(),
             capabilities: json!({}),
             initialize: true,
+            root: None,
         }
     }
 

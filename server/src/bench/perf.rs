@@ -46,16 +46,22 @@ pub struct PerfBenchArgs {
     pub threads: usize,
 }
 
-/// A "model" that answers with files' contents in turn (the reference source).
+/// A "model" that answers with a file's contents (the reference source): each turn is an explanation, then code.
 struct Files(Mutex<Vec<String>>);
+
+impl Files {
+    fn of(code: String) -> Files {
+        Files(Mutex::new(vec!["the hand-written reference.".into(), code]))
+    }
+}
 
 impl ChatModel for Files {
     fn reply(&self, _: &str, _: &GenerateParams, _: &Arc<AtomicBool>) -> Result<String, String> {
-        let mut files = self.0.lock().unwrap();
-        if files.is_empty() {
-            return Ok("No more candidates.".into());
+        let mut replies = self.0.lock().unwrap();
+        if replies.is_empty() {
+            return Err("no more candidates".into());
         }
-        Ok(format!("Reference candidate.\n```python\n{}\n```", files.remove(0)))
+        Ok(replies.remove(0))
     }
 }
 
@@ -102,9 +108,9 @@ pub fn run(args: PerfBenchArgs) -> anyhow::Result<()> {
         let runs: Vec<(&str, Box<dyn ChatModel>, usize)> = match &model {
             Some(_) => vec![("model", Box::new(Borrowed(model.as_ref().unwrap())), args.candidates)],
             None => {
-                let mut v: Vec<(&str, Box<dyn ChatModel>, usize)> = vec![("fast.py", Box::new(Files(Mutex::new(vec![std::fs::read_to_string(dir.join("fast.py"))?]))), 1)];
+                let mut v: Vec<(&str, Box<dyn ChatModel>, usize)> = vec![("fast.py", Box::new(Files::of(std::fs::read_to_string(dir.join("fast.py"))?)), 1)];
                 if dir.join("wrong.py").is_file() {
-                    v.push(("wrong.py", Box::new(Files(Mutex::new(vec![std::fs::read_to_string(dir.join("wrong.py"))?]))), 1));
+                    v.push(("wrong.py", Box::new(Files::of(std::fs::read_to_string(dir.join("wrong.py"))?)), 1));
                 }
                 v
             }

@@ -113,3 +113,38 @@ impl ChatModel for LocalChat {
         slot.reply(&self.engine, conversation, params, cancel).map(|g| g.text).map_err(|e| e.to_string())
     }
 }
+
+/// One assistant turn in two steps that a small model cannot skip: a short explanation after `lead` (e.g. "The
+/// bug:"), then code after an opened fence. The second step continues the first one's text, so the chat slot
+/// encodes only the explanation and the fence in between.
+pub struct ExplainedCode {
+    pub explanation: String,
+    pub code: String,
+    /// The whole turn as the model wrote it, to append to the conversation.
+    pub turn: String,
+}
+
+pub fn explain_then_code(
+    model: &dyn ChatModel,
+    conversation: &Conversation,
+    lead: &str,
+    code_intro: &str,
+    fence: &str,
+    sampling: crate::engine::SamplingParams,
+    max_tokens: usize,
+    cancel: &Arc<AtomicBool>,
+) -> Result<ExplainedCode, String> {
+    let explain = GenerateParams {
+        max_tokens: 96,
+        sampling: sampling.clone(),
+        stop: vec!["\n\n".into(), "```".into(), "<|im_end|>".into(), "<|endoftext|>".into()],
+    };
+    let lead = format!("{lead} ");
+    let explanation = model.reply(&conversation.prompt(&lead), &explain, cancel)?.trim().to_owned();
+    let opened = format!("{lead}{explanation}\n\n{code_intro}\n```{fence}\n");
+    let code_params = GenerateParams { max_tokens, sampling, stop: vec!["```".into(), "<|im_end|>".into(), "<|endoftext|>".into()] };
+    let code = model.reply(&conversation.prompt(&opened), &code_params, cancel)?;
+    let code = code.trim_end().to_owned();
+    let turn = format!("{opened}{code}\n```");
+    Ok(ExplainedCode { explanation, code, turn })
+}

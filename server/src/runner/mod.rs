@@ -120,17 +120,19 @@ pub fn run_shell(command: &str, cwd: &Path, env: &[(String, String)], limits: &L
     {
         use std::os::unix::process::CommandExt;
         cmd.process_group(0);
-        if memory_bytes > 0 {
-            // SAFETY: only async-signal-safe calls between fork and exec.
-            unsafe {
-                cmd.pre_exec(move || {
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                // If the server dies mid-run, its shell dies too (the group kill cannot run then).
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                if memory_bytes > 0 {
                     let lim = libc::rlimit { rlim_cur: memory_bytes as libc::rlim_t, rlim_max: memory_bytes as libc::rlim_t };
                     if libc::setrlimit(libc::RLIMIT_DATA, &lim) != 0 {
                         return Err(std::io::Error::last_os_error());
                     }
-                    Ok(())
-                });
-            }
+                }
+                Ok(())
+            });
         }
     }
     let mut child = match cmd.spawn() {

@@ -79,15 +79,23 @@ def debug(fmt, *args):
 _HAVE_ITIMER = hasattr(signal, "setitimer") and hasattr(signal, "SIGALRM")
 
 
+_ALARM = {"fires": 0, "escape": None}
+ESCAPE_AFTER_FIRES = 30     # 3 s of ignored timeouts: the code swallows them (`except BaseException`, `finally` loop)
+
+
 def _on_alarm(signum, frame):
+    _ALARM["fires"] += 1
+    if _ALARM["fires"] > ESCAPE_AFTER_FIRES and _ALARM["escape"] is not None:
+        _ALARM["escape"]()  # writes the result and ends the process
     raise _Timeout()
 
 
 def _arm(seconds):
-    """Arms a timer that raises _Timeout after `seconds`, then every 50 ms until disarmed (so a bare `except:`
-    in user code cannot swallow it for good)."""
+    """Arms a timer that raises _Timeout after `seconds`, then every 100 ms until disarmed (so a bare `except:`
+    in user code cannot swallow it for good; code that swallows it for seconds ends the harness)."""
     if _HAVE_ITIMER and seconds is not None:
-        signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.001), 0.05)
+        _ALARM["fires"] = 0
+        signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.001), 0.1)
 
 
 def _disarm():
@@ -144,6 +152,9 @@ def _clone(v, seen):
     raise _NeedDeepCopy()
 
 
+_NUMBERS = (int, float, bool, type(None))
+
+
 def size_of(v, depth=0):
     """Number of elements (characters for strings), counted through nested containers (estimated from the first
     2000 elements of long ones)."""
@@ -157,9 +168,10 @@ def size_of(v, depth=0):
         if n == 0:
             return 0
         items = v.values() if t is dict else v
-        first = next(iter(items))
-        if type(first) in (int, float, bool, type(None)):
-            return n
+        if t is list or t is tuple:
+            ends = (type(v[0]), type(v[-1]))
+            if ends[0] in _NUMBERS and ends[1] in _NUMBERS:
+                return n  # a list of numbers (checking both ends: argument lists mix numbers and lists)
         s = sum(size_of(x, depth + 1) for x in itertools.islice(items, 2000))
         if n > 2000:
             s = s * n // 2000
@@ -210,6 +222,8 @@ def _repr_limited(v, limit, depth=0):
         return repr(v[:limit]) + "...(len %d)" % len(v)
     if isinstance(v, _Iter):
         return "<iterator yielding %s>" % _repr_limited(v.items, limit, depth)
+    if isinstance(v, _Awaited):
+        return "<coroutine returning %s>" % _repr_limited(v.value, limit, depth)
     return repr(v)
 
 
@@ -258,6 +272,29 @@ class _Iter:
         self.truncated = truncated
 
 
+class _Awaited:
+    """The value of a coroutine result (an `async def` function), run to completion."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+
+def _run_coroutine(coro):
+    import asyncio
+    return asyncio.run(coro)
+
+
+def _consume(res):
+    """What the benchmark does with a result: drain an iterator, run a coroutine."""
+    if isinstance(res, collections.abc.Iterator):
+        for _ in res:
+            pass
+    elif inspect.iscoroutine(res):
+        _run_coroutine(res)
+
+
 class Outcome:
     """What one call did. kind: ok (value, args_after), raise (exc), timeout, skip (reason)."""
 
@@ -284,9 +321,19 @@ def exc_name(e):
     return type(e).__qualname__
 
 
-def invoke(fn, args, kwargs, timeout, seed):
-    """Calls fn on the given (already copied) arguments, with a time limit, materialising iterator results."""
+_CURRENT = {"who": None}
+
+
+def invoke(fn, args, kwargs, timeout, seed, who):
+    """Calls fn on the given (already copied) arguments, with a time limit, materialising iterator results.
+    who: "original" or "candidate" (named in the result if the call cannot be stopped)."""
     random.seed(seed)
+    _CURRENT["who"] = who
+    if hasattr(fn, "cache_clear"):
+        try:
+            fn.cache_clear()  # an lru_cache'd function: every call starts cold, whatever ran before
+        except Exception:
+            pass
     t0 = perf_counter()
     try:
         try:
@@ -295,6 +342,8 @@ def invoke(fn, args, kwargs, timeout, seed):
             if isinstance(res, collections.abc.Iterator):
                 items = list(itertools.islice(res, MAX_ITER_ITEMS + 1))
                 res = _Iter(items, len(items) > MAX_ITER_ITEMS)
+            elif inspect.iscoroutine(res):
+                res = _Awaited(_run_coroutine(res))
             elapsed = perf_counter() - t0
         finally:
             _disarm()
@@ -346,6 +395,8 @@ def _same(a, b, seen, depth):
     seen.add(key)
     if ta is _Iter:
         return a.truncated == b.truncated and _same(a.items, b.items, seen, depth + 1)
+    if ta is _Awaited:
+        return _same(a.value, b.value, seen, depth + 1)
     if isinstance(a, (list, tuple)) and ta.__eq__ in (list.__eq__, tuple.__eq__):
         if len(a) != len(b):
             return False
@@ -445,7 +496,7 @@ def _args_view(args_after):
 
 
 class Input:
-    __slots__ = ("args", "kwargs", "origin", "family", "step", "old", "new", "old_time", "new_time", "desc")
+    __slots__ = ("args", "kwargs", "origin", "family", "step", "old", "new", "old_time", "new_time")
 
     def __init__(self, args, kwargs, origin, family=None, step=0):
         self.args = args
@@ -457,7 +508,6 @@ class Input:
         self.new = None
         self.old_time = None
         self.new_time = None
-        self.desc = None
 
     def fresh(self):
         return clone(self.args), clone(self.kwargs)
@@ -665,16 +715,23 @@ class _Unsupported(Exception):
     pass
 
 
-def _gen_value(ann, rng, n, top):
+def _gen_value(ann, rng, n, top, special_p=0.2):
     origin = typing.get_origin(ann)
     targs = typing.get_args(ann)
+    special = not top and rng.random() < special_p  # elements: often a value that edge cases hinge on
     if ann is int:
+        if special:
+            return rng.choice((0, 1, -1, 2, 100))
         return rng.randint(0, n) if top else rng.randint(-50, 100)
     if ann is float:
+        if special:
+            return rng.choice((0.0, 1.0, -1.0, 0.5))
         return round(rng.uniform(0, n), 3) if top else round(rng.uniform(-100, 100), 3)
     if ann is bool:
         return rng.random() < 0.5
     if ann is str:
+        if special:
+            return rng.choice(("", "a", " ", "A"))
         length = n if top else rng.randint(0, 8)
         return "".join(rng.choice("abcdefghij") for _ in range(length))
     if ann is bytes:
@@ -684,24 +741,24 @@ def _gen_value(ann, rng, n, top):
     if origin in (list, collections.abc.Sequence, collections.abc.Iterable, collections.abc.MutableSequence,
                   collections.abc.Collection):
         elem = targs[0] if targs else int
-        return [_gen_value(elem, rng, n, False) for _ in range(n if top else rng.randint(0, 4))]
+        return [_gen_value(elem, rng, n, False, special_p) for _ in range(n if top else rng.randint(0, 4))]
     if origin in (set, frozenset, collections.abc.Set):
         elem = targs[0] if targs else int
-        items = {_gen_value(elem, rng, n, False) for _ in range(n if top else rng.randint(0, 4))}
+        items = {_gen_value(elem, rng, n, False, special_p) for _ in range(n if top else rng.randint(0, 4))}
         return frozenset(items) if origin is frozenset else set(items)
     if origin is tuple:
         if not targs:
             targs = (int, Ellipsis)
         if len(targs) == 2 and targs[1] is Ellipsis:
-            return tuple(_gen_value(targs[0], rng, n, False) for _ in range(n if top else rng.randint(0, 4)))
-        return tuple(_gen_value(a, rng, n, False) for a in targs)
+            return tuple(_gen_value(targs[0], rng, n, False, special_p) for _ in range(n if top else rng.randint(0, 4)))
+        return tuple(_gen_value(a, rng, n, False, special_p) for a in targs)
     if origin in (dict, collections.abc.Mapping, collections.abc.MutableMapping):
         kt, vt = targs if len(targs) == 2 else (str, int)
-        return {_gen_value(kt, rng, n, False): _gen_value(vt, rng, n, False) for _ in range(n if top else rng.randint(0, 4))}
+        return {_gen_value(kt, rng, n, False, special_p): _gen_value(vt, rng, n, False, special_p) for _ in range(n if top else rng.randint(0, 4))}
     if origin is typing.Union or (hasattr(types, "UnionType") and origin is types.UnionType):
         options = [a for a in targs if a is not type(None)]
         if options:
-            return _gen_value(options[0], rng, n, top)
+            return _gen_value(options[0], rng, n, top, special_p)
     raise _Unsupported(repr(ann))
 
 
@@ -724,10 +781,10 @@ def inputs_from_annotations(fn, rng):
         params.append(p)
     out = []
     try:
-        for n in (0, 1, 3, 6, 10, 10, 16):
+        for n, special_p in ((0, 0.2), (1, 0.2), (3, 0.2), (6, 0.2), (10, 0.2), (10, 1.0), (16, 0.2), (16, 0.5)):
             args, kwargs = [], {}
             for p in params:
-                v = _gen_value(hints[p.name], rng, n, True)
+                v = _gen_value(hints[p.name], rng, n, True, special_p)
                 if p.kind == p.KEYWORD_ONLY:
                     kwargs[p.name] = v
                 else:
@@ -1012,25 +1069,29 @@ def _call_with_fixtures(fn, kwargs):
     fn(**{k: (v.fixture() if isinstance(v, _FixtureValue) else v) for k, v in kwargs.items()})
 
 
-def _collect_fallback(root, files):
-    """Imports the test files and lists their tests as zero-argument callables."""
+def _collect_fallback(root, files, target):
+    """Imports the test files and lists their tests as zero-argument callables. A test file that is the target
+    module itself (tests next to the code) is not imported again."""
     tests = []
     for i, path in enumerate(files):
         directory = os.path.dirname(path)
         if directory not in sys.path:
             sys.path.insert(1, directory)
-        name = module_name_for(root, path)
-        if not name or name in sys.modules:
-            name = "_pie_test_%d" % i
-        try:
-            spec = importlib.util.spec_from_file_location(name, path)
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[name] = module
-            spec.loader.exec_module(module)
-        except _Timeout:
-            raise
-        except BaseException:
-            continue
+        if os.path.realpath(path) == os.path.realpath(getattr(target, "__file__", "") or ""):
+            module = target
+        else:
+            name = module_name_for(root, path)
+            if not name or name in sys.modules:
+                name = "_pie_test_%d" % i
+            try:
+                spec = importlib.util.spec_from_file_location(name, path)
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[name] = module
+                spec.loader.exec_module(module)
+            except _Timeout:
+                raise
+            except BaseException:
+                continue
         if callable(getattr(module, "setup_module", None)):
             tests.append(module.setup_module)
         for attr, obj in list(vars(module).items()):
@@ -1058,13 +1119,13 @@ def _run_class_test(klass, mname, module):
         call()
 
 
-def run_tests_fallback(root, files, rec, deadline):
+def run_tests_fallback(root, files, rec, deadline, target):
     stub_installed = False
     if "pytest" not in sys.modules:
         sys.modules["pytest"] = _pytest_stub()
         stub_installed = True
     try:
-        tests = _collect_fallback(root, files)
+        tests = _collect_fallback(root, files, target)
         for i, test in enumerate(tests):
             left = deadline - perf_counter()
             if left <= 0.05:
@@ -1134,7 +1195,7 @@ def record_inputs(module, name, root, tests, deadline, fds):
                 if pytest is not None and hasattr(pytest, "main") and hasattr(pytest, "hookimpl"):
                     run_tests_pytest(pytest, files, deadline)
                 else:
-                    run_tests_fallback(root, files, rec, deadline)
+                    run_tests_fallback(root, files, rec, deadline, module)
             except _Timeout:
                 _disarm()
             except BaseException:
@@ -1190,7 +1251,7 @@ class Harness:
         except Exception:
             inp.old = Outcome("skip", value="the arguments cannot be copied")
             return inp.old
-        out = invoke(self.old_fn, args, kwargs, timeout, self.opts.seed)
+        out = invoke(self.old_fn, args, kwargs, timeout, self.opts.seed, "original")
         debug("old %s %s%s: %s %.4fs", inp.origin, inp.family or "", describe_call(inp.args, inp.kwargs), out.kind, out.elapsed)
         if out.kind == "raise" and isinstance(out.exc, (RecursionError, MemoryError)):
             out = Outcome("skip", value=exc_name(out.exc), elapsed=out.elapsed)
@@ -1300,6 +1361,9 @@ class Harness:
         if not os.path.isfile(o.candidate_file):
             raise HarnessError("candidate file not found: %s" % o.candidate_file)
         os.chdir(root)
+        # The harness's own folder (sys.path[0]) must not shadow the user's modules.
+        here = os.path.dirname(os.path.abspath(__file__))
+        sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here or here == root]
         for p in (os.path.dirname(module_file), root):
             if p in sys.path:
                 sys.path.remove(p)
@@ -1317,6 +1381,7 @@ class Harness:
         self.old_fn = fn
 
         # Step A
+        _CURRENT["who"] = "tests"
         recorded = record_inputs(module, o.function, root, o.tests or [], self.at(0.3), self.fds)
         setattr(module, o.function, fn)
         r["recorded_inputs"] = len(recorded)
@@ -1365,7 +1430,7 @@ class Harness:
         for si, (a, kw) in enumerate(seeds[:MAX_EDGE_SEEDS]):
             if perf_counter() > gen_deadline:
                 break
-            for label, (ea, ekw) in edge_variants(a, kw):
+            for _label, (ea, ekw) in edge_variants(a, kw):
                 inp = Input(ea, ekw, "generated")
                 out = self.probe_old(inp, min(GEN_CALL_TIMEOUT_S, max(0.05, gen_deadline - perf_counter() + 0.3)))
                 if out.kind in ("ok", "raise"):
@@ -1379,7 +1444,7 @@ class Harness:
         # Is the original deterministic? (a few cheap recorded inputs, run twice)
         for inp in [i for i in checked if i.old.kind == "ok" and i.old_time < 0.05][:5]:
             args, kwargs = inp.fresh()
-            again = invoke(self.old_fn, args, kwargs, max(1.0, inp.old_time * 20), o.seed)
+            again = invoke(self.old_fn, args, kwargs, max(1.0, inp.old_time * 20), o.seed, "original")
             if again.kind != "ok":
                 continue
             old_after = self.old_args_after(inp)
@@ -1393,8 +1458,13 @@ class Harness:
         for inp in checked:
             if perf_counter() > check_deadline:
                 r["checked_inputs"] = n_checked
-                r["reason"] = ("time budget exhausted after checking %d of %d inputs (the candidate may be slower)"
-                               % (n_checked, len(checked)))
+                done = [i for i in checked if i.new is not None]
+                t_old = sum(i.old_time for i in done)
+                t_new = sum(i.new_time for i in done)
+                hint = ("the candidate is slower on the inputs checked so far" if t_new > 1.5 * t_old
+                        else "the original is slow: a larger --budget-s would let the check finish")
+                r["reason"] = ("time budget exhausted after checking %d of %d inputs (%s)"
+                               % (n_checked, len(checked), hint))
                 return
             try:
                 args, kwargs = inp.fresh()
@@ -1402,7 +1472,7 @@ class Harness:
                 continue
             timeout = max(1.0, 20 * inp.old_time)
             timeout = min(timeout, max(0.2, check_deadline - perf_counter() + 1.0))
-            new = invoke(self.new_fn, args, kwargs, timeout, o.seed)
+            new = invoke(self.new_fn, args, kwargs, timeout, o.seed, "candidate")
             debug("new %s%s: %s %.4fs (old %.4fs)", inp.family or "", describe_call(inp.args, inp.kwargs), new.kind, new.elapsed, inp.old_time)
             inp.new = new
             inp.new_time = new.elapsed
@@ -1435,8 +1505,9 @@ class Harness:
         debug("step C done: %d checked", n_checked)
         # Step D
         self.mutating = any(i.old.kind == "ok" and i.old.args_after is not None for i in checked if i.old is not None)
-        self.old_iter = any(i.old.kind == "ok" and isinstance(i.old.value, _Iter) for i in checked)
-        self.new_iter = any(i.new is not None and i.new.kind == "ok" and isinstance(i.new.value, _Iter) for i in checked)
+        self.old_iter = any(i.old.kind == "ok" and isinstance(i.old.value, (_Iter, _Awaited)) for i in checked)
+        self.new_iter = any(i.new is not None and i.new.kind == "ok" and isinstance(i.new.value, (_Iter, _Awaited))
+                            for i in checked)
         bench = [i for i in checked if i.old.kind == "ok" and i.new is not None and i.new.kind == "ok"]
         # free memory held by results
         for i in checked:
@@ -1484,6 +1555,7 @@ class Harness:
         return chosen
 
     def run_pass(self, fn, calls, consume):
+        _CURRENT["who"] = "benchmark"
         gc.collect()
         gc.disable()
         try:
@@ -1491,10 +1563,7 @@ class Harness:
             t0 = perf_counter()
             if consume:
                 for a, kw in calls:
-                    res = fn(*a, **kw)
-                    if isinstance(res, collections.abc.Iterator):
-                        for _ in res:
-                            pass
+                    _consume(fn(*a, **kw))
             else:
                 for a, kw in calls:
                     fn(*a, **kw)
@@ -1521,7 +1590,8 @@ class Harness:
         chosen = self.choose_bench(bench, target_pass)
         r["bench_input"] = short_repr_text("; ".join(
             "%s%s%s" % (o.function, describe_call(i.args, i.kwargs),
-                        "" if i.family is None else " [%s x%d]" % (i.family[1], 2 ** i.step if i.family[1] != "int" else i.step))
+                        "" if i.family is None else (" [int step %d]" % i.step if i.family[1] == "int"
+                                                         else " [%s x%d]" % (i.family[1], 2 ** i.step)))
             for i in chosen), 300)
         for fn in (self.old_fn, self.new_fn):
             if hasattr(fn, "cache_clear"):
@@ -1598,12 +1668,23 @@ def parse_args(argv):
     p.add_argument("--module-file", required=True)
     p.add_argument("--function", required=True)
     p.add_argument("--candidate-file", required=True)
-    p.add_argument("--tests", nargs="*", default=[])
+    p.add_argument("--tests", nargs="*", action="extend", default=[],
+                   help="test files (relative to --root or absolute); repeatable")
     p.add_argument("--out", required=True)
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--budget-s", type=float, default=60.0)
     p.add_argument("--seed", type=int, default=1)
-    return p.parse_args(argv)
+    opts = p.parse_args(argv)
+    # Resolve every path now: the harness changes into --root before running user code.
+    opts.root = os.path.abspath(opts.root)
+    opts.candidate_file = os.path.abspath(opts.candidate_file)
+    opts.out = os.path.abspath(opts.out)
+    if not os.path.isabs(opts.module_file):
+        opts.module_file = os.path.join(opts.root, opts.module_file)
+    opts.tests = [t if os.path.isabs(t) else os.path.join(opts.root, t) for t in opts.tests]
+    if opts.runs < 1 or opts.budget_s <= 0:
+        p.error("--runs must be >= 1 and --budget-s > 0")
+    return opts
 
 
 def main(argv):
@@ -1636,6 +1717,28 @@ def main(argv):
         pass
     h = Harness(opts)
     h.fds = (devnull_fd, devnull_fd, sink, sink, sys.stdin)
+
+    def escape():
+        """Code that keeps swallowing the timeout cannot be stopped from inside: write the verdict and leave."""
+        who = _CURRENT["who"]
+        r = h.result
+        r["equivalent"] = False
+        r["speedup"] = r["ci_low"] = r["ci_high"] = r["old_ms"] = r["new_ms"] = None
+        r["runs"] = 0
+        r["reason"] = {
+            "candidate": "the candidate kept running after its time limit (it swallows the timeout)",
+            "original": "the original function kept running after its time limit (it swallows the timeout)",
+            "tests": "a test kept running after its time limit (it swallows the timeout)",
+        }.get(who, "the code kept running after its time limit (it swallows the timeout)")
+        try:
+            with open(opts.out, "w", encoding="utf-8") as f:
+                f.write(json.dumps(r, indent=1, default=str))
+            code = 0
+        except BaseException:
+            code = 1
+        os._exit(code)
+
+    _ALARM["escape"] = escape
     code = 0
     try:
         try:

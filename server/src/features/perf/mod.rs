@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::engine::{GenerateParams, SamplingParams};
-use crate::features::chat::{code_block, prose_before_code, reindent, ChatModel, Conversation};
+use crate::engine::SamplingParams;
+use crate::features::chat::{explain_then_code, reindent, ChatModel, Conversation};
 use crate::features::code::{find_function, parse};
 use crate::runner::{parse_outcomes, run_shell, shell_quote, RunOutput, RunStatus, Scratch, TestCommands, TestStatus, TestTarget};
 use crate::syntax::{count_syntax_errors, Language};
@@ -138,11 +138,10 @@ pub fn find_faster(job: &Job, model: &dyn ChatModel, cancel: &Arc<AtomicBool>, p
     let mut conversation = Conversation::new(SYSTEM);
     let usage = tests.first().and_then(|t| std::fs::read_to_string(root.join(t)).ok()).map(|t| first_lines(&t, 40)).unwrap_or_default();
     conversation.user(&format!(
-        "Rewrite this function so that it runs faster on large inputs, with exactly the same behaviour for every input: the same return values, the same exceptions and the same changes to its arguments. Keep its name and parameters.\n\n```python\n{}\n```\n{}\nSay in one sentence what makes it faster, then write the whole new function in one ```python code block (with any imports it needs).",
+        "Rewrite this function so that it runs faster on large inputs, with exactly the same behaviour for every input: the same return values, the same exceptions and the same changes to its arguments. Keep its name and parameters.\n\n```python\n{}\n```\n{}\nSay in one sentence what makes it faster, then write the whole new function (with any imports it needs).",
         function.text(&original),
         if usage.is_empty() { String::new() } else { format!("\nHow it is used (the tests):\n```python\n{usage}\n```\n") }
     ));
-    let prompt = conversation.prompt("");
     let wanted = job.candidates.clamp(1, 8);
     let mut seen: Vec<String> = Vec::new();
     let mut candidates: Vec<Candidate> = Vec::new();
@@ -154,13 +153,9 @@ pub fn find_faster(job: &Job, model: &dyn ChatModel, cancel: &Arc<AtomicBool>, p
         let pct = 10 + (85 * k as u32) / wanted as u32;
         progress(&format!("candidate {}/{wanted}: asking the model", k + 1), pct);
         let sampling = if k == 0 { SamplingParams::greedy() } else { SamplingParams { temperature: 0.8, seed: 77 + k as u64, ..Default::default() } };
-        let params = GenerateParams { max_tokens: job.max_tokens, sampling, stop: vec!["<|im_end|>".into(), "<|endoftext|>".into()] };
-        let reply = model.reply(&prompt, &params, cancel).map_err(|e| NoFaster { reason: format!("the model failed: {e}"), candidates: candidates.clone() })?;
-        let explanation = prose_before_code(&reply);
-        let Some(code) = code_block(&reply) else {
-            candidates.push(Candidate { code: None, explanation, verdict: "no code in the reply".into(), measurement: None });
-            continue;
-        };
+        let turn = explain_then_code(model, &conversation, "What makes it faster:", &format!("The faster function `{}`:", job.function), "python", sampling, job.max_tokens, cancel)
+            .map_err(|e| NoFaster { reason: format!("the model failed: {e}"), candidates: candidates.clone() })?;
+        let (explanation, code) = (turn.explanation, turn.code);
         let Some(edits) = candidate_edits(&original, &function, &code, &job.function) else {
             candidates.push(Candidate { code: Some(code), explanation, verdict: format!("no function `{}` in the reply", job.function), measurement: None });
             continue;

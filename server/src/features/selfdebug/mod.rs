@@ -18,8 +18,8 @@ use std::sync::Arc;
 
 pub use locate::{function_under_test, Target};
 
-use crate::engine::{GenerateParams, SamplingParams};
-use crate::features::chat::{code_block, prose_before_code, reindent, ChatModel, Conversation};
+use crate::engine::SamplingParams;
+use crate::features::chat::{explain_then_code, reindent, ChatModel, Conversation};
 use crate::features::code::{find_function, parse};
 use crate::runner::{parse_outcomes, trim_lines, RunOutput, RunStatus, Scratch, TestCommands, TestStatus, TestTarget};
 use crate::syntax::{count_syntax_errors, Language};
@@ -110,7 +110,7 @@ pub fn self_debug(job: &Job, model: &dyn ChatModel, cancel: &Arc<AtomicBool>, pr
     let name = target.function.name.clone();
     let mut conversation = Conversation::new(SYSTEM);
     conversation.user(&format!(
-        "The test `{test}` fails.\n\nThe function under test, in `{file}`:\n```{fence}\n{function}\n```\n\nThe test, in `{test_file}`:\n```{fence}\n{test_source}\n```\n\nOutput of the test:\n```\n{output}\n```\n\nFirst explain in one sentence what is wrong in `{name}`. Then write the whole corrected function `{name}` in one ```{fence} code block.",
+        "The test `{test}` fails. The test is correct; the bug is in the function `{name}`.\n\nThe function under test, in `{file}`:\n```{fence}\n{function}\n```\n\nThe test, in `{test_file}`:\n```{fence}\n{test_source}\n```\n\nOutput of the test:\n```\n{output}\n```\n\nExplain the bug in `{name}` in one sentence, then write the whole corrected function `{name}`.",
         test = job.test.name,
         file = target.file.display(),
         function = target.function.text(&target.text),
@@ -126,18 +126,17 @@ pub fn self_debug(job: &Job, model: &dyn ChatModel, cancel: &Arc<AtomicBool>, pr
         // Round 1 is greedy; later rounds sample, and a reply that repeats an earlier attempt is drawn again once
         // (a small model otherwise tends to answer the feedback with the same code).
         let mut draw = 0u64;
-        let (reply, candidate) = loop {
+        let (reply, candidate, explanation) = loop {
             let sampling = match (round, draw) {
                 (1, 0) => SamplingParams::greedy(),
                 _ => SamplingParams { temperature: if draw == 0 { 0.7 } else { 1.0 }, seed: 1000 * round as u64 + draw, ..Default::default() },
             };
-            let params = GenerateParams { max_tokens: job.max_tokens, sampling, stop: vec!["<|im_end|>".into(), "<|endoftext|>".into()] };
-            let reply = model.reply(&conversation.prompt(""), &params, cancel).map_err(|e| NoFix { reason: format!("the model failed: {e}"), rounds: rounds.clone() })?;
+            let turn = explain_then_code(model, &conversation, &format!("The bug in `{name}`:"), &format!("The corrected function `{name}`:"), fence, sampling, job.max_tokens, cancel)
+                .map_err(|e| NoFix { reason: format!("the model failed: {e}"), rounds: rounds.clone() })?;
             if cancel.load(Ordering::Relaxed) {
                 return Err(NoFix { reason: "cancelled".into(), rounds });
             }
-            let candidate = code_block(&reply)
-                .and_then(|code| function_from(job.language, &code, &name))
+            let candidate = function_from(job.language, &turn.code, &name)
                 .map(|c| keep_docstring(job.language, target.function.text(&target.text), &c))
                 .map(|c| reindent(&c, &target.function.indent).trim_start().to_owned());
             let repeated = candidate.as_ref().is_some_and(|c| tried.contains(c));
@@ -145,10 +144,9 @@ pub fn self_debug(job: &Job, model: &dyn ChatModel, cancel: &Arc<AtomicBool>, pr
                 draw += 1;
                 continue;
             }
-            break (reply, candidate);
+            break (turn.turn, candidate, turn.explanation);
         };
         conversation.assistant(&reply);
-        let explanation = prose_before_code(&reply);
         let Some(new_function) = candidate else {
             rounds.push(Round { explanation, candidate: None, verdict: format!("the reply had no function `{name}`") });
             conversation.user(&format!("Your reply had no complete function `{name}` in a code block. Write the whole corrected function `{name}` in one ```{fence} code block."));
