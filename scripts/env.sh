@@ -20,6 +20,8 @@ command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
 # Go runs the Go extract-method fixtures before and after (they are checked as text only without it).
 command -v go >/dev/null 2>&1 || need_apt+=(golang-go)
+# The verified-action tests look for leftover test processes with pgrep/ps.
+command -v pgrep >/dev/null 2>&1 || need_apt+=(procps)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing ${need_apt[*]} (apt)"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -36,4 +38,16 @@ build_release() {
 fetch_models() {
   log "fetching models ($*) into ${XDG_CACHE_HOME:-$HOME/.cache}/pie-ls/models"
   "$PIE_LS_BIN" model fetch "$@"
+}
+
+# pytest, installed aside (not into the system Python) so that the tests exercise both the pytest path and the
+# built-in fallback runner of self-debug. PIE_LS_PYTEST_PATH points at it.
+ensure_pytest() {
+  local dir="${XDG_CACHE_HOME:-$HOME/.cache}/pie-ls/pytest"
+  if [ ! -d "$dir/_pytest" ]; then
+    log "installing pytest into $dir"
+    python3 -m pip install -q --disable-pip-version-check --target "$dir" pytest 2>&1 | grep -v "as the 'root' user" || true
+  fi
+  [ -d "$dir/_pytest" ] && export PIE_LS_PYTEST_PATH="$dir"
+  return 0
 }
