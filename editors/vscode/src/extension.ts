@@ -78,7 +78,12 @@ export function serverSettings(): object {
     'pie-ls': {
       model: pick(['enabled', 'path', 'threads', 'contextLength', 'batchSize', 'maxWarmDocuments'], 'model'),
       documents: pick(['maxParseBytes', 'maxWarmBytes'], 'documents'),
-      commands: pick(['test', 'bench'], 'commands'),
+      tests: {
+        ...pick(['timeoutMs', 'memoryMb', 'suites'], 'tests'),
+        ...(Object.keys(c.get<object>('commands.test') ?? {}).length ? { commands: c.get<object>('commands.test') } : {}),
+      },
+      selfDebug: pick(['rounds'], 'selfDebug'),
+      perf: pick(['candidates', 'runs'], 'perf'),
     },
   };
 }
