@@ -107,26 +107,13 @@ fn span(lang: Language, node: Node, src: &str) -> Option<FunctionSpan> {
 pub fn functions(lang: Language, src: &str, tree: &Tree) -> Vec<FunctionSpan> {
     let kinds = function_kinds(lang);
     let mut out = Vec::new();
-    let mut cursor = tree.root_node().walk();
-    'walk: loop {
-        let node = cursor.node();
+    crate::syntax::for_each_node(tree.root_node(), |node| {
         if kinds.contains(&node.kind()) {
             if let Some(s) = span(lang, node, src) {
                 out.push(s);
             }
         }
-        if cursor.goto_first_child() {
-            continue;
-        }
-        loop {
-            if cursor.goto_next_sibling() {
-                continue 'walk;
-            }
-            if !cursor.goto_parent() {
-                break 'walk;
-            }
-        }
-    }
+    });
     out
 }
 

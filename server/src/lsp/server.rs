@@ -300,6 +300,14 @@ impl Backend {
         self.client.send_notification::<notification::Progress>(ProgressParams { token, value: ProgressParamsValue::WorkDone(WorkDoneProgress::End(end)) }).await;
     }
 
+    /// Ends the progress, tells the user why nothing is offered, and returns the action disabled with the reason.
+    async fn refuse(&self, token: Option<NumberOrString>, action: CodeAction, data: &super::verified::ActionData, reason: &str, result: serde_json::Value) -> CodeAction {
+        self.end_progress(token, reason.to_owned()).await;
+        let typ = if reason == "cancelled" { MessageType::INFO } else { MessageType::WARNING };
+        self.client.show_message(typ, format!("pie-ls: {reason}")).await;
+        super::verified::refused(action, data, reason, result)
+    }
+
     /// `window/workDoneProgress/cancel`: stops the action behind the token.
     pub async fn progress_cancel(&self, params: WorkDoneProgressCancelParams) {
         if let NumberOrString::String(name) = &params.token {
@@ -418,18 +426,11 @@ impl Backend {
                     "status": "fixed", "function": fix.function, "file": fix.file, "explanation": fix.explanation,
                     "evidence": fix.evidence, "rounds": rounds_json(&fix.rounds),
                 });
-                let mut resolved = action;
-                resolved.edit = Some(edit);
-                resolved.disabled = None;
-                resolved.data = serde_json::to_value(super::verified::ActionData { result: Some(result), ..data }).ok();
-                Ok(resolved)
+                Ok(super::verified::accepted(action, data, edit, result))
             }
             Err(no) => {
-                self.end_progress(token, no.reason.clone()).await;
-                let typ = if no.reason == "cancelled" { MessageType::INFO } else { MessageType::WARNING };
-                self.client.show_message(typ, format!("pie-ls: {}", no.reason)).await;
                 let result = serde_json::json!({"status": "noFix", "reason": no.reason, "rounds": rounds_json(&no.rounds)});
-                Ok(super::verified::refused(action, &data, &no.reason, result))
+                Ok(self.refuse(token, action, &data, &no.reason, result).await)
             }
         }
     }
@@ -475,19 +476,11 @@ impl Backend {
                     "status": "faster", "title": title, "measurement": faster.measurement, "explanation": faster.explanation,
                     "evidence": faster.evidence, "candidates": faster.candidates,
                 });
-                let mut resolved = action;
-                resolved.title = title;
-                resolved.edit = Some(edit);
-                resolved.disabled = None;
-                resolved.data = serde_json::to_value(super::verified::ActionData { result: Some(result), ..data }).ok();
-                Ok(resolved)
+                Ok(super::verified::accepted(CodeAction { title, ..action }, data, edit, result))
             }
             Err(no) => {
-                self.end_progress(token, no.reason.clone()).await;
-                let typ = if no.reason == "cancelled" { MessageType::INFO } else { MessageType::WARNING };
-                self.client.show_message(typ, format!("pie-ls: {}", no.reason)).await;
                 let result = serde_json::json!({"status": "noFaster", "reason": no.reason, "candidates": no.candidates});
-                Ok(super::verified::refused(action, &data, &no.reason, result))
+                Ok(self.refuse(token, action, &data, &no.reason, result).await)
             }
         }
     }

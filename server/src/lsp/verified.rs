@@ -135,6 +135,14 @@ pub fn file_edit(root: &Path, rel: &Path, original: &str, range: std::ops::Range
     Ok((uri, WorkspaceEdit { changes: Some(changes), ..Default::default() }))
 }
 
+/// The resolved action carrying a verified edit and its evidence.
+pub fn accepted(mut action: CodeAction, data: ActionData, edit: WorkspaceEdit, result: serde_json::Value) -> CodeAction {
+    action.edit = Some(edit);
+    action.disabled = None;
+    action.data = serde_json::to_value(ActionData { result: Some(result), ..data }).ok();
+    action
+}
+
 /// The resolved action when verification found nothing to offer.
 pub fn refused(mut action: CodeAction, data: &ActionData, reason: &str, result: serde_json::Value) -> CodeAction {
     action.edit = None;

@@ -7,5 +7,5 @@ mod languages;
 mod parse;
 
 pub use languages::Language;
-pub use parse::{count_syntax_errors, ts_point_at, SyntaxTree};
+pub use parse::{count_syntax_errors, for_each_node, ts_point_at, SyntaxTree};
 pub(crate) use parse::advance_point;

@@ -139,6 +139,25 @@ pub fn count_syntax_errors(tree: &Tree) -> usize {
     count
 }
 
+/// Visits every node under `root` in document order (pre-order), without recursion.
+pub fn for_each_node<'t>(root: tree_sitter::Node<'t>, mut visit: impl FnMut(tree_sitter::Node<'t>)) {
+    let mut cursor = root.walk();
+    'walk: loop {
+        visit(cursor.node());
+        if cursor.goto_first_child() {
+            continue;
+        }
+        loop {
+            if cursor.goto_next_sibling() {
+                continue 'walk;
+            }
+            if !cursor.goto_parent() || cursor.node() == root {
+                break 'walk;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

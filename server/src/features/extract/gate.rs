@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tree_sitter::{Node, Parser};
 
-use super::analysis::{ancestors, Plan, Receiver};
+use super::analysis::{Plan, Receiver};
 use super::lang::{table, Role};
 use super::scope::Index;
 use crate::syntax::count_syntax_errors;
@@ -61,26 +61,13 @@ pub(crate) fn verify(plan: &Plan, new_text: &str, name: &str, old_errors: usize)
 }
 
 fn find_function<'t>(kinds: &[&str], src: &str, root: Node<'t>, name: &str) -> Option<Node<'t>> {
-    let mut cursor = root.walk();
-    'walk: loop {
-        let node = cursor.node();
-        if kinds.contains(&node.kind()) && node.child_by_field_name("name").is_some_and(|n| &src[n.byte_range()] == name) {
-            return Some(node);
+    let mut found = None;
+    crate::syntax::for_each_node(root, |node| {
+        if found.is_none() && kinds.contains(&node.kind()) && node.child_by_field_name("name").is_some_and(|n| &src[n.byte_range()] == name) {
+            found = Some(node);
         }
-        if cursor.goto_first_child() {
-            continue;
-        }
-        loop {
-            if cursor.goto_next_sibling() {
-                continue 'walk;
-            }
-            if !cursor.goto_parent() {
-                break 'walk;
-            }
-        }
-    }
-    let _ = ancestors(root);
-    None
+    });
+    found
 }
 
 /// A user-configured command that must pass on the result, e.g. `python3 -m py_compile {file}`.
