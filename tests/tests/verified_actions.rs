@@ -125,8 +125,16 @@ fn self_debug_fixes_the_unsaved_buffer_and_proves_it_with_the_tests() {
         .status()
         .unwrap();
     assert!(status.success(), "{fixed}");
-    // The user saw progress from begin to end.
+    // The user saw progress from begin to end (printed: this is the transcript of what an editor shows).
     let progress = client.take_notifications("$/progress");
+    for p in &progress {
+        let v = &p["value"];
+        eprintln!("progress {:<6} {}", v["kind"].as_str().unwrap_or(""), v["title"].as_str().or(v["message"].as_str()).unwrap_or(""));
+    }
+    for m in client.take_notifications("window/showMessage") {
+        eprintln!("message: {}", m["message"].as_str().unwrap_or(""));
+    }
+    eprintln!("edit for bank.py:\n{}", resolved["edit"]["changes"][&bank][0]["newText"].as_str().unwrap_or(""));
     let kinds: Vec<&str> = progress
         .iter()
         .filter(|p| p["token"].as_str().is_some_and(|t| t.starts_with("pie-ls/action/")))

@@ -111,7 +111,12 @@ impl NoFaster {
     }
 }
 
-const SYSTEM: &str = "You are an expert Python programmer who makes code faster without changing what it does.";
+/// The usual fixes, named so that a small model reaches for an algorithmic change rather than copying the code.
+const SYSTEM: &str = "You are an expert Python programmer who makes code faster without changing what it does. \
+You know the usual fixes: a set or a dict instead of searching a list, functools.lru_cache or a table instead of \
+repeated recursive calls, str.join instead of += on strings in a loop, collections.deque instead of list.pop(0) \
+or list.insert(0, x), collections.Counter for counting, sorting once instead of in a loop, running sums instead of \
+re-summing, compiling a regular expression once.";
 
 /// Asks for candidates, verifies and measures each, returns the fastest verified one.
 pub fn find_faster(job: &Job, model: &dyn ChatModel, cancel: &Arc<AtomicBool>, progress: &mut dyn FnMut(&str, u32)) -> Result<Faster, NoFaster> {
@@ -138,7 +143,7 @@ pub fn find_faster(job: &Job, model: &dyn ChatModel, cancel: &Arc<AtomicBool>, p
     let mut conversation = Conversation::new(SYSTEM);
     let usage = tests.first().and_then(|t| std::fs::read_to_string(root.join(t)).ok()).map(|t| first_lines(&t, 40)).unwrap_or_default();
     conversation.user(&format!(
-        "Rewrite this function so that it runs faster on large inputs, with exactly the same behaviour for every input: the same return values, the same exceptions and the same changes to its arguments. Keep its name and parameters.\n\n```python\n{}\n```\n{}\nSay in one sentence what makes it faster, then write the whole new function (with any imports it needs).",
+        "Rewrite this function so that it runs faster on large inputs, with exactly the same behaviour for every input: the same return values, the same exceptions and the same changes to its arguments. Keep its name and parameters.\n\n```python\n{}\n```\n{}\nSay in one sentence what makes the current version slow, then write the whole faster function (with any imports it needs).",
         function.text(&original),
         if usage.is_empty() { String::new() } else { format!("\nHow it is used (the tests):\n```python\n{usage}\n```\n") }
     ));
@@ -152,10 +157,24 @@ pub fn find_faster(job: &Job, model: &dyn ChatModel, cancel: &Arc<AtomicBool>, p
         }
         let pct = 10 + (85 * k as u32) / wanted as u32;
         progress(&format!("candidate {}/{wanted}: asking the model", k + 1), pct);
-        let sampling = if k == 0 { SamplingParams::greedy() } else { SamplingParams { temperature: 0.8, seed: 77 + k as u64, ..Default::default() } };
-        let turn = explain_then_code(model, &conversation, "What makes it faster:", &format!("The faster function `{}`:", job.function), "python", sampling, job.max_tokens, cancel)
-            .map_err(|e| NoFaster { reason: format!("the model failed: {e}"), candidates: candidates.clone() })?;
-        let (explanation, code) = (turn.explanation, turn.code);
+        // A small model often copies the function unchanged: such a reply is drawn again, hotter, once.
+        let mut draw = 0u64;
+        let (explanation, code) = loop {
+            let sampling = match (k, draw) {
+                (0, 0) => SamplingParams::greedy(),
+                _ => SamplingParams { temperature: if draw == 0 { 0.8 } else { 1.0 }, seed: 77 + 100 * draw + k as u64, ..Default::default() },
+            };
+            let turn = explain_then_code(model, &conversation, "What makes the current version slow:", &format!("A faster `{}` with exactly the same behaviour:", job.function), "python", sampling, job.max_tokens, cancel)
+                .map_err(|e| NoFaster { reason: format!("the model failed: {e}"), candidates: candidates.clone() })?;
+            let unchanged = candidate_edits(&original, &function, &turn.code, &job.function)
+                .and_then(|e| e.last().map(|l| l.1.trim() == function.text(&original).trim() || seen.contains(&l.1)))
+                .unwrap_or(false);
+            if unchanged && draw == 0 {
+                draw += 1;
+                continue;
+            }
+            break (turn.explanation, turn.code);
+        };
         let Some(edits) = candidate_edits(&original, &function, &code, &job.function) else {
             candidates.push(Candidate { code: Some(code), explanation, verdict: format!("no function `{}` in the reply", job.function), measurement: None });
             continue;
