@@ -249,3 +249,53 @@ fn cancelling_a_running_action_kills_its_test_process() {
     assert!(client.is_alive());
     client.shutdown().unwrap();
 }
+
+#[test]
+fn a_faster_version_is_offered_with_its_measured_speedup_and_then_kept() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/perf/02_has_duplicates");
+    let slow = std::fs::read_to_string(dir.join("slow.py")).unwrap();
+    let tests = std::fs::read_to_string(dir.join("test_slow.py")).unwrap();
+    let ws = workspace(&[("slow.py", &slow), ("test_slow.py", &tests)]);
+    // One greedy candidate keeps the test short; the default is 3.
+    let mut client = LspClient::builder()
+        .model(&default_model())
+        .root(ws.path())
+        .init_options(json!({ "perf": { "candidates": 1, "runs": 12, "budgetS": 30 } }))
+        .spawn()
+        .unwrap();
+    let uri = uri(ws.path(), "slow.py");
+    client.open(&uri, "python", &slow);
+    let offered = actions(&mut client, &uri, 5, 8, "refactor.rewrite");
+    assert_eq!(offered.len(), 1, "{offered:?}");
+    assert_eq!(offered[0]["title"], "Find a faster version of `has_duplicate_ids`");
+    let t0 = Instant::now();
+    let resolved = resolve(&mut client, &offered[0], Duration::from_secs(600));
+    eprintln!("resolved in {:.1} s: {}", t0.elapsed().as_secs_f64(), serde_json::to_string_pretty(&resolved).unwrap());
+    let result = &resolved["data"]["result"];
+    assert_eq!(result["status"], "faster", "{resolved}");
+    let m = &result["measurement"];
+    assert!(m["equivalent"] == true && m["ci_low"].as_f64().unwrap() > 1.0, "{m}");
+    assert!(m["recorded_inputs"].as_u64().unwrap() > 0, "inputs recorded from the user's tests: {m}");
+    let title = resolved["title"].as_str().unwrap();
+    assert!(title.starts_with("Faster `has_duplicate_ids`: ") && title.contains("x (95% CI "), "{title}");
+    let new_text = apply(&slow, &resolved["edit"], &uri);
+    assert!(new_text.starts_with("\"\"\"Validation helpers for imported records.\"\"\""), "{new_text}");
+    // The rewrite passes the user's tests for real.
+    let check = workspace(&[("slow.py", &new_text), ("test_slow.py", &tests)]);
+    let ok = std::process::Command::new("python3")
+        .arg("-c")
+        .arg("import test_slow as t\nfor n in dir(t):\n    n.startswith('test') and getattr(t, n)()")
+        .current_dir(check.path())
+        .status()
+        .unwrap();
+    assert!(ok.success(), "{new_text}");
+    // Asked again at the same version, the measured action is offered directly, with its edit and title.
+    let again = actions(&mut client, &uri, 5, 8, "refactor.rewrite");
+    assert_eq!(again[0]["title"].as_str(), Some(title));
+    assert!(again[0]["edit"]["changes"].is_object());
+    // After an edit it is a plain offer again: the measurement was for the old text.
+    client.edit(&uri, vec![pie_ls_harness::range_change((0, 0), (0, 0), "# edited\n")]);
+    let after = actions(&mut client, &uri, 6, 8, "refactor.rewrite");
+    assert_eq!(after[0]["title"], "Find a faster version of `has_duplicate_ids`");
+    client.shutdown().unwrap();
+}

@@ -87,7 +87,15 @@ pub fn self_debug(job: &Job, model: &dyn ChatModel, cancel: &Arc<AtomicBool>, pr
     progress("copying the workspace", 0);
     let scratch = Scratch::copy_of(&job.root, &job.overlays, "selfdebug", Default::default()).map_err(NoFix::early)?;
     let root = scratch.path().to_owned();
-    let clean = |out: &RunOutput| clean_output(&out.explained_output(), &root);
+    // A hang or a crash leaves little output: say what happened first.
+    let clean = |out: &RunOutput| {
+        let note = match &out.status {
+            RunStatus::TimedOut => format!("(the test did not finish: killed after {:.0} s)\n", out.duration.as_secs_f64()),
+            RunStatus::Signaled(sig) => format!("(the test process crashed with signal {sig})\n"),
+            _ => String::new(),
+        };
+        format!("{note}{}", clean_output(&out.explained_output(), &root))
+    };
 
     progress(&format!("running {}", job.test.name), 5);
     let before = job.commands.run_test(lang_id, &root, &job.test, cancel).map_err(NoFix::early)?;
