@@ -186,6 +186,15 @@ fn nothing_is_offered_without_cause_and_errors_say_why() {
     client.open(&calc, "python", CALC_ON_DISK);
     let faster = actions(&mut client, &calc, 5, 6, "refactor.rewrite");
     assert_eq!(faster[0]["title"], "Find a faster version of `scale`");
+    // A selection is for extract method: the function-level actions stay out of its light bulb.
+    let selected = client
+        .request(
+            "textDocument/codeAction",
+            json!({ "textDocument": { "uri": calc }, "range": { "start": { "line": 5, "character": 4 }, "end": { "line": 5, "character": 30 } },
+                    "context": { "diagnostics": [] } }),
+        )
+        .unwrap();
+    assert!(selected.as_array().unwrap().iter().all(|a| a["kind"] != "refactor.rewrite" && a["kind"] != "quickfix"), "{selected}");
     client.shutdown().unwrap();
 }
 

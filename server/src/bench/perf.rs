@@ -44,6 +44,9 @@ pub struct PerfBenchArgs {
     pub model: Option<String>,
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
+    /// Print every candidate's code and verdict (to stderr).
+    #[arg(long)]
+    pub show_candidates: bool,
 }
 
 /// A "model" that answers with a file's contents (the reference source): each turn is an explanation, then code.
@@ -123,6 +126,11 @@ pub fn run(args: PerfBenchArgs) -> anyhow::Result<()> {
                 Ok(f) => (&f.candidates, Some(f)),
                 Err(no) => (&no.candidates, None),
             };
+            if args.show_candidates {
+                for c in cands.iter() {
+                    eprintln!("--- {name} candidate ({}):\n{}\n", c.verdict, c.code.as_deref().unwrap_or("(no code)"));
+                }
+            }
             let verdicts = cands.iter().map(|c| c.verdict.replace('|', "/")).map(|v| v.chars().take(90).collect::<String>()).collect::<Vec<_>>().join("; ");
             let label = if source == "model" { name.clone() } else { format!("{name} ({source})") };
             if source == "wrong.py" {

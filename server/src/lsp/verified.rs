@@ -60,9 +60,14 @@ fn self_debug_language(lang: Language) -> bool {
     matches!(lang, Language::Python | Language::Rust | Language::JavaScript | Language::Go)
 }
 
-/// The self-debug and faster-version offers at the start of `params.range` (no code runs here).
+/// The self-debug and faster-version offers at the cursor (no code runs here).
 pub fn offers(snapshot: &Snapshot, params: &CodeActionParams, model: std::result::Result<(), String>) -> Vec<CodeActionOrCommand> {
     let mut out = Vec::new();
+    // A selection asks for a selection's actions (extract method); these work on the function or test at the
+    // cursor, so they are offered for a bare cursor, or for a diagnostic.
+    if params.range.start != params.range.end && params.context.diagnostics.is_empty() {
+        return out;
+    }
     let (Some(lang), Some(tree)) = (snapshot.language, &snapshot.tree) else { return out };
     let text = snapshot.rope.to_string();
     let Ok((start, _)) = to_char_range(&snapshot.rope, lc(params.range.start), lc(params.range.start), snapshot.encoding) else { return out };
