@@ -353,14 +353,22 @@ fn first_lines(text: &str, n: usize) -> String {
 fn candidate_edits(original: &str, function: &crate::features::code::FunctionSpan, code: &str, name: &str) -> Option<Vec<(std::ops::Range<usize>, String)>> {
     let tree = parse(Language::Python, code)?;
     let f = find_function(Language::Python, code, &tree, name)?;
-    let new_fn = reindent(f.text(code), &function.indent).trim_start().to_owned();
+    // The rewrite keeps the original's docstring (it changes code, not documentation).
+    let kept = crate::features::selfdebug::keep_docstring(Language::Python, function.text(original), f.text(code));
+    let new_fn = reindent(&kept, &function.indent).trim_start().to_owned();
     let mut imports = String::new();
     let root = tree.root_node();
     for i in 0..root.named_child_count() {
         let node = root.named_child(i)?;
         if matches!(node.kind(), "import_statement" | "import_from_statement") {
             let line = &code[node.byte_range()];
-            if !original.lines().any(|l| l.trim() == line.trim()) {
+            // Only imports the new function uses (a model often adds some it then does not need).
+            let names: Vec<&str> = line
+                .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .filter(|w| !w.is_empty() && !matches!(*w, "import" | "from" | "as"))
+                .collect();
+            let used = names.iter().any(|n| new_fn.contains(n));
+            if used && !original.lines().any(|l| l.trim() == line.trim()) {
                 imports.push_str(line);
                 imports.push('\n');
             }
@@ -417,10 +425,18 @@ mod tests {
         let original = "\"\"\"Doc.\"\"\"\nimport os\n\n\ndef f(xs):\n    return [x for x in xs if xs.count(x) == 1]\n\n\ndef g():\n    pass\n";
         let tree = parse(Language::Python, original).unwrap();
         let function = find_function(Language::Python, original, &tree, "f").unwrap();
-        let code = "from collections import Counter\nimport os\n\ndef f(xs):\n    c = Counter(xs)\n    return [x for x in xs if c[x] == 1]\n";
+        let code = "from collections import Counter\nimport os\nimport sys\n\ndef f(xs):\n    c = Counter(xs)\n    return [x for x in xs if c[x] == 1]\n";
         let edits = candidate_edits(original, &function, code, "f").unwrap();
         let out = apply(original, &edits);
         assert_eq!(out, "\"\"\"Doc.\"\"\"\nfrom collections import Counter\nimport os\n\n\ndef f(xs):\n    c = Counter(xs)\n    return [x for x in xs if c[x] == 1]\n\n\ndef g():\n    pass\n");
+        // The original docstring is kept.
+        let documented = "def g(n):\n    \"\"\"Doc of g.\"\"\"\n    return n\n";
+        let t = parse(Language::Python, documented).unwrap();
+        let g = find_function(Language::Python, documented, &t, "g").unwrap();
+        let edits = candidate_edits(documented, &g, "def g(n):\n    return n + 0\n", "g").unwrap();
+        assert_eq!(apply(documented, &edits), "def g(n):\n    return n + 0\n");
+        let edits = candidate_edits(documented, &g, "def g(n):\n    \"\"\"Other.\"\"\"\n    return n + 0\n", "g").unwrap();
+        assert_eq!(apply(documented, &edits), "def g(n):\n    \"\"\"Doc of g.\"\"\"\n    return n + 0\n");
         let decorated = "@lru_cache(None)\ndef f(n):\n    return n\n";
         let t2 = parse(Language::Python, decorated).unwrap();
         assert_eq!(find_function(Language::Python, decorated, &t2, "f").unwrap().range, 0..decorated.len() - 1);

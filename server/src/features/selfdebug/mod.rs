@@ -233,7 +233,7 @@ fn function_from(lang: Language, code: &str, name: &str) -> Option<String> {
 
 /// The candidate with the original function's docstring put back: a fix changes code, not documentation (small
 /// models often drop or rewrite docstring examples while copying).
-fn keep_docstring(lang: Language, original: &str, candidate: &str) -> String {
+pub(crate) fn keep_docstring(lang: Language, original: &str, candidate: &str) -> String {
     if lang != Language::Python {
         return candidate.to_owned();
     }
