@@ -203,7 +203,7 @@ pub fn self_debug(job: &Job, model: &dyn ChatModel, cancel: &Arc<AtomicBool>, pr
             format!("{}: failed before ({}), passes after round {round} ({:.1} s, {isolation})", job.test.name, short_status(&before), after.duration.as_secs_f64()),
             format!(
                 "suite `{}`: {} passed before, {} passed after, 0 newly failing",
-                suite_after.command,
+                suite_after.command.replace(&format!("{}/", root.display()), ""),
                 passed_before.len(),
                 passed_after.len()
             ),
