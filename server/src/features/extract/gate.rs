@@ -2,26 +2,22 @@
 //! nodes, every free identifier of the new function is a parameter or was already global at the selection, and,
 //! where the user configured one, a check command passes on a scratch copy.
 
-use std::io::Read;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
-use tree_sitter::{Node, Parser};
+use tree_sitter::Node;
 
 use super::analysis::{Plan, Receiver};
 use super::lang::{table, Role};
 use super::scope::Index;
+use crate::runner::{run_shell, shell_quote, Limits, RunStatus, Scratch};
 use crate::syntax::count_syntax_errors;
 
 /// Checks `new_text`, the file after the extraction of `plan` under `name`. `old_errors` counts the syntax errors
 /// of the original.
 pub(crate) fn verify(plan: &Plan, new_text: &str, name: &str, old_errors: usize) -> Result<(), String> {
     let table = table(plan.lang).ok_or("unsupported language")?;
-    let mut parser = Parser::new();
-    parser.set_language(&plan.lang.grammar()).map_err(|e| e.to_string())?;
-    let tree = parser.parse(new_text, None).ok_or("the result did not parse")?;
+    let tree = crate::features::code::parse(plan.lang, new_text).ok_or("the result did not parse")?;
     let new_errors = count_syntax_errors(&tree);
     if new_errors > old_errors {
         return Err(format!("the result would not parse ({new_errors} syntax errors, {old_errors} before)"));
@@ -78,61 +74,40 @@ pub struct CheckCommand {
     pub timeout: Duration,
 }
 
-static SCRATCH_SEQ: AtomicU64 = AtomicU64::new(0);
-
-/// Runs `check` on a scratch copy holding `text` under `file_name`. The whole process group is killed on timeout.
+/// Runs `check` through the runner (scratch directory, timeout, memory cap, process-group kill) on a copy of
+/// `text` named `file_name`.
 pub fn run_check(check: &CheckCommand, file_name: &str, text: &str) -> Result<(), String> {
-    let seq = SCRATCH_SEQ.fetch_add(1, Ordering::Relaxed);
-    let dir: PathBuf = std::env::temp_dir().join(format!("pie-ls-extract-{}-{seq}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("scratch directory: {e}"))?;
+    let scratch = Scratch::empty("extract")?;
     let file_name = std::path::Path::new(file_name).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| "main.txt".to_owned());
-    let path = dir.join(&file_name);
-    let result = (|| {
-        std::fs::write(&path, text).map_err(|e| format!("scratch copy: {e}"))?;
-        let quoted = format!("'{}'", path.display().to_string().replace('\'', "'\\''"));
-        let command = if check.command.contains("{file}") {
-            check.command.replace("{file}", &quoted)
-        } else {
-            format!("{} {quoted}", check.command)
-        };
-        let mut cmd = Command::new("sh");
-        cmd.arg("-c").arg(&command).current_dir(&dir).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        #[cfg(unix)]
-        {
-            use std::os::unix::process::CommandExt;
-            cmd.process_group(0);
-        }
-        let mut child = cmd.spawn().map_err(|e| format!("check command did not start: {e}"))?;
-        let started = Instant::now();
-        loop {
-            match child.try_wait() {
-                Ok(Some(status)) => {
-                    if status.success() {
-                        return Ok(());
-                    }
-                    let mut err = String::new();
-                    if let Some(mut s) = child.stderr.take() {
-                        let _ = s.read_to_string(&mut err);
-                    }
-                    if err.trim().is_empty() {
-                        if let Some(mut s) = child.stdout.take() {
-                            let _ = s.read_to_string(&mut err);
-                        }
-                    }
-                    let tail: String = err.lines().rev().take(6).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
-                    return Err(format!("the check command failed on the result ({status}): {tail}"));
-                }
-                Ok(None) if started.elapsed() > check.timeout => {
-                    let _ = Command::new("kill").arg("-9").arg(format!("-{}", child.id())).status();
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(format!("the check command timed out after {:?}", check.timeout));
-                }
-                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-                Err(e) => return Err(format!("check command: {e}")),
-            }
-        }
-    })();
-    let _ = std::fs::remove_dir_all(&dir);
-    result
+    scratch.write(file_name.as_ref(), text)?;
+    let quoted = shell_quote(&scratch.path().join(&file_name).display().to_string());
+    let command = if check.command.contains("{file}") { check.command.replace("{file}", &quoted) } else { format!("{} {quoted}", check.command) };
+    let limits = Limits { timeout: check.timeout, ..Limits::default() };
+    let out = run_shell(&command, scratch.path(), &[], &limits, &AtomicBool::new(false));
+    let status = match &out.status {
+        RunStatus::Exited(0) => return Ok(()),
+        RunStatus::TimedOut => return Err(format!("the check command timed out after {:?}", check.timeout)),
+        RunStatus::FailedToStart(e) => return Err(format!("check command did not start: {e}")),
+        RunStatus::Exited(code) => format!("exit status: {code}"),
+        RunStatus::Signaled(sig) => format!("signal: {sig}"),
+        RunStatus::Cancelled => "cancelled".to_owned(),
+    };
+    let tail: Vec<&str> = out.output.lines().rev().take(6).collect::<Vec<_>>().into_iter().rev().collect();
+    Err(format!("the check command failed on the result ({status}): {}", tail.join("\n")))
+}
+
+#[cfg(test)]
+mod check_tests {
+    use super::*;
+
+    #[test]
+    fn check_commands_run_on_a_copy_of_the_result() {
+        let check = |command: &str| CheckCommand { command: command.into(), timeout: Duration::from_secs(20) };
+        assert_eq!(run_check(&check("grep -q extracted {file}"), "src/a.py", "def extracted(): pass\n"), Ok(()));
+        assert_eq!(run_check(&check("grep -q extracted"), "a.py", "def extracted(): pass\n"), Ok(()), "the path is appended");
+        let err = run_check(&check("echo nope; exit 3"), "a.py", "").unwrap_err();
+        assert!(err.contains("failed on the result (exit status: 3)") && err.contains("nope"), "{err}");
+        let slow = CheckCommand { command: "sleep 30 && cat {file}".into(), timeout: Duration::from_millis(300) };
+        assert!(run_check(&slow, "a.py", "").unwrap_err().contains("timed out"));
+    }
 }
