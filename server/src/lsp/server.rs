@@ -368,8 +368,8 @@ impl Backend {
     }
 
     /// The edit of a verified result, if the file it edits has not changed while the action ran.
-    fn checked_edit(&self, root: &std::path::Path, rel: &std::path::Path, original: &str, range: std::ops::Range<usize>, new_text: &str) -> Result<WorkspaceEdit> {
-        let (uri, edit) = super::verified::file_edit(root, rel, original, range, new_text, self.encoding())?;
+    fn checked_edit(&self, root: &std::path::Path, rel: &std::path::Path, original: &str, edits: &[(std::ops::Range<usize>, String)]) -> Result<WorkspaceEdit> {
+        let (uri, edit) = super::verified::file_edit(root, rel, original, edits, self.encoding())?;
         if let Ok(doc) = self.docs().get(uri.as_str()) {
             if doc.rope() != original {
                 return Err(super::verified::content_modified(format!("{uri} changed while the action ran; run it again")));
@@ -414,7 +414,7 @@ impl Backend {
         };
         match outcome {
             Ok(fix) => {
-                let edit = self.checked_edit(&root, &fix.file, &fix.original_text, fix.range.clone(), &fix.new_function)?;
+                let edit = self.checked_edit(&root, &fix.file, &fix.original_text, &[(fix.range.clone(), fix.new_function.clone())])?;
                 let round = fix.rounds.len();
                 let message = format!(
                     "{} passes after fixing `{}` (round {round}). {} Evidence: {}",
@@ -460,18 +460,7 @@ impl Backend {
         let outcome = self.run_with_progress(token.clone(), move |progress| crate::features::perf::find_faster(&job, &chat, &flag, progress)).await?;
         match outcome {
             Ok(faster) => {
-                let (uri, mut edit) = super::verified::file_edit(&root, &faster.file, &faster.original_text, 0..0, "", self.encoding())?;
-                let mut edits = Vec::new();
-                for (range, new_text) in &faster.edits {
-                    let (_, one) = super::verified::file_edit(&root, &faster.file, &faster.original_text, range.clone(), new_text, self.encoding())?;
-                    edits.extend(one.changes.into_iter().flat_map(|c| c.into_values()).flatten());
-                }
-                if let Ok(doc) = self.docs().get(uri.as_str()) {
-                    if doc.rope() != faster.original_text.as_str() {
-                        return Err(super::verified::content_modified(format!("{uri} changed while the action ran; run it again")));
-                    }
-                }
-                edit.changes = Some(std::iter::once((uri, edits)).collect());
+                let edit = self.checked_edit(&root, &faster.file, &faster.original_text, &faster.edits)?;
                 let title = faster.title();
                 self.end_progress(token, title.clone()).await;
                 self.client.show_message(MessageType::INFO, format!("pie-ls: {title}. {} Evidence: {}", faster.explanation, faster.evidence.join("; "))).await;

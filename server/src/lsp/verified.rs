@@ -126,17 +126,17 @@ pub fn overlays(open: &[(Url, String)], root: &Path) -> Vec<(PathBuf, String)> {
         .collect()
 }
 
-/// A workspace edit replacing `range` (bytes of `original`) in the file `root/rel` with `new_text`.
-pub fn file_edit(root: &Path, rel: &Path, original: &str, range: std::ops::Range<usize>, new_text: &str, encoding: PositionEncoding) -> Result<(Url, WorkspaceEdit)> {
+/// A workspace edit of the file `root/rel`: `edits` are byte ranges of `original` and their new text.
+pub fn file_edit(root: &Path, rel: &Path, original: &str, edits: &[(std::ops::Range<usize>, String)], encoding: PositionEncoding) -> Result<(Url, WorkspaceEdit)> {
     let uri = Url::from_file_path(root.join(rel)).map_err(|_| server_error(format!("{} is not a valid path", rel.display())))?;
     let rope = ropey::Rope::from_str(original);
     let pos = |byte: usize| {
         let lc = to_line_col(&rope, rope.byte_to_char(byte.min(rope.len_bytes())), encoding);
         Position { line: lc.line, character: lc.character }
     };
-    let edit = TextEdit { range: Range { start: pos(range.start), end: pos(range.end) }, new_text: new_text.to_owned() };
+    let edits = edits.iter().map(|(range, new_text)| TextEdit { range: Range { start: pos(range.start), end: pos(range.end) }, new_text: new_text.clone() }).collect();
     let mut changes = HashMap::new();
-    changes.insert(uri.clone(), vec![edit]);
+    changes.insert(uri.clone(), edits);
     Ok((uri, WorkspaceEdit { changes: Some(changes), ..Default::default() }))
 }
 
