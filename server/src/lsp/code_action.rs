@@ -26,6 +26,8 @@ pub struct Snapshot {
     pub uri: Url,
     pub version: i32,
     pub rope: ropey::Rope,
+    /// The rope's text, built once per request for every action that reads it.
+    pub text: String,
     pub tree: Option<tree_sitter::Tree>,
     pub language: Option<Language>,
     pub encoding: PositionEncoding,
@@ -46,6 +48,7 @@ pub fn snapshot(docs: &DocumentStore, uri: &Url, encoding: PositionEncoding) -> 
         uri: uri.clone(),
         version: doc.version(),
         rope: doc.rope().clone(),
+        text: doc.rope().to_string(),
         tree: doc.syntax().map(|s| s.tree().clone()),
         language: doc.language(),
         encoding,
@@ -133,8 +136,7 @@ fn compute(snapshot: &Snapshot, language: Language, range: Range, options: &Extr
         .map_err(|e| Outcome::Error(invalid_params(format!("bad range: {e}"))))?;
     let start_byte = rope.char_to_byte(start);
     let end_byte = rope.char_to_byte(end);
-    let text = rope.to_string();
-    extract::extract_with(&text, tree, language, start_byte..end_byte, options).map_err(|r| Outcome::Refused(r.reason))
+    extract::extract_with(&snapshot.text, tree, language, start_byte..end_byte, options).map_err(|r| Outcome::Refused(r.reason))
 }
 
 fn enabled_action(snapshot: &Snapshot, extraction: &Extraction, data: Option<serde_json::Value>) -> CodeAction {

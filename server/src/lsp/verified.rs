@@ -69,7 +69,7 @@ pub fn offers(snapshot: &Snapshot, params: &CodeActionParams, model: std::result
         return out;
     }
     let (Some(lang), Some(tree)) = (snapshot.language, &snapshot.tree) else { return out };
-    let text = snapshot.rope.to_string();
+    let text = &snapshot.text;
     let Ok((start, _)) = to_char_range(&snapshot.rope, lc(params.range.start), lc(params.range.start), snapshot.encoding) else { return out };
     let byte = snapshot.rope.char_to_byte(start);
     let disabled = model.err().map(|reason| CodeActionDisabled { reason: format!("needs the model: {reason}") });
