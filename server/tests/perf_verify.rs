@@ -5,27 +5,11 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use pie_ls::engine::GenerateParams;
-use pie_ls::features::chat::ChatModel;
+use pie_ls::features::chat::ScriptedChat;
 use pie_ls::features::perf::{find_faster, Job};
 use pie_ls::runner::{Scratch, TestCommands};
-
-/// Answers each request with the next of a list of candidate files, as a model would write them.
-struct Candidates(Mutex<Vec<String>>);
-
-impl ChatModel for Candidates {
-    fn reply(&self, _: &str, _: &GenerateParams, _: &Arc<AtomicBool>) -> Result<String, String> {
-        let mut list = self.0.lock().unwrap();
-        if list.is_empty() {
-            return Err("no more candidates".into());
-        }
-        // The first request of a turn is the explanation, the second the code.
-        let code = list.remove(0);
-        Ok(code)
-    }
-}
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/perf").join(name)
@@ -48,7 +32,7 @@ fn run(name: &str, function: &str, candidate: &str) -> Result<pie_ls::features::
         budget_s: 25,
         commands: TestCommands::default(),
     };
-    let model = Candidates(Mutex::new(vec!["it avoids repeated work.".into(), candidate.to_owned()]));
+    let model = ScriptedChat::code("it avoids repeated work.", candidate.to_owned());
     find_faster(&job, &model, &Arc::new(AtomicBool::new(false)), &mut |_, _| {})
 }
 

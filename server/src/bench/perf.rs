@@ -11,12 +11,12 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::engine::{resolve_model, Engine, EngineConfig, GenerateParams};
-use crate::features::chat::{ChatModel, LocalChat};
+use crate::engine::{resolve_model, Engine, EngineConfig};
+use crate::features::chat::{ChatModel, LocalChat, ScriptedChat};
 use crate::features::perf::{find_faster, Job};
 use crate::runner::{Scratch, TestCommands};
 
@@ -47,25 +47,6 @@ pub struct PerfBenchArgs {
     /// Print every candidate's code and verdict (to stderr).
     #[arg(long)]
     pub show_candidates: bool,
-}
-
-/// A "model" that answers with a file's contents (the reference source): each turn is an explanation, then code.
-struct Files(Mutex<Vec<String>>);
-
-impl Files {
-    fn of(code: String) -> Files {
-        Files(Mutex::new(vec!["the hand-written reference.".into(), code]))
-    }
-}
-
-impl ChatModel for Files {
-    fn reply(&self, _: &str, _: &GenerateParams, _: &Arc<AtomicBool>) -> Result<String, String> {
-        let mut replies = self.0.lock().unwrap();
-        if replies.is_empty() {
-            return Err("no more candidates".into());
-        }
-        Ok(replies.remove(0))
-    }
 }
 
 pub fn run(args: PerfBenchArgs) -> anyhow::Result<()> {
@@ -108,20 +89,21 @@ pub fn run(args: PerfBenchArgs) -> anyhow::Result<()> {
             commands: TestCommands { timeout_ms: 60_000, ..Default::default() },
         };
         let cancel = Arc::new(AtomicBool::new(false));
-        let runs: Vec<(&str, Box<dyn ChatModel>, usize)> = match &model {
-            Some(_) => vec![("model", Box::new(Borrowed(model.as_ref().unwrap())), args.candidates)],
-            None => {
-                let mut v: Vec<(&str, Box<dyn ChatModel>, usize)> = vec![("fast.py", Box::new(Files::of(std::fs::read_to_string(dir.join("fast.py"))?)), 1)];
-                if dir.join("wrong.py").is_file() {
-                    v.push(("wrong.py", Box::new(Files::of(std::fs::read_to_string(dir.join("wrong.py"))?)), 1));
-                }
-                v
+        // The reference source puts fast.py (and wrong.py where there is one) through the pipeline as candidates.
+        let mut scripted: Vec<(&str, ScriptedChat)> = Vec::new();
+        if model.is_none() {
+            for file in ["fast.py", "wrong.py"].into_iter().filter(|f| dir.join(f).is_file()) {
+                scripted.push((file, ScriptedChat::code("the hand-written reference.", std::fs::read_to_string(dir.join(file))?)));
             }
+        }
+        let runs: Vec<(&str, &dyn ChatModel, usize)> = match &model {
+            Some(chat) => vec![("model", chat as &dyn ChatModel, args.candidates)],
+            None => scripted.iter().map(|(file, chat)| (*file, chat as &dyn ChatModel, 1)).collect(),
         };
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
         for (source, chat, n) in runs {
             let job = Job { candidates: n, ..job.clone() };
-            let result = find_faster(&job, chat.as_ref(), &cancel, &mut |_, _| {});
+            let result = find_faster(&job, chat, &cancel, &mut |_, _| {});
             let (cands, offer) = match &result {
                 Ok(f) => (&f.candidates, Some(f)),
                 Err(no) => (&no.candidates, None),
@@ -191,14 +173,6 @@ pub fn run(args: PerfBenchArgs) -> anyhow::Result<()> {
         println!("fast-but-wrong candidates rejected: {wrong_rejected} of {wrong_total}");
     }
     Ok(())
-}
-
-struct Borrowed<'a>(&'a LocalChat);
-
-impl ChatModel for Borrowed<'_> {
-    fn reply(&self, c: &str, p: &GenerateParams, cancel: &Arc<AtomicBool>) -> Result<String, String> {
-        self.0.reply(c, p, cancel)
-    }
 }
 
 /// Whether the offered version agrees with `baseline` (the original `slow.py`, or the reference `fast.py`) in a

@@ -94,6 +94,28 @@ mod tests {
     }
 }
 
+/// A `ChatModel` that answers with prepared replies, in order: hand-written code put through the same pipeline
+/// as the model's (`bench perf --source reference`, tests). For `explain_then_code`, each turn takes two replies:
+/// the explanation, then the code.
+pub struct ScriptedChat(std::sync::Mutex<std::collections::VecDeque<String>>);
+
+impl ScriptedChat {
+    pub fn new(replies: impl IntoIterator<Item = String>) -> Self {
+        ScriptedChat(std::sync::Mutex::new(replies.into_iter().collect()))
+    }
+
+    /// One explained-code turn: `explanation`, then `code`.
+    pub fn code(explanation: &str, code: String) -> Self {
+        ScriptedChat::new([explanation.to_owned(), code])
+    }
+}
+
+impl ChatModel for ScriptedChat {
+    fn reply(&self, _: &str, _: &GenerateParams, _: &Arc<AtomicBool>) -> Result<String, String> {
+        self.0.lock().map_err(|_| "poisoned".to_owned())?.pop_front().ok_or_else(|| "no more prepared replies".to_owned())
+    }
+}
+
 /// A `ChatModel` over an engine the caller owns (benchmarks, tests): one `ChatSlot`, so successive turns of one
 /// conversation reuse the cache.
 pub struct LocalChat {
