@@ -108,14 +108,26 @@ impl Default for DocumentConfig {
 }
 
 impl Config {
-    /// Reads settings sent by a client. Accepts the settings object itself or one nested under `pie-ls` / `pieLs`
-    /// (what VS Code sends for a `pie-ls.*` settings section).
+    /// Reads settings sent by a client over the defaults (see `merged_with`).
     pub fn from_client_value(value: &serde_json::Value) -> Result<Config, serde_json::Error> {
+        Config::default().merged_with(value)
+    }
+
+    /// These settings with the ones a client sent applied over them. Accepts the settings object itself or one
+    /// nested under `pie-ls` / `pieLs` (what VS Code sends for a `pie-ls.*` settings section). Only the settings
+    /// present change: eglot sends `{}` right after `initialized`, and that must not undo `initializationOptions`.
+    /// A `null` value puts that setting (or section) back to its default.
+    pub fn merged_with(&self, value: &serde_json::Value) -> Result<Config, serde_json::Error> {
         let section = ["pie-ls", "pieLs", "pie_ls"].iter().find_map(|key| value.get(key)).unwrap_or(value);
-        if section.is_null() {
-            return Ok(Config::default());
+        if !section.is_object() {
+            if section.is_null() {
+                return Ok(self.clone());
+            }
+            return Err(serde::de::Error::custom(format!("settings must be an object, not {section}")));
         }
-        serde_json::from_value(section.clone())
+        let mut base = serde_json::to_value(self)?;
+        merge_settings(&mut base, section);
+        serde_json::from_value(base)
     }
 
     /// The engine settings these settings imply (unset fields keep the engine's defaults).
@@ -141,6 +153,28 @@ impl Config {
     }
 }
 
+/// Deep merge of client settings into `base`; `null` removes the key, so that serde's default fills it.
+fn merge_settings(base: &mut serde_json::Value, extra: &serde_json::Value) {
+    match (base, extra) {
+        (serde_json::Value::Object(base), serde_json::Value::Object(extra)) => {
+            for (key, value) in extra {
+                if value.is_null() {
+                    base.remove(key);
+                } else if let Some(existing) = base.get_mut(key) {
+                    merge_settings(existing, value);
+                } else {
+                    base.insert(key.clone(), value.clone());
+                }
+            }
+        }
+        (base, extra) => *base = extra.clone(),
+    }
+}
+
+#[cfg(test)]
+#[path = "config_docs_check.rs"]
+mod docs_check;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,5 +188,19 @@ mod tests {
         assert_eq!(nested.documents.max_parse_bytes, 7);
         assert_eq!(Config::from_client_value(&serde_json::Value::Null).unwrap(), Config::default());
         assert!(Config::from_client_value(&json!({"model": {"threads": "many"}})).is_err());
+    }
+
+    #[test]
+    fn client_settings_merge_over_the_ones_in_force() {
+        let initial = Config::from_client_value(&json!({"completion": {"maxTokens": 8}, "model": {"threads": 2}})).unwrap();
+        // eglot's `{"settings": {}}`, a null section, another server's section: nothing changes.
+        for nothing in [json!({}), serde_json::Value::Null, json!({"pie-ls": {}}), json!({"pie-ls": null}), json!({"python": {"x": 1}})] {
+            assert_eq!(initial.merged_with(&nothing).unwrap(), initial, "{nothing}");
+        }
+        let changed = initial.merged_with(&json!({"pie-ls": {"completion": {"multiline": false}}})).unwrap();
+        assert_eq!((changed.completion.max_tokens, changed.completion.multiline, changed.model.threads), (8, false, Some(2)));
+        let reset = changed.merged_with(&json!({"completion": {"maxTokens": null}, "model": null})).unwrap();
+        assert_eq!((reset.completion.max_tokens, reset.completion.multiline, reset.model.threads), (64, false, None));
+        assert!(initial.merged_with(&json!({"pie-ls": 3})).is_err());
     }
 }

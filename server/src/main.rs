@@ -97,7 +97,8 @@ fn init_logging(log_file: Option<&std::path::Path>, level: Option<&str>) -> anyh
                 .map_err(|err| anyhow::anyhow!("cannot open log file {}: {err}", path.display()))?;
             builder.with_ansi(false).with_writer(std::sync::Mutex::new(file)).init();
         }
-        None => builder.with_writer(std::io::stderr).init(),
+        // Colour codes only for a person at a terminal: an editor's log pane shows them as garbage.
+        None => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).with_writer(std::io::stderr).init(),
     }
     Ok(())
 }

@@ -62,21 +62,27 @@ pub fn inline_list(suggestion: &Suggestion) -> InlineCompletionList {
 
 /// The suggestion as a completion item: a text edit over the word before the cursor, carrying the whole
 /// (possibly multi-line) text, so that clients filter it by the word the user is typing.
-pub fn completion_item(suggestion: &Suggestion, word: (Position, String)) -> CompletionItem {
+/// Markdown documentation and `preselect` only for clients that declare them.
+pub fn completion_item(suggestion: &Suggestion, word: (Position, String), caps: &super::caps::ClientCaps) -> CompletionItem {
     let (word_start, word_text) = word;
     let new_text = format!("{word_text}{}", suggestion.text);
-    let first_line = new_text.lines().next().unwrap_or_default().trim().to_owned();
+    // The first line with text: a suggestion that starts with a line break would have an empty label.
+    let first_line = new_text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or_default().to_owned();
     let multi_line = suggestion.text.contains('\n');
     CompletionItem {
         label: if multi_line { format!("{first_line} …") } else { first_line },
         kind: Some(CompletionItemKind::TEXT),
         detail: Some("pie-ls".into()),
         documentation: multi_line.then(|| {
-            Documentation::MarkupContent(MarkupContent { kind: MarkupKind::Markdown, value: format!("```\n{new_text}\n```") })
+            if caps.markdown_documentation {
+                Documentation::MarkupContent(MarkupContent { kind: MarkupKind::Markdown, value: format!("```\n{new_text}\n```") })
+            } else {
+                Documentation::String(new_text.clone())
+            }
         }),
         filter_text: Some(new_text.lines().next().unwrap_or_default().to_owned()),
         sort_text: Some("0".into()),
-        preselect: Some(true),
+        preselect: caps.preselect.then_some(true),
         text_edit: Some(CompletionTextEdit::Edit(TextEdit {
             range: Range { start: word_start, end: suggestion.position },
             new_text,
@@ -152,9 +158,16 @@ mod tests {
         let (start, word) = word_start(&rope, Position { line: 0, character: 8 }, PositionEncoding::Utf16);
         assert_eq!((start.character, word.as_str()), (4, "resu"));
         let s = Suggestion { text: "lt = 1\nreturn result".into(), position: Position { line: 0, character: 8 } };
-        let item = completion_item(&s, (start, word));
+        let markdown = super::super::caps::ClientCaps { markdown_documentation: true, preselect: true, ..Default::default() };
+        let item = completion_item(&s, (start, word.clone()), &markdown);
+        assert!(matches!(&item.documentation, Some(Documentation::MarkupContent(m)) if m.kind == MarkupKind::Markdown));
+        assert_eq!(item.preselect, Some(true));
         let Some(CompletionTextEdit::Edit(edit)) = item.text_edit else { panic!() };
         assert_eq!(edit.new_text, "result = 1\nreturn result");
         assert_eq!(item.filter_text.as_deref(), Some("result = 1"));
+        // A client that lists no markdown (Emacs 29) gets plain text, and no preselect it did not declare.
+        let plain = completion_item(&s, (start, word), &Default::default());
+        assert!(matches!(&plain.documentation, Some(Documentation::String(t)) if t == "result = 1\nreturn result"));
+        assert_eq!(plain.preselect, None);
     }
 }

@@ -56,6 +56,11 @@ where
             }
             _ => {}
         }
+        if req.method() == "workspace/didChangeConfiguration" && req.params().and_then(|p| p.get("settings")).is_none() {
+            // No settings at all: nothing changes (lsp-types would reject the params and log nothing).
+            tracing::debug!("workspace/didChangeConfiguration without settings: nothing to change");
+            return Box::pin(async { Ok(None) });
+        }
         if req.id().is_none() {
             if let Some(problem) = check_notification(req.method(), req.params()) {
                 tracing::warn!("{problem}");
@@ -67,8 +72,16 @@ where
             }
         }
         if req.method() == "initialize" {
+            // Advertised only to clients that declare LSP 3.18 inline completion (lsp-types 0.94 cannot see it).
+            let declared = req
+                .params()
+                .and_then(|p| p.pointer("/capabilities/textDocument/inlineCompletion"))
+                .is_some_and(|c| !c.is_null());
             let response = self.inner.call(req);
-            return Box::pin(async move { Ok(response.await?.map(advertise_inline_completion)) });
+            return Box::pin(async move {
+                let response = response.await?;
+                Ok(if declared { response.map(advertise_inline_completion) } else { response })
+            });
         }
         Box::pin(self.inner.call(req))
     }

@@ -47,6 +47,8 @@ struct ServerState {
     /// Cancellation flags of long actions, by their `$/progress` token (`window/workDoneProgress/cancel`).
     progress_cancels: Mutex<std::collections::HashMap<String, Arc<AtomicBool>>>,
     progress_seq: std::sync::atomic::AtomicU64,
+    /// What the client declared in `initialize`: responses are shaped to it (see `caps.rs`).
+    caps: RwLock<super::caps::ClientCaps>,
 }
 
 impl Backend {
@@ -121,6 +123,10 @@ impl Backend {
 
     fn config(&self) -> Config {
         self.state.config.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn caps(&self) -> super::caps::ClientCaps {
+        self.state.caps.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn encoding(&self) -> PositionEncoding {
@@ -223,6 +229,10 @@ impl Backend {
     }
 
     async fn send_status(&self, uri: &str, encoded: u64, reused: u64, latency_ms: f64, first_token_ms: Option<f64>, generated: usize) {
+        // A custom notification only for clients that asked for it (as rust-analyzer's `experimental/serverStatus`).
+        if !self.caps().status_notification {
+            return;
+        }
         let status = serde_json::json!({
             "uri": uri,
             "encodedTokens": encoded,
@@ -482,6 +492,35 @@ impl Backend {
     }
 }
 
+/// `codeAction/resolve` and `pie-ls.runCodeAction` share this.
+impl Backend {
+    async fn resolve_action(&self, action: CodeAction) -> Result<CodeAction> {
+        if let Some(data) = super::verified::ActionData::of(&action) {
+            return match data.action.as_str() {
+                "selfDebug" => self.resolve_self_debug(action, data).await,
+                _ => self.resolve_faster(action, data).await,
+            };
+        }
+        let uri = super::code_action::resolve_uri(&action)?;
+        let snapshot = super::code_action::snapshot(&self.docs(), &uri, self.encoding())?;
+        // The model names the function through the warm thread (blocking, so off the async runtime); without a
+        // model the deterministic name is used.
+        let namer = self.warm().cloned().map(warm::Namer::new);
+        let config = self.config();
+        let language_id = self.docs().get(uri.as_str()).map(|d| d.language_id().to_owned()).unwrap_or_default();
+        let check = config.extract.check_commands.get(&language_id).map(|command| crate::features::extract::CheckCommand {
+            command: command.clone(),
+            timeout: std::time::Duration::from_millis(config.extract.check_timeout_ms),
+        });
+        tokio::task::spawn_blocking(move || {
+            let suggester = namer.as_ref().map(|n| n as &dyn crate::features::extract::NameSuggester);
+            super::code_action::resolve(action, &snapshot, suggester, check.as_ref())
+        })
+        .await
+        .map_err(|err| server_error(format!("extract method failed: {err}")))?
+    }
+}
+
 #[tower_lsp::async_trait]
 impl LanguageServer for Backend {
     async fn initialize(&self, params: InitializeParams) -> Result<InitializeResult> {
@@ -504,6 +543,8 @@ impl LanguageServer for Backend {
         *self.state.roots.write().unwrap_or_else(|p| p.into_inner()) = roots;
         self.state.work_done_progress.store(progress, Ordering::Relaxed);
         *self.state.encoding.write().unwrap_or_else(|p| p.into_inner()) = encoding;
+        let caps = super::caps::ClientCaps::from_lsp(&params.capabilities);
+        *self.state.caps.write().unwrap_or_else(|p| p.into_inner()) = caps.clone();
 
         if let Some(options) = &params.initialization_options {
             match Config::from_client_value(options) {
@@ -534,15 +575,25 @@ impl LanguageServer for Backend {
                     trigger_characters: Some(vec![".".into(), "(".into(), " ".into()]),
                     ..Default::default()
                 }),
-                code_action_provider: Some(CodeActionProviderCapability::Options(CodeActionOptions {
-                    code_action_kinds: Some(vec![
-                        CodeActionKind::new(super::code_action::EXTRACT_FUNCTION_KIND),
-                        CodeActionKind::QUICKFIX,
-                        CodeActionKind::new(super::verified::FASTER_KIND),
-                    ]),
-                    resolve_provider: Some(true),
+                // Options (kinds, resolve) only for clients with code action literals, as the spec says.
+                code_action_provider: Some(if caps.code_action_literals {
+                    CodeActionProviderCapability::Options(CodeActionOptions {
+                        code_action_kinds: Some(vec![
+                            CodeActionKind::new(super::code_action::EXTRACT_FUNCTION_KIND),
+                            CodeActionKind::QUICKFIX,
+                            CodeActionKind::new(super::verified::FASTER_KIND),
+                        ]),
+                        resolve_provider: Some(caps.code_action_resolve),
+                        work_done_progress_options: Default::default(),
+                    })
+                } else {
+                    CodeActionProviderCapability::Simple(true)
+                }),
+                // Only where needed: vscode-languageclient registers the command globally, once per server.
+                execute_command_provider: caps.needs_run_command().then(|| ExecuteCommandOptions {
+                    commands: vec![super::caps::RUN_ACTION.to_owned()],
                     work_done_progress_options: Default::default(),
-                })),
+                }),
                 experimental: Some(serde_json::json!({ "pieDocumentState": true, "pieCacheStats": true })),
                 ..Default::default()
             },
@@ -567,7 +618,7 @@ impl LanguageServer for Backend {
         };
         Ok(Some(CompletionResponse::List(CompletionList {
             is_incomplete: true,
-            items: vec![completion::completion_item(&suggestion, word_start)],
+            items: vec![completion::completion_item(&suggestion, word_start, &self.caps())],
         })))
     }
 
@@ -593,33 +644,50 @@ impl LanguageServer for Backend {
             }
         }
         actions.extend(offers);
-        Ok(Some(actions))
+        Ok(Some(super::caps::conform_actions(actions, &self.caps())))
     }
 
     async fn code_action_resolve(&self, action: CodeAction) -> Result<CodeAction> {
-        if let Some(data) = super::verified::ActionData::of(&action) {
-            return match data.action.as_str() {
-                "selfDebug" => self.resolve_self_debug(action, data).await,
-                _ => self.resolve_faster(action, data).await,
-            };
+        let mut resolved = self.resolve_action(action).await?;
+        if !self.caps().code_action_disabled {
+            // The client would show a disabled action as one that does nothing: tell the user why instead.
+            if let Some(disabled) = resolved.disabled.take() {
+                if super::verified::ActionData::of(&resolved).is_none() {
+                    self.client.show_message(MessageType::WARNING, format!("pie-ls: {}", disabled.reason)).await;
+                }
+            }
         }
-        let uri = super::code_action::resolve_uri(&action)?;
-        let snapshot = super::code_action::snapshot(&self.docs(), &uri, self.encoding())?;
-        // The model names the function through the warm thread (blocking, so off the async runtime); without a
-        // model the deterministic name is used.
-        let namer = self.warm().cloned().map(warm::Namer::new);
-        let config = self.config();
-        let language_id = self.docs().get(uri.as_str()).map(|d| d.language_id().to_owned()).unwrap_or_default();
-        let check = config.extract.check_commands.get(&language_id).map(|command| crate::features::extract::CheckCommand {
-            command: command.clone(),
-            timeout: std::time::Duration::from_millis(config.extract.check_timeout_ms),
-        });
-        tokio::task::spawn_blocking(move || {
-            let suggester = namer.as_ref().map(|n| n as &dyn crate::features::extract::NameSuggester);
-            super::code_action::resolve(action, &snapshot, suggester, check.as_ref())
-        })
-        .await
-        .map_err(|err| server_error(format!("extract method failed: {err}")))?
+        Ok(resolved)
+    }
+
+    /// `workspace/executeCommand`: `RUN_ACTION` resolves the action in its argument and applies the result, for
+    /// clients that cannot resolve code actions themselves.
+    async fn execute_command(&self, params: ExecuteCommandParams) -> Result<Option<serde_json::Value>> {
+        if params.command != super::caps::RUN_ACTION {
+            return Err(Error::invalid_params(format!("unknown command {:?}", params.command)));
+        }
+        let action: CodeAction = params
+            .arguments
+            .into_iter()
+            .next()
+            .and_then(|arg| serde_json::from_value(arg).ok())
+            .ok_or_else(|| Error::invalid_params(format!("{} takes the code action as its argument", super::caps::RUN_ACTION)))?;
+        let resolved = self.resolve_action(action).await?;
+        if let Some(edit) = resolved.edit {
+            let applied = self.client.apply_edit(edit).await;
+            if !applied.as_ref().is_ok_and(|r| r.applied) {
+                let why = match applied {
+                    Ok(r) => r.failure_reason.unwrap_or_else(|| "no reason given".into()),
+                    Err(err) => err.to_string(),
+                };
+                self.report(MessageType::WARNING, format!("{}: the editor did not apply the edit ({why})", resolved.title)).await;
+            }
+        } else if let Some(disabled) = resolved.disabled {
+            if super::verified::ActionData::of(&CodeAction { data: resolved.data.clone(), ..Default::default() }).is_none() {
+                self.client.show_message(MessageType::WARNING, format!("pie-ls: {}", disabled.reason)).await;
+            }
+        }
+        Ok(None)
     }
 
     async fn shutdown(&self) -> Result<()> {
@@ -712,10 +780,20 @@ impl LanguageServer for Backend {
     }
 
     async fn did_change_configuration(&self, params: DidChangeConfigurationParams) {
-        match Config::from_client_value(&params.settings) {
-            Ok(config) => {
-                *self.state.config.write().unwrap_or_else(|p| p.into_inner()) = config;
-                tracing::info!("configuration updated");
+        // Merged over what is in force (initializationOptions included): an empty section changes nothing.
+        let merged = {
+            let mut current = self.state.config.write().unwrap_or_else(|p| p.into_inner());
+            current.merged_with(&params.settings).map(|config| {
+                let changed = *current != config;
+                *current = config;
+                changed
+            })
+        };
+        match merged {
+            Ok(changed) => {
+                if changed {
+                    tracing::info!("configuration updated");
+                }
             }
             Err(err) => {
                 self.report(MessageType::ERROR, format!("settings not applied, keeping the previous ones: {err}"))

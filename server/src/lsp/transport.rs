@@ -29,8 +29,8 @@ pub fn validated_stdio(
             match read_frame(&mut reader).await {
                 Frame::Eof => break,
                 Frame::Body(body) => match check_message(&body) {
-                    Ok(()) => {
-                        if write_frame(&mut to_lsp, &body).await.is_err() {
+                    Ok(rewritten) => {
+                        if write_frame(&mut to_lsp, rewritten.as_deref().unwrap_or(&body)).await.is_err() {
                             break;
                         }
                     }
@@ -104,8 +104,13 @@ async fn read_frame(reader: &mut (impl AsyncBufReadExt + Unpin)) -> Frame {
     }
 }
 
-/// Accepts exactly what tower-lsp can decode; returns the error response for anything else.
-fn check_message(body: &[u8]) -> Result<(), Value> {
+/// Methods that take no params: tower-lsp answers `"params": null` on them with -32602 "Unexpected params", but
+/// JSON-RPC allows it and eglot sends `shutdown` that way (then never sends `exit`).
+const NO_PARAMS: &[&str] = &["shutdown", "exit"];
+
+/// Accepts exactly what tower-lsp can decode; returns the error response for anything else. `Ok(Some(body))` is
+/// the message rewritten into the form tower-lsp accepts.
+fn check_message(body: &[u8]) -> Result<Option<Vec<u8>>, Value> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|err| error_response(Value::Null, -32700, &format!("parse error: {err}")))?;
     let Value::Object(obj) = &value else {
@@ -121,12 +126,17 @@ fn check_message(body: &[u8]) -> Result<(), Value> {
         return Err(error_response(Value::Null, -32600, "invalid request: \"id\" must be a number or a string"));
     }
     match obj.get("method") {
-        Some(Value::String(_)) => match obj.get("params") {
-            None | Some(Value::Object(_)) | Some(Value::Array(_)) | Some(Value::Null) => Ok(()),
+        Some(Value::String(method)) => match obj.get("params") {
+            Some(Value::Null) if NO_PARAMS.contains(&method.as_str()) => {
+                let mut obj = obj.clone();
+                obj.remove("params");
+                Ok(Some(serde_json::to_vec(&obj).expect("serializable")))
+            }
+            None | Some(Value::Object(_)) | Some(Value::Array(_)) | Some(Value::Null) => Ok(None),
             Some(_) => Err(error_response(reply_id, -32600, "invalid request: \"params\" must be an object or an array")),
         },
         Some(_) => Err(error_response(reply_id, -32600, "invalid request: \"method\" must be a string")),
-        None if obj.contains_key("result") || obj.contains_key("error") => Ok(()),
+        None if obj.contains_key("result") || obj.contains_key("error") => Ok(None),
         None => Err(error_response(reply_id, -32600, "invalid request: no \"method\"")),
     }
 }
@@ -191,5 +201,7 @@ mod tests {
         assert_eq!(wrong_version["id"], 7);
         assert_eq!(check_message(br#"{"jsonrpc":"2.0","id":{},"method":"x"}"#).unwrap_err()["id"], Value::Null);
         assert!(check_message(br#"{"jsonrpc":"2.0","method":"x","params":3}"#).is_err());
+        let shutdown: Value = serde_json::from_slice(&check_message(br#"{"jsonrpc":"2.0","id":3,"method":"shutdown","params":null}"#).unwrap().unwrap()).unwrap();
+        assert_eq!(shutdown, json!({"jsonrpc": "2.0", "id": 3, "method": "shutdown"}));
     }
 }
