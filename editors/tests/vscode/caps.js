@@ -26,5 +26,17 @@ server.stdout.on('data', (chunk) => {
 });
 server.on('exit', () => process.exit(0));
 setTimeout(() => { server.kill(); process.exit(1); }, 10000);
-send({ id: 1, method: 'initialize', params: { processId: process.pid, rootUri: null, capabilities: {},
+// The server advertises only what the client declares: declare what the extension declares (inline.ts, status.ts)
+// on top of vscode-languageclient's code action support.
+const capabilities = {
+  textDocument: {
+    inlineCompletion: { dynamicRegistration: false },
+    codeAction: {
+      codeActionLiteralSupport: { codeActionKind: { valueSet: ['', 'quickfix', 'refactor', 'refactor.extract', 'refactor.rewrite'] } },
+      dataSupport: true, disabledSupport: true, resolveSupport: { properties: ['edit'] },
+    },
+  },
+  experimental: { pieStatusNotification: true },
+};
+send({ id: 1, method: 'initialize', params: { processId: process.pid, rootUri: null, capabilities,
   initializationOptions: { model: { enabled: false } } } });

@@ -6,7 +6,8 @@
 //   extension registers its own InlineCompletionItemProvider that sends `textDocument/inlineCompletion`
 //   (inline.ts), with a debounce and an on/off switch.
 // - `$/progress` from the server (model loading, warming a file) becomes a cancellable notification (progress.ts).
-// - A status-bar item shows the KV-cache figures from `pie/status` and `pie/cacheStats` (status.ts).
+// - A status-bar item shows the KV-cache figures from `pie/status` (which the server sends only because the
+//   extension declares `experimental.pieStatusNotification`) and `pie/cacheStats` (status.ts).
 import * as vscode from 'vscode';
 import * as fs from 'fs';
 import * as os from 'os';
@@ -17,7 +18,7 @@ import {
 } from 'vscode-languageclient/node';
 import { InlineCompletionFeature } from './inline';
 import { ProgressNotificationFeature } from './progress';
-import { CacheStatusBar } from './status';
+import { CacheStatusBar, StatusNotificationFeature } from './status';
 
 export const LANGUAGES = [
   'python', 'rust', 'javascript', 'javascriptreact', 'typescript', 'typescriptreact', 'go', 'java', 'c', 'cpp',
@@ -123,6 +124,7 @@ async function startClient(context: vscode.ExtensionContext): Promise<void> {
   const c = new LanguageClient('pie-ls', 'pie-ls', serverOptions, clientOptions);
   c.registerFeature(new InlineCompletionFeature(c, () => config()));
   c.registerFeature(new ProgressNotificationFeature(c, status));
+  c.registerFeature(new StatusNotificationFeature());
   c.onDidChangeState((e) => {
     if (e.newState === State.Running) {
       status.show('ready', 'pie-ls: server running');

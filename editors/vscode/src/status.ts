@@ -1,7 +1,24 @@
 // The status-bar item: server state, progress (model loading, warming a file) and the KV-cache figures of the
 // active file, from the `pie/status` notification sent after each completion and from `pie/cacheStats`.
 import * as vscode from 'vscode';
-import { LanguageClient, Disposable } from 'vscode-languageclient/node';
+import {
+  LanguageClient, Disposable, StaticFeature, FeatureState, ClientCapabilities,
+} from 'vscode-languageclient/node';
+
+/** Declares `experimental.pieStatusNotification`: the server sends `pie/status` only to clients that do. */
+export class StatusNotificationFeature implements StaticFeature {
+  fillClientCapabilities(capabilities: ClientCapabilities): void {
+    capabilities.experimental = { ...(capabilities.experimental ?? {}), pieStatusNotification: true };
+  }
+
+  initialize(): void {}
+
+  getState(): FeatureState {
+    return { kind: 'static' };
+  }
+
+  clear(): void {}
+}
 
 /** `pie/cacheStats` result (docs/lsp-extensions.md). */
 export interface CacheStats {

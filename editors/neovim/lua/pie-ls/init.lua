@@ -353,7 +353,16 @@ function M.setup(opts)
     M.options.filetypes = opts.filetypes -- lists replace, not merge
   end
   local settings = M.settings()
+  -- The server sends only what a client declares: pie/status (the figures after each completion) and, where
+  -- the plugin draws ghost text itself (0.11), textDocument/inlineCompletion.
+  local capabilities = vim.tbl_deep_extend("force", vim.lsp.protocol.make_client_capabilities(), {
+    experimental = { pieStatusNotification = true },
+  })
+  if M.options.inline_completion.enabled and not capabilities.textDocument.inlineCompletion then
+    capabilities.textDocument.inlineCompletion = { dynamicRegistration = false }
+  end
   vim.lsp.config(M.name, {
+    capabilities = capabilities,
     cmd = M.cmd() or { "pie-ls" },
     filetypes = M.options.filetypes,
     root_markers = M.options.root_markers,
