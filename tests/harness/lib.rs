@@ -92,6 +92,8 @@ pub struct LspBuilder {
     capabilities: Value,
     initialize: bool,
     root: Option<PathBuf>,
+    exact_capabilities: Option<Value>,
+    record: bool,
 }
 
 impl LspBuilder {
@@ -135,6 +137,16 @@ impl LspBuilder {
         merge(&mut self.capabilities, caps);
         self
     }
+    /// These client capabilities and nothing else (no defaults, no encodings): a recorded editor's set.
+    pub fn exact_capabilities(mut self, caps: Value) -> Self {
+        self.exact_capabilities = Some(caps);
+        self
+    }
+    /// Keeps every message the server sends (see `LspClient::received`).
+    pub fn record_messages(mut self) -> Self {
+        self.record = true;
+        self
+    }
     /// Spawn without sending `initialize` (for tests of the handshake itself).
     pub fn uninitialized(mut self) -> Self {
         self.initialize = false;
@@ -154,11 +166,13 @@ impl LspBuilder {
         let stderr = child.stderr.take().context("no stderr")?;
         let stderr_log = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = mpsc::channel();
+        let received = self.record.then(|| Arc::new(Mutex::new(Vec::new())));
         {
             let stdin = Arc::clone(&stdin);
             let server_requests = Arc::new(Mutex::new(Vec::new()));
             let recorded = Arc::clone(&server_requests);
-            thread::spawn(move || read_messages(stdout, stdin, tx, recorded));
+            let received = received.clone();
+            thread::spawn(move || read_messages(stdout, stdin, tx, recorded, received));
         }
         {
             let log = Arc::clone(&stderr_log);
@@ -179,14 +193,32 @@ impl LspBuilder {
             stderr_log,
             versions: Default::default(),
             initialize_result: Value::Null,
+            received,
         };
         if self.initialize {
+            // A client that declares what the server can use (as VS Code with the pie-ls extension does); tests
+            // of other clients pass `exact_capabilities`.
             let mut caps = json!({
                 "general": { "positionEncodings": if self.encodings.is_empty() { vec!["utf-16".to_owned()] } else { self.encodings.clone() } },
                 "window": { "workDoneProgress": true },
-                "textDocument": { "synchronization": { "didSave": true } }
+                "workspace": { "applyEdit": true, "executeCommand": {} },
+                "textDocument": {
+                    "synchronization": { "didSave": true },
+                    "completion": { "completionItem": { "documentationFormat": ["markdown", "plaintext"], "preselectSupport": true } },
+                    "codeAction": {
+                        "codeActionLiteralSupport": { "codeActionKind": { "valueSet": ["quickfix", "refactor", "refactor.extract", "refactor.rewrite"] } },
+                        "dataSupport": true,
+                        "disabledSupport": true,
+                        "resolveSupport": { "properties": ["edit"] }
+                    },
+                    "inlineCompletion": {}
+                },
+                "experimental": { "pieStatusNotification": true }
             });
             merge(&mut caps, self.capabilities);
+            if let Some(exact) = self.exact_capabilities {
+                caps = exact;
+            }
             let root_uri = self.root.as_ref().map(|r| format!("file://{}", r.display()));
             let mut params = json!({ "processId": std::process::id(), "rootUri": root_uri, "capabilities": caps });
             if let Some(uri) = &root_uri {
@@ -223,6 +255,7 @@ pub struct LspClient {
     stderr_log: Arc<Mutex<String>>,
     versions: std::collections::HashMap<String, i32>,
     initialize_result: Value,
+    received: Option<Arc<Mutex<Vec<Value>>>>,
 }
 
 impl LspClient {
@@ -235,6 +268,8 @@ impl LspClient {
             capabilities: json!({}),
             initialize: true,
             root: None,
+            exact_capabilities: None,
+            record: false,
         }
     }
 
@@ -435,6 +470,11 @@ impl LspClient {
         }
     }
 
+    /// Every message the server sent so far, in order (only with `record_messages`).
+    pub fn received(&self) -> Vec<Value> {
+        self.received.as_ref().map(|r| r.lock().unwrap().clone()).unwrap_or_default()
+    }
+
     /// The server's stderr so far (its logs).
     pub fn stderr(&self) -> String {
         self.stderr_log.lock().unwrap().clone()
@@ -455,14 +495,19 @@ impl LspClient {
     pub fn shutdown(mut self) -> Result<ExitStatus> {
         self.request_with_timeout("shutdown", Value::Null, Duration::from_secs(30)).map_err(|e| anyhow!("{e}"))?;
         self.notify("exit", Value::Null);
-        let deadline = Instant::now() + Duration::from_secs(10);
+        self.wait_exit(Duration::from_secs(10))
+    }
+
+    /// Waits for the server process to end (after an `exit` sent by hand); returns its status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait()? {
                 return Ok(status);
             }
             thread::sleep(Duration::from_millis(20));
         }
-        bail!("server did not exit within 10 s of `exit`")
+        bail!("server did not exit within {timeout:?}")
     }
 
     fn stash(&mut self, msg: Value) {
@@ -499,6 +544,7 @@ fn read_messages(
     stdin: Arc<Mutex<ChildStdin>>,
     tx: mpsc::Sender<Value>,
     server_requests: Arc<Mutex<Vec<Value>>>,
+    received: Option<Arc<Mutex<Vec<Value>>>>,
 ) {
     let mut reader = BufReader::new(stdout);
     loop {
@@ -523,8 +569,13 @@ fn read_messages(
             return;
         }
         let Ok(msg) = serde_json::from_slice::<Value>(&body) else { continue };
+        if let Some(received) = &received {
+            received.lock().unwrap().push(msg.clone());
+        }
         if let (Some(id), Some(method)) = (msg.get("id"), msg.get("method").and_then(Value::as_str)) {
             let result = match method {
+                // The harness applies nothing, but says it did, so the server goes on as with an editor.
+                "workspace/applyEdit" => json!({ "applied": true }),
                 "workspace/configuration" => {
                     let items = msg["params"]["items"].as_array().map(Vec::len).unwrap_or(0);
                     Value::Array(vec![Value::Null; items])
