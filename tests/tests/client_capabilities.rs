@@ -322,8 +322,9 @@ fn every_response_honours_the_recorded_capabilities_of_real_editors() {
 
 #[test]
 fn documentation_comes_in_a_format_the_client_lists() {
-    // The default (fill-in-the-middle) model continues `def sub(a, b):` on the next line: a multi-line item,
-    // which carries the whole suggestion as documentation.
+    // The default (fill-in-the-middle) model writes the body of this loop over several lines: a multi-line
+    // item, which carries the whole suggestion as documentation.
+    let source = "def add_all(values):\n    total = 0\n";
     for (name, markdown) in [("emacs_v29.1", false), ("visual_studio_code_v1.65.2", true)] {
         let caps = recorded(name);
         let d = Declared { caps: caps.clone() };
@@ -331,15 +332,13 @@ fn documentation_comes_in_a_format_the_client_lists() {
         let mut lsp = LspClient::builder()
             .exact_capabilities(caps)
             .model(&default_model())
-            .init_options(json!({ "model": { "threads": 2, "contextLength": 2048 }, "completion": { "maxTokens": 16 } }))
+            .init_options(json!({ "model": { "threads": 2, "contextLength": 2048 }, "completion": { "maxTokens": 48, "timeBudgetMs": 30000 } }))
             .spawn()
             .unwrap();
-        lsp.open(URI, "python", SOURCE);
+        lsp.open(URI, "python", source);
         wait_warm(&mut lsp);
-        let encoding = lsp.initialize_result()["capabilities"]["positionEncoding"].as_str().unwrap_or("utf-16").to_owned();
-        let character = units("def sub(a, b):", &encoding);
         let res = lsp
-            .request("textDocument/completion", json!({ "textDocument": { "uri": URI }, "position": position(14, character) }))
+            .request("textDocument/completion", json!({ "textDocument": { "uri": URI }, "position": position(2, 0) }))
             .unwrap();
         let item = res["items"][0].clone();
         assert!(item["textEdit"]["newText"].as_str().is_some_and(|t| t.contains('\n')), "{name}: not a multi-line item: {res}");
