@@ -256,6 +256,13 @@ mod check_tests {
             assert!(err.starts_with("`javac` rejects the result") && err.contains("incompatible types"), "{err}");
             ran.push("java");
         }
+        if let Some(ts) = default_check(Language::TypeScript, timeout) {
+            let original = "function main(): void {\n    const v: number[] = [1];\n    console.log(v);\n}\nmain();\n";
+            let bad = "function main(): void {\n    const v: number[] = [1];\n    console.log(f(v));\n}\nfunction f(v: number[]): string { return v; }\nmain();\n";
+            let err = check_result(&ts, "a.ts", original, bad).unwrap_err();
+            assert!(err.starts_with("`tsc` rejects the result") && err.contains("TS2322"), "{err}");
+            ran.push("typescript");
+        }
         eprintln!("default checks exercised: {ran:?}");
     }
 }
