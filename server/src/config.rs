@@ -63,15 +63,18 @@ impl Default for PerfConfig {
 #[serde(rename_all = "camelCase", default)]
 pub struct ExtractConfig {
     /// A command per `languageId` run on a scratch copy of the result before the action is offered, e.g.
-    /// `{"python": "python3 -m py_compile {file}"}`. None by default: user code runs only when asked for.
+    /// `{"python": "python3 -m py_compile {file}"}`; it replaces the default check of that language.
     pub check_commands: std::collections::HashMap<String, String>,
+    /// Where no command is configured, check the result with the language's compiler when it is installed
+    /// (`rustc`, `go vet`, `javac`, `tsc`), on the file alone, when the original file passes it.
+    pub default_checks: bool,
     /// Wall-clock limit of a check command; the whole process group is killed after it.
     pub check_timeout_ms: u64,
 }
 
 impl Default for ExtractConfig {
     fn default() -> Self {
-        ExtractConfig { check_commands: Default::default(), check_timeout_ms: 20_000 }
+        ExtractConfig { check_commands: Default::default(), default_checks: true, check_timeout_ms: 20_000 }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The default test commands of each language, run for real on tiny projects: one passing and one failing test,
 //! read back test by test. Needs python3, go, node and cargo (scripts/env.sh installs what is missing), and
-//! pytest where `PIE_LS_PYTEST_PATH` points at it (scripts/test installs it there).
+//! pytest where `PIE_LS_PYTEST_PATH` points at it (scripts/test installs it there). Every run is confined
+//! (Landlock) where the kernel offers it.
 
 use std::sync::atomic::AtomicBool;
 
@@ -25,6 +26,8 @@ fn check(language: &str, commands: &TestCommands, p: &Scratch, file: &str, faili
     assert!(!bad.success(), "{language}: {failing} must fail:\n{}", bad.output);
     let good = commands.run_test(language, p.path(), &one(passing), &cancel).unwrap();
     assert!(good.success(), "{language}: {passing} must pass alone (the filter must select it):\n{}", good.output);
+    // Runs are confined where the kernel offers Landlock, and the toolchain still works inside.
+    assert_eq!(good.confined, pie_ls::runner::landlock_abi() > 0, "{language}");
     let suite = commands.run_suite(language, p.path(), &one(failing), &cancel).unwrap();
     let outcomes = parse_outcomes(&suite.output);
     assert_eq!(status_of(&outcomes, failing), Some(TestStatus::Failed), "{language}:\n{}", suite.output);

@@ -508,10 +508,13 @@ impl Backend {
         let namer = self.warm().cloned().map(warm::Namer::new);
         let config = self.config();
         let language_id = self.docs().get(uri.as_str()).map(|d| d.language_id().to_owned()).unwrap_or_default();
-        let check = config.extract.check_commands.get(&language_id).map(|command| crate::features::extract::CheckCommand {
-            command: command.clone(),
-            timeout: std::time::Duration::from_millis(config.extract.check_timeout_ms),
-        });
+        let timeout = std::time::Duration::from_millis(config.extract.check_timeout_ms);
+        let language = crate::syntax::Language::detect(&language_id, uri.path());
+        let check = match config.extract.check_commands.get(&language_id) {
+            Some(command) => Some(crate::features::extract::CheckCommand { command: command.clone(), timeout, only_if_original_passes: false }),
+            None if config.extract.default_checks => language.and_then(|l| crate::features::extract::default_check(l, timeout)),
+            None => None,
+        };
         tokio::task::spawn_blocking(move || {
             let suggester = namer.as_ref().map(|n| n as &dyn crate::features::extract::NameSuggester);
             super::code_action::resolve(action, &snapshot, suggester, check.as_ref())

@@ -10,7 +10,12 @@
 //! - Captured output is bounded (head and tail kept).
 //! - The network is cut with an unshared network namespace where the platform permits it (`unshare -n`, or
 //!   `unshare -rn` as an unprivileged user); elsewhere it stays reachable and `RunOutput::network_isolated` says so.
+//! - The filesystem is confined with Landlock where the kernel offers it (`confine.rs`): writes only inside the
+//!   working directory (the scratch copy), a private `TMPDIR` and the build caches named in the environment; reads
+//!   only system directories, the toolchains of the command and those places. Elsewhere `RunOutput::confined` is
+//!   false and the evidence says "not confined on this platform".
 
+mod confine;
 mod outcome;
 mod scratch;
 mod templates;
@@ -22,6 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+pub use confine::kernel_abi as landlock_abi;
 pub use outcome::{parse_outcomes, TestOutcome, TestStatus};
 pub use scratch::Scratch;
 pub use templates::{python_fallback_runner, shell_quote, TestCommands, TestTarget, PY_RUNNER_FILE};
@@ -36,11 +42,13 @@ pub struct Limits {
     pub output_bytes: usize,
     /// Cut the network where the platform allows it.
     pub isolate_network: bool,
+    /// Confine the filesystem (Landlock) where the platform allows it.
+    pub confine: bool,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { timeout: Duration::from_secs(60), memory_mb: 4096, output_bytes: 64 * 1024, isolate_network: true }
+        Limits { timeout: Duration::from_secs(60), memory_mb: 4096, output_bytes: 64 * 1024, isolate_network: true, confine: true }
     }
 }
 
@@ -65,6 +73,8 @@ pub struct RunOutput {
     pub output: String,
     pub duration: Duration,
     pub network_isolated: bool,
+    /// Whether the filesystem was confined (Landlock) during the run.
+    pub confined: bool,
 }
 
 impl RunOutput {
@@ -85,12 +95,30 @@ impl RunOutput {
         format!("`{}` {how}", self.command)
     }
 
-    /// The output with a message added where the shell said the command does not exist (exit 127).
+    /// The output with a message added where the shell said the command does not exist (exit 127), or where a
+    /// confined run was denied a file outside its scratch copy.
     pub fn explained_output(&self) -> String {
         if self.status == RunStatus::Exited(127) {
             return format!("{}\n(the command was not found: check the test command settings)", self.output.trim_end());
         }
+        if let Some(note) = self.confinement_note() {
+            return format!("{}\n({note})", self.output.trim_end());
+        }
         self.output.clone()
+    }
+
+    /// Why a confined run that failed with "Permission denied" failed, for the user; `None` otherwise.
+    pub fn confinement_note(&self) -> Option<&'static str> {
+        let denied = self.output.contains("Permission denied") || self.output.contains("PermissionError") || self.output.contains("EACCES");
+        (self.confined && !self.success() && denied)
+            .then_some("the run was confined: it may write only inside the scratch copy and its temporary directory, and read only the system, its toolchain and the scratch copy")
+    }
+
+    /// How the run was isolated, for evidence shown to users.
+    pub fn isolation(&self) -> String {
+        let net = if self.network_isolated { "no network" } else { "network not isolated on this platform" };
+        let fs = if self.confined { "files confined to the scratch copy" } else { "files not confined on this platform" };
+        format!("{net}, {fs}")
     }
 }
 
@@ -98,6 +126,36 @@ impl RunOutput {
 pub fn run_shell(command: &str, cwd: &Path, env: &[(String, String)], limits: &Limits, cancel: &AtomicBool) -> RunOutput {
     let started = Instant::now();
     let isolate = if limits.isolate_network { network_isolation() } else { None };
+    let failed = |e: String| RunOutput {
+        command: command.to_owned(),
+        status: RunStatus::FailedToStart(e),
+        output: String::new(),
+        duration: started.elapsed(),
+        network_isolated: false,
+        confined: false,
+    };
+    let mut env: Vec<(String, String)> = env.to_vec();
+    let confinement = if limits.confine {
+        // Go's build cache moves out of the user's home into pie-ls's own (model-written code could poison it).
+        if !env.iter().any(|(k, _)| k == "GOCACHE") && command.split(|c: char| !c.is_ascii_alphanumeric()).any(|w| w == "go") {
+            env.push(("GOCACHE".into(), crate::engine::fetch::cache_root().join("runs").join("go-build").display().to_string()));
+        }
+        let writable: Vec<PathBuf> = env.iter().filter(|(k, _)| CACHE_VARS.contains(&k.as_str())).map(|(_, v)| PathBuf::from(v)).collect();
+        let unprivileged_ns = isolate.is_some_and(|p| p.contains(&"-rn"));
+        match confine::prepare(command, cwd, &env, &writable, unprivileged_ns) {
+            Ok(c) => {
+                let tmp = c.tmp().display().to_string();
+                for var in ["TMPDIR", "TMP", "TEMP"] {
+                    env.push((var.into(), tmp.clone()));
+                }
+                Some(c)
+            }
+            Err(e) => return failed(e),
+        }
+    } else {
+        None
+    };
+    let ruleset_fd = confinement.as_ref().and_then(|c| c.raw_fd());
     let mut cmd = match isolate {
         Some(prefix) => {
             let mut c = Command::new(prefix[0]);
@@ -112,7 +170,7 @@ pub fn run_shell(command: &str, cwd: &Path, env: &[(String, String)], limits: &L
     };
     cmd.current_dir(cwd).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     cmd.env("PYTHONDONTWRITEBYTECODE", "1").env("PYTHONUNBUFFERED", "1").env("NO_COLOR", "1").env("CI", "1");
-    for (k, v) in env {
+    for (k, v) in &env {
         cmd.env(k, v);
     }
     let memory_bytes = limits.memory_mb.saturating_mul(1024 * 1024);
@@ -131,21 +189,16 @@ pub fn run_shell(command: &str, cwd: &Path, env: &[(String, String)], limits: &L
                         return Err(std::io::Error::last_os_error());
                     }
                 }
+                if let Some(fd) = ruleset_fd {
+                    confine::enforce(fd)?;
+                }
                 Ok(())
             });
         }
     }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
-        Err(e) => {
-            return RunOutput {
-                command: command.to_owned(),
-                status: RunStatus::FailedToStart(e.to_string()),
-                output: String::new(),
-                duration: started.elapsed(),
-                network_isolated: false,
-            }
-        }
+        Err(e) => return failed(e.to_string()),
     };
     let pgid = child.id() as i32;
     // Kill the group however this function is left (including a panic in a reader).
@@ -194,8 +247,11 @@ pub fn run_shell(command: &str, cwd: &Path, env: &[(String, String)], limits: &L
         }
     }
     let output = buffer.lock().unwrap().text();
-    RunOutput { command: command.to_owned(), status, output, duration: started.elapsed(), network_isolated: isolate.is_some() }
+    RunOutput { command: command.to_owned(), status, output, duration: started.elapsed(), network_isolated: isolate.is_some(), confined: ruleset_fd.is_some() }
 }
+
+/// Environment variables naming build caches a confined run may write.
+const CACHE_VARS: &[&str] = &["CARGO_TARGET_DIR", "GOCACHE"];
 
 struct GroupGuard(i32);
 

@@ -38,11 +38,13 @@ pub struct TestCommands {
     pub memory_mb: u64,
     /// Cut the network during runs where the platform permits it.
     pub isolate_network: bool,
+    /// Confine runs' files (Landlock) where the platform permits it: writes only in the scratch copy.
+    pub confine_files: bool,
 }
 
 impl Default for TestCommands {
     fn default() -> Self {
-        TestCommands { commands: HashMap::new(), suites: HashMap::new(), timeout_ms: 60_000, memory_mb: 4096, isolate_network: true }
+        TestCommands { commands: HashMap::new(), suites: HashMap::new(), timeout_ms: 60_000, memory_mb: 4096, isolate_network: true, confine_files: true }
     }
 }
 
@@ -96,6 +98,7 @@ impl TestCommands {
             timeout: Duration::from_millis(self.timeout_ms.max(100)),
             memory_mb: self.memory_mb,
             isolate_network: self.isolate_network,
+            confine: self.confine_files,
             ..Limits::default()
         }
     }

@@ -176,3 +176,59 @@ fn the_python_fallback_runner_reports_values_and_pytest_style_summary_lines() {
     assert_eq!(status("::test_zero"), Some(TestStatus::Passed));
     assert_eq!(status("::K::test_m"), Some(TestStatus::Failed));
 }
+
+/// A file outside any scratch copy and outside the system directories (a temp dir of the test's own).
+fn outside_secret() -> (Scratch, PathBuf) {
+    let dir = Scratch::empty("runner-outside").unwrap();
+    let secret = dir.path().join("secret.txt");
+    std::fs::write(&secret, "the secret").unwrap();
+    (dir, secret)
+}
+
+#[test]
+fn confined_runs_write_only_in_the_scratch_copy_and_their_temp_dir() {
+    let scratch = Scratch::empty("runner-confined").unwrap();
+    let home = std::env::var("HOME").unwrap();
+    let escape = Path::new(&home).join(format!(".pie-ls-confine-test-{}", std::process::id()));
+    let (_outside, secret) = outside_secret();
+    // The code that runs is in the scratch copy (as a candidate is); the command names no outside path (the
+    // paths a user writes in a configured command are readable).
+    let script = format!(
+        "echo inside > here.txt && echo tmp > \"$TMPDIR/t\" && cat \"$TMPDIR/t\" here.txt && cat /etc/hostname >/dev/null && echo escaped > {} ; echo out=$?; cat {} ; echo read=$?\n",
+        shell_quote(&escape.display().to_string()),
+        shell_quote(&secret.display().to_string())
+    );
+    scratch.write("candidate.sh".as_ref(), &script).unwrap();
+    let out = run_shell("sh candidate.sh", scratch.path(), &[], &limits(20_000), &AtomicBool::new(false));
+    if landlock_abi() == 0 {
+        assert!(!out.confined);
+        assert!(out.isolation().contains("files not confined on this platform"));
+        let _ = std::fs::remove_file(&escape);
+        return;
+    }
+    assert!(out.confined, "{out:?}");
+    assert!(out.isolation().contains("files confined to the scratch copy"));
+    assert!(out.output.contains("tmp\ninside"), "the scratch copy and TMPDIR are writable: {}", out.output);
+    assert!(out.output.contains("out=1") || out.output.contains("out=2"), "the write to $HOME must fail: {}", out.output);
+    assert!(!escape.exists(), "{} was written", escape.display());
+    assert!(!out.output.contains("the secret") && !out.output.contains("read=0"), "a file outside must not be readable: {}", out.output);
+    assert!(scratch.path().join("here.txt").exists());
+    // The same run unconfined reads the file (so the test above is about the confinement, not the file).
+    let open = run_shell(&format!("cat {}", shell_quote(&secret.display().to_string())), scratch.path(), &[], &Limits { confine: false, ..limits(5_000) }, &AtomicBool::new(false));
+    assert!(open.output.contains("the secret") && !open.confined, "{open:?}");
+}
+
+#[test]
+fn a_denied_run_says_it_was_confined() {
+    if landlock_abi() == 0 {
+        return;
+    }
+    let scratch = Scratch::empty("runner-confined").unwrap();
+    let home = std::env::var("HOME").unwrap();
+    let target = Path::new(&home).join(format!(".pie-ls-confine-py-{}", std::process::id()));
+    scratch.write("candidate.py".as_ref(), &format!("open({:?}, 'w').write('x')\n", target.display().to_string())).unwrap();
+    let out = run_shell("python3 candidate.py", scratch.path(), &[], &limits(20_000), &AtomicBool::new(false));
+    assert!(!out.success() && out.output.contains("PermissionError"), "{out:?}");
+    assert!(!target.exists());
+    assert!(out.confinement_note().is_some() && out.explained_output().contains("the run was confined"), "{}", out.explained_output());
+}

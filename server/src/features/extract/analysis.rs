@@ -460,6 +460,8 @@ pub(crate) fn analyze(src: &str, tree: &Tree, lang: Language, sel: Range<usize>)
 
     // Types, where the language needs them.
     let mut param_list = Vec::new();
+    // Edits of the body text where a variable became a reference parameter (`&v` -> `v`).
+    let mut rewrites: Vec<(Range<usize>, String)> = Vec::new();
     for var in params {
         let v = &index.vars[var];
         let u = uses[var].as_ref().expect("used");
@@ -479,6 +481,19 @@ pub(crate) fn analyze(src: &str, tree: &Tree, lang: Language, sel: Range<usize>)
             } else if mut_binding && !t.starts_with('&') {
                 // Moved in and possibly mutated through methods (`v.sort()`): the parameter keeps `mut`.
                 pass = Pass::MutValue;
+            }
+            if matches!(pass, Pass::Ref | Pass::RefMut) {
+                let nodes: Vec<Node> = occs_inside.iter().map(|&i| &index.occs[i]).filter(|o| o.var == Some(var)).map(|o| o.node).collect();
+                let (edits, slice_ok) = rust_reference_rewrites(src, &v.name, pass, &nodes);
+                rewrites.extend(edits);
+                if pass == Pass::Ref && slice_ok {
+                    // Like rust-analyzer and clippy's `ptr_arg`: a read-only `Vec<T>`/`String` is taken as a slice.
+                    if let Some(elem) = t.strip_prefix("Vec<").and_then(|r| r.strip_suffix('>')) {
+                        ty = Some(format!("&[{elem}]"));
+                    } else if t == "String" {
+                        ty = Some("&str".to_owned());
+                    }
+                }
             }
         }
         param_list.push(Param { name: v.name.clone(), ty, pass });
@@ -537,11 +552,7 @@ pub(crate) fn analyze(src: &str, tree: &Tree, lang: Language, sel: Range<usize>)
     };
 
     // Body lines.
-    let body_lines = if selected.expr_mode {
-        reindent(src, table, root, replace.clone(), "")
-    } else {
-        reindent(src, table, root, replace.clone(), "")
-    };
+    let body_lines = reindent(src, table, root, replace.clone(), &rewrites);
 
     // Generics the types use.
     let (generics, where_clause) = copy_generics(table, src, func, &param_list, &ret_list, &tail, &src[replace.clone()]);
@@ -710,7 +721,8 @@ fn detect_indent(src: &str, table: &Table) -> String {
 
 /// The lines of `range`, with the indentation of its first line removed from every line. Lines that start inside
 /// a multi-line string keep their text as is.
-fn reindent(src: &str, table: &Table, root: Node, range: Range<usize>, _prefix: &str) -> Vec<String> {
+/// `rewrites` (byte ranges of `src` inside one line each, with their replacements) are applied first.
+fn reindent(src: &str, table: &Table, root: Node, range: Range<usize>, rewrites: &[(Range<usize>, String)]) -> Vec<String> {
     let base = line_indent(src, range.start);
     let text = &src[range.clone()];
     let mut out = Vec::new();
@@ -719,6 +731,13 @@ fn reindent(src: &str, table: &Table, root: Node, range: Range<usize>, _prefix: 
         let line_begin = offset;
         offset += line.len() + 1;
         let line = line.strip_suffix('\r').unwrap_or(line);
+        let mut edited = rewrites.iter().filter(|(r, _)| r.start >= line_begin && r.end <= line_begin + line.len()).collect::<Vec<_>>();
+        edited.sort_by_key(|(r, _)| std::cmp::Reverse(r.start));
+        let mut owned = line.to_owned();
+        for (r, with) in edited {
+            owned.replace_range(r.start - line_begin..r.end - line_begin, with);
+        }
+        let line = owned.as_str();
         if i == 0 {
             out.push(line.to_owned());
             continue;
@@ -782,6 +801,53 @@ pub(crate) fn function_return_type(table: &Table, src: &str, f: Node) -> Option<
         Family::Js => f.child_by_field_name("return_type").map(|n| text(n).trim_start_matches(':').trim().to_owned()),
         Family::Python => f.child_by_field_name("return_type").map(text),
     }
+}
+
+/// Methods of `Vec<T>` and `String` that `[T]` and `str` have too, with the same result.
+const SLICE_METHODS: &[&str] = &[
+    "len", "is_empty", "iter", "into_iter", "first", "last", "get", "contains", "starts_with", "ends_with", "windows",
+    "chunks", "to_vec", "to_owned", "to_string", "binary_search", "split_at", "split_first", "split_last", "concat",
+    "join", "chars", "bytes", "lines", "split", "split_whitespace", "trim", "trim_start", "trim_end", "find", "rfind",
+    "replace", "to_uppercase", "to_lowercase", "parse", "char_indices", "as_bytes", "repeat", "eq_ignore_ascii_case",
+];
+
+/// How the uses (`nodes`) of `name` change when it becomes a reference parameter: `&v` is `v` now (or `&*v`
+/// for a `&mut`), `&mut v` is `&mut *v`, and a comparison compares `*v`. Also whether every use works on a
+/// slice (`&[T]` for `Vec<T>`, `&str` for `String`).
+fn rust_reference_rewrites(src: &str, name: &str, pass: Pass, nodes: &[Node]) -> (Vec<(Range<usize>, String)>, bool) {
+    let mut edits = Vec::new();
+    let mut slice_ok = true;
+    for &node in nodes {
+        let Some(parent) = node.parent() else { continue };
+        let is = |field: &str| parent.child_by_field_name(field) == Some(node);
+        match parent.kind() {
+            "reference_expression" if is("value") => {
+                if pass == Pass::Ref {
+                    edits.push((parent.byte_range(), name.to_owned()));
+                    // `for x in &v` iterates `&T` over a slice too; elsewhere the callee may want the `Vec`.
+                    let in_for = parent.parent().is_some_and(|g| g.kind() == "for_expression" && g.child_by_field_name("value") == Some(parent));
+                    slice_ok &= in_for;
+                } else {
+                    edits.push((node.byte_range(), format!("*{name}")));
+                }
+            }
+            "binary_expression"
+                if parent.child_by_field_name("operator").is_some_and(|op| matches!(&src[op.byte_range()], "==" | "!=" | "<" | ">" | "<=" | ">=")) =>
+            {
+                edits.push((node.byte_range(), format!("*{name}")));
+            }
+            "field_expression" if is("value") => {
+                let method = parent.child_by_field_name("field").map(|f| &src[f.byte_range()]).unwrap_or("");
+                let called = parent.parent().is_some_and(|g| g.kind() == "call_expression" && g.child_by_field_name("function") == Some(parent));
+                slice_ok &= called && SLICE_METHODS.contains(&method);
+            }
+            "index_expression" if parent.named_child(0) == Some(node) => {}
+            // Macro arguments are tokens: formatting prints a `&[T]`/`&str` as it printed the owner.
+            "token_tree" => {}
+            _ => slice_ok = false,
+        }
+    }
+    (edits, slice_ok)
 }
 
 fn rust_is_copy(ty: &str) -> bool {

@@ -715,6 +715,26 @@ fn go_context(parent: Node, child: Node) -> Option<Role> {
         }
         "inc_statement" | "dec_statement" => Some(Role::ReadWrite),
         "parameter_declaration" | "variadic_parameter_declaration" if in_field(parent, "name", child) => Some(Role::Param),
+        // `c.hits++`, `c.names = ...`: a struct is a value in Go, so a field write changes the variable itself
+        // (passed by value into a new function, the change would be lost unless it is returned).
+        "selector_expression" if in_field(parent, "operand", child) => {
+            let mut top = parent;
+            while let Some(up) = top.parent() {
+                let operand = (up.kind() == "selector_expression" && in_field(up, "operand", top)) || (up.kind() == "index_expression" && in_field(up, "operand", top) && top.kind() != "selector_expression");
+                if !operand {
+                    break;
+                }
+                top = up;
+            }
+            let up = top.parent()?;
+            let written = match up.kind() {
+                "inc_statement" | "dec_statement" => true,
+                "expression_list" => up.parent().is_some_and(|a| a.kind() == "assignment_statement" && in_field(a, "left", up)),
+                "assignment_statement" => in_field(up, "left", top),
+                _ => false,
+            };
+            written.then_some(Role::ReadWrite)
+        }
         _ => None,
     }
 }

@@ -25,7 +25,7 @@ use std::ops::Range;
 use tree_sitter::Tree;
 
 pub use codegen::{apply, ByteTextEdit};
-pub use gate::{run_check, CheckCommand};
+pub use gate::{default_check, run_check, CheckCommand};
 
 use crate::syntax::{count_syntax_errors, Language};
 
@@ -125,10 +125,14 @@ pub fn extract_with(
             continue;
         }
         if let Some((check, file_name)) = options.check {
-            if let Err(why) = run_check(check, file_name, &new_text) {
+            if let Err(why) = gate::check_result(check, file_name, src, &new_text) {
                 last_err = why;
                 continue;
             }
+        } else if let Some(why) = gate::known_failure(&new_text) {
+            // A check at resolve refused this very result: say so at once when the action is asked for again.
+            last_err = why;
+            continue;
         }
         let is_method = !matches!(plan.receiver, analysis::Receiver::Free);
         return Ok(Extraction { name, is_method, edits, new_text, name_source: source });

@@ -56,7 +56,22 @@ fn rust_mutation_and_types() {
     .unwrap();
     assert!(out.contains("fn compute") || out.contains("fn extracted"), "{out}");
     assert!(out.contains("mut total: i64"), "{out}");
-    assert!(out.contains("v: &Vec<i32>"), "{out}");
+    // Only read, through a method slices have too: taken as a slice (rust-analyzer, clippy `ptr_arg`).
+    assert!(out.contains("v: &[i32]"), "{out}");
+    // Passed on by reference: the callee may want the `Vec`, and `&v` is `v` now.
+    let out = run(
+        Language::Rust,
+        "fn g(v: &Vec<i32>) -> usize { v.len() }\nfn main() {\n    let v = vec![1, 2];\n    «let n = g(&v);»\n    println!(\"{} {:?}\", n, v);\n}\n",
+    )
+    .unwrap();
+    assert!(out.contains("v: &Vec<i32>") && out.contains("let n = g(v);"), "{out}");
+    // Mutated: `&mut v` is a reborrow of the `&mut` parameter.
+    let out = run(
+        Language::Rust,
+        "fn main() {\n    let mut v = vec![1, 2];\n    «for x in &mut v {\n        *x += 1;\n    }»\n    println!(\"{:?}\", v);\n}\n",
+    )
+    .unwrap();
+    assert!(out.contains("v: &mut Vec<i32>") && out.contains("for x in &mut *v {"), "{out}");
 }
 
 #[test]

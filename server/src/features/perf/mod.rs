@@ -202,7 +202,8 @@ pub fn find_faster(job: &Job, model: &dyn ChatModel, cancel: &Arc<AtomicBool>, p
             let broken: Vec<&String> = passed_before.difference(&now).collect();
             if !broken.is_empty() {
                 let names = broken.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
-                candidates.push(Candidate { code: Some(new_fn), explanation, verdict: format!("rejected: breaks {names}"), measurement: None });
+                let why = out.confinement_note().map(|n| format!(" ({n})")).unwrap_or_default();
+                candidates.push(Candidate { code: Some(new_fn), explanation, verdict: format!("rejected: breaks {names}{why}"), measurement: None });
                 continue;
             }
         }
@@ -256,6 +257,7 @@ pub fn find_faster(job: &Job, model: &dyn ChatModel, cancel: &Arc<AtomicBool>, p
             format!("{} test(s) passed before and after ({})", passed_before.len(), tests.iter().map(|t| t.display().to_string()).collect::<Vec<_>>().join(", "))
         },
         format!("machine: {} CPU cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)),
+        format!("runs: {}", isolation_of(&job.commands)),
     ];
     Ok(Faster { file: job.file.clone(), original_text: original, edits, function: job.function.clone(), measurement: m, explanation, evidence, candidates })
 }
@@ -299,8 +301,18 @@ fn measure(job: &Job, root: &Path, tests: &[PathBuf], cancel: &AtomicBool) -> Re
     if out.status == RunStatus::Cancelled {
         return Err("cancelled".into());
     }
-    let text = std::fs::read_to_string(&result).map_err(|_| format!("the harness gave no result ({}): {}", out.summary(), last_line(&out)))?;
+    let text = std::fs::read_to_string(&result).map_err(|_| {
+        let why = out.confinement_note().map(|n| format!(" ({n})")).unwrap_or_default();
+        format!("the harness gave no result ({}): {}{why}", out.summary(), last_line(&out))
+    })?;
     serde_json::from_str(&text).map_err(|e| format!("the harness result is not readable: {e}"))
+}
+
+/// How candidate runs are isolated here (the same probes `run_shell` uses).
+fn isolation_of(commands: &TestCommands) -> String {
+    let net = if commands.isolate_network && crate::runner::network_isolation_available() { "no network" } else { "network not isolated on this platform" };
+    let fs = if commands.confine_files && crate::runner::landlock_abi() > 0 { "files confined to the scratch copy" } else { "files not confined on this platform" };
+    format!("{net}, {fs}")
 }
 
 fn last_line(out: &RunOutput) -> String {

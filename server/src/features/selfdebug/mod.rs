@@ -174,7 +174,8 @@ pub fn self_debug(job: &Job, model: &dyn ChatModel, cancel: &Arc<AtomicBool>, pr
         let after = job.commands.run_test(lang_id, &root, &job.test, cancel).map_err(NoFix::early)?;
         check_ran(&after, cancel).map_err(|e| NoFix { rounds: rounds.clone(), ..e })?;
         if !after.success() {
-            rounds.push(Round { explanation, candidate: Some(new_function), verdict: format!("{} still fails", job.test.name) });
+            let why = after.confinement_note().map(|n| format!(" ({n})")).unwrap_or_default();
+            rounds.push(Round { explanation, candidate: Some(new_function), verdict: format!("{} still fails{why}", job.test.name) });
             conversation.user(&format!(
                 "With your version `{}` still fails:\n```\n{}\n```\nExplain in one sentence what is still wrong, then write the whole corrected function `{name}` in one ```{fence} code block.",
                 job.test.name,
@@ -198,7 +199,7 @@ pub fn self_debug(job: &Job, model: &dyn ChatModel, cancel: &Arc<AtomicBool>, pr
             continue;
         }
         rounds.push(Round { explanation: explanation.clone(), candidate: Some(new_function.clone()), verdict: "the test passes and nothing regressed".into() });
-        let isolation = if after.network_isolated { "no network" } else { "network not isolated on this platform" };
+        let isolation = after.isolation();
         let evidence = vec![
             format!("{}: failed before ({}), passes after round {round} ({:.1} s, {isolation})", job.test.name, short_status(&before), after.duration.as_secs_f64()),
             format!(
