@@ -3,7 +3,8 @@
 //! model's suggestion when one is available.
 //!
 //! Shape of every handler: take a `PendingSnapshot` under the store lock (cheap: the rope and the tree share
-//! structure), release the lock, wait for the tree of that version off the runtime, call `features::extract`, convert byte offsets back to LSP positions.
+//! structure), release the lock, wait for the tree of that version off the runtime, call `features::extract`,
+//! convert byte offsets back to LSP positions.
 
 use std::collections::HashMap;
 
