@@ -5,7 +5,8 @@
 //! - A `didChange` notification is atomic: either all of its content changes apply, in order, or none does and
 //!   the document keeps its previous text, tree and version.
 //! - Versions only go up. A change whose version is not greater than the document's is refused.
-//! - The tree, when there is one, always describes the current text.
+//! - The tree, when there is one, is read per version: a reader of version `v` gets the tree of `v` (see
+//!   `syntax::IncrementalTree`); applying a change is O(edit) and never parses.
 //! - This module knows nothing about LSP types or JSON: positions arrive as `LineCol` plus an encoding.
 
 mod position;

@@ -45,6 +45,11 @@ impl DocumentStore {
         doc.apply_changes(version, changes, enc, limits).map_err(|source| StoreError::Change { uri: uri.to_owned(), source })
     }
 
+    /// Every open document, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Document)> {
+        self.docs.iter().map(|(uri, doc)| (uri.as_str(), doc))
+    }
+
     /// Every open document's URI and text (ropes are cheap to clone; the text is built once per document).
     pub fn texts(&self) -> Vec<(String, String)> {
         self.docs.iter().map(|(uri, doc)| (uri.clone(), doc.rope().to_string())).collect()

@@ -55,6 +55,10 @@ pub struct EngineConfig {
     /// Flash attention: `None` lets llama.cpp decide; `Some(false)` gives batch-size-independent attention
     /// numerics on CPU (exactness tests).
     pub flash_attention: Option<bool>,
+    /// Map the model file instead of reading it into memory. Off by default: a mapped file that is truncated
+    /// while the server runs (a re-download, a full disk) kills the process with SIGBUS on the next access to
+    /// the lost pages, while a model read into memory keeps working whatever happens to the file.
+    pub use_mmap: bool,
 }
 
 impl Default for EngineConfig {
@@ -70,6 +74,7 @@ impl Default for EngineConfig {
             max_fold_sites: 4,
             gpu_layers: 0,
             flash_attention: None,
+            use_mmap: false,
         }
     }
 }
@@ -167,7 +172,7 @@ impl Engine {
     pub fn load_with_progress(path: &Path, config: EngineConfig, mut progress: impl FnMut(f32) + Send + 'static) -> Result<Engine> {
         validate_gguf(path)?;
         let backend = backend()?;
-        let params = LlamaModelParams::default().with_n_gpu_layers(config.gpu_layers).with_progress_callback(move |p| {
+        let params = LlamaModelParams::default().with_n_gpu_layers(config.gpu_layers).with_use_mmap(config.use_mmap).with_progress_callback(move |p| {
             progress(p);
             true
         });

@@ -2,8 +2,9 @@
 //! disabled with a reason when the selection cannot be extracted, and `codeAction/resolve` renames it with the
 //! model's suggestion when one is available.
 //!
-//! Shape of every handler: take a `Snapshot` under the store lock (cheap: the rope and the tree share structure),
-//! release the lock, call `features::extract`, convert byte offsets back to LSP positions.
+//! Shape of every handler: take a `PendingSnapshot` under the store lock (cheap: the rope and the tree share
+//! structure), release the lock, wait for the tree of that version off the runtime, call `features::extract`,
+//! convert byte offsets back to LSP positions.
 
 use std::collections::HashMap;
 
@@ -41,15 +42,41 @@ struct ResolveData {
     range: Range,
 }
 
+/// A snapshot whose tree may still be parsing: taken under the store lock (O(1): the rope and the tree state
+/// share structure), made `ready` after the lock is released.
+pub struct PendingSnapshot {
+    uri: Url,
+    version: i32,
+    rope: ropey::Rope,
+    tree: Option<crate::syntax::TreeRequest>,
+    language: Option<Language>,
+    encoding: PositionEncoding,
+}
+
+impl PendingSnapshot {
+    /// Waits for the tree of the snapshot's version (never another version's) and builds the text. Blocking:
+    /// call it off the async runtime.
+    pub fn ready(self) -> Snapshot {
+        Snapshot {
+            text: self.rope.to_string(),
+            tree: self.tree.map(|request| request.wait().tree.clone()),
+            uri: self.uri,
+            version: self.version,
+            rope: self.rope,
+            language: self.language,
+            encoding: self.encoding,
+        }
+    }
+}
+
 /// Takes a snapshot of `uri`; fails with `InvalidParams` when the document is not open.
-pub fn snapshot(docs: &DocumentStore, uri: &Url, encoding: PositionEncoding) -> Result<Snapshot> {
+pub fn snapshot(docs: &DocumentStore, uri: &Url, encoding: PositionEncoding) -> Result<PendingSnapshot> {
     let doc = docs.get(uri.as_str()).map_err(|e| invalid_params(e.to_string()))?;
-    Ok(Snapshot {
+    Ok(PendingSnapshot {
         uri: uri.clone(),
         version: doc.version(),
         rope: doc.rope().clone(),
-        text: doc.rope().to_string(),
-        tree: doc.syntax().map(|s| s.tree().clone()),
+        tree: doc.tree_request(),
         language: doc.language(),
         encoding,
     })

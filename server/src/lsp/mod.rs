@@ -19,6 +19,8 @@ mod verified;
 mod warm;
 
 pub use ext::{DocumentState, DocumentStateParams, SyntaxTreeResult};
+pub use server::SyncPath;
+pub use warm::{Command as WarmCommand, WarmHandle, WarmTexts};
 
 use tower_lsp::{LspService, Server};
 

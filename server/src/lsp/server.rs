@@ -49,6 +49,9 @@ struct ServerState {
     progress_seq: std::sync::atomic::AtomicU64,
     /// What the client declared in `initialize`: responses are shaped to it (see `caps.rs`).
     caps: RwLock<super::caps::ClientCaps>,
+    /// Documents the warm thread holds a copy of (sent `Open`, not `Close` since): only these get `Edit`s. Locked
+    /// only while `docs` is held, so it changes in store order.
+    warm_docs: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Backend {
@@ -107,6 +110,14 @@ impl Backend {
                             .await;
                     }
                     Notice::ProgressBegin { .. } | Notice::ProgressEnd { .. } => {}
+                    Notice::Restarted { first, message } => {
+                        // The restarted thread has no documents: give it every warm one again, in store order.
+                        state.resync_warm();
+                        if first {
+                            client.show_message(MessageType::ERROR, format!("pie-ls: {message}")).await;
+                        }
+                        client.log_message(MessageType::ERROR, format!("pie-ls: {message}")).await;
+                    }
                 }
             }
         });
@@ -117,8 +128,7 @@ impl Backend {
     }
 
     fn docs(&self) -> MutexGuard<'_, DocumentStore> {
-        // A handler that panicked while holding the lock left a consistent store: every mutation is atomic.
-        self.state.docs.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.docs()
     }
 
     fn config(&self) -> Config {
@@ -142,23 +152,39 @@ impl Backend {
         self.client.log_message(typ, format!("pie-ls: {message}")).await;
     }
 
-    /// `pie/documentState`: what the server believes the document is.
+    /// `pie/documentState`: what the server believes the document is. The syntax fields are those of the tree
+    /// of this very version (waited for, off the runtime, when it is still parsing).
     pub async fn document_state(&self, params: DocumentStateParams) -> Result<DocumentState> {
         let uri = params.text_document.uri.to_string();
-        let docs = self.docs();
-        let doc = docs.get(&uri).map_err(invalid_params)?;
-        let syntax = doc.syntax();
-        Ok(DocumentState {
-            uri,
-            version: doc.version(),
-            text: doc.rope().to_string(),
-            line_count: doc.rope().len_lines(),
-            language_id: doc.language_id().to_owned(),
-            syntax_errors: syntax.map(|it| count_syntax_errors(it.tree())),
-            parse_ms: syntax.map(|it| it.last_parse_ms()),
-            syntax_language: syntax.map(|it| it.language().id().to_owned()),
-            binary: doc.is_binary(),
-        })
+        let (mut state, rope, request) = {
+            let docs = self.docs();
+            let doc = docs.get(&uri).map_err(invalid_params)?;
+            let state = DocumentState {
+                uri,
+                version: doc.version(),
+                text: String::new(),
+                line_count: doc.rope().len_lines(),
+                language_id: doc.language_id().to_owned(),
+                syntax_errors: None,
+                parse_ms: None,
+                syntax_language: doc.syntax_language().map(|it| it.id().to_owned()),
+                binary: doc.is_binary(),
+            };
+            (state, doc.rope().clone(), doc.tree_request())
+        };
+        // Built outside the lock: the rope is a snapshot of this version.
+        state.text = rope.to_string();
+        if let Some(parsed) = wait_tree(request).await? {
+            state.syntax_errors = Some(count_syntax_errors(&parsed.tree));
+            state.parse_ms = Some(parsed.parse_ms);
+        }
+        Ok(state)
+    }
+
+    /// A code-action snapshot of `uri` at its current version, with that version's tree.
+    async fn snapshot(&self, uri: &Url) -> Result<super::code_action::Snapshot> {
+        let pending = super::code_action::snapshot(&self.docs(), uri, self.encoding())?;
+        tokio::task::spawn_blocking(move || pending.ready()).await.map_err(|e| server_error(format!("reading the syntax tree failed: {e}")))
     }
 
     /// `textDocument/inlineCompletion` (LSP 3.18; tower-lsp 0.20 predates it, so it is routed as a custom method).
@@ -259,19 +285,132 @@ impl Backend {
         }
     }
 
-    /// `pie/syntaxTree`: the tree as an S-expression.
+    /// `pie/syntaxTree`: the tree of the document's current version as an S-expression.
     pub async fn syntax_tree(&self, params: DocumentStateParams) -> Result<SyntaxTreeResult> {
         let uri = params.text_document.uri.to_string();
-        let docs = self.docs();
-        let doc = docs.get(&uri).map_err(invalid_params)?;
-        let sexp = doc.syntax().map(|it| it.tree().root_node().to_sexp());
-        Ok(SyntaxTreeResult { uri, version: doc.version(), sexp })
+        let (version, request) = {
+            let docs = self.docs();
+            let doc = docs.get(&uri).map_err(invalid_params)?;
+            (doc.version(), doc.tree_request())
+        };
+        let sexp = wait_tree(request).await?.map(|parsed| parsed.tree.root_node().to_sexp());
+        Ok(SyntaxTreeResult { uri, version, sexp })
     }
+}
+
+/// The tree a request asks for, waited for on a blocking thread (the parse may still be running).
+async fn wait_tree(request: Option<crate::syntax::TreeRequest>) -> Result<Option<Arc<crate::syntax::Parsed>>> {
+    let Some(request) = request else { return Ok(None) };
+    let parsed = tokio::task::spawn_blocking(move || request.wait()).await.map_err(|e| server_error(format!("reading the syntax tree failed: {e}")))?;
+    Ok(Some(parsed))
 }
 
 /// Only text documents that could fit a context get a warm cache.
 fn warm_eligible(doc: &crate::document::Document, config: &Config) -> bool {
-    !doc.is_binary() && doc.rope().len_bytes() <= config.documents.max_warm_bytes
+    warm_eligible_within(doc, config.documents.max_warm_bytes)
+}
+
+fn warm_eligible_within(doc: &crate::document::Document, max_warm_bytes: usize) -> bool {
+    !doc.is_binary() && doc.rope().len_bytes() <= max_warm_bytes
+}
+
+impl ServerState {
+    fn docs(&self) -> MutexGuard<'_, DocumentStore> {
+        // A handler that panicked while holding the lock left a consistent store: every mutation is atomic.
+        self.docs.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The synchronous part of `didChange`: apply the changes to the store (the tree gets `InputEdit`s, its
+    /// re-parse is queued) and send the byte edits to the warm thread, all under the store lock so the warm
+    /// thread sees edits in store order. O(edit) for a warm document that stays warm.
+    fn apply_change(&self, uri: &str, version: i32, changes: &[crate::document::ContentChange]) -> std::result::Result<(), StoreError> {
+        let (limits, max_warm_bytes) = {
+            let config = self.config.read().unwrap_or_else(|p| p.into_inner());
+            (config.document_limits(), config.documents.max_warm_bytes)
+        };
+        let encoding = *self.encoding.read().unwrap_or_else(|p| p.into_inner());
+        let mut docs = self.docs();
+        let edits = docs.change(uri, version, changes, encoding, limits)?;
+        let (Some(warm), Ok(doc)) = (self.warm.get(), docs.get(uri)) else { return Ok(()) };
+        let eligible = warm_eligible_within(doc, max_warm_bytes);
+        let mut tracked = self.warm_docs.lock().unwrap_or_else(|p| p.into_inner());
+        if eligible {
+            // A keystroke makes any suggestion in flight for this document outdated: latest wins.
+            if let Some(flag) = self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(uri) {
+                flag.store(true, Ordering::Relaxed);
+            }
+        }
+        match (eligible, tracked.contains(uri)) {
+            (true, true) => {
+                let edits = edits.into_iter().map(|e| TextEdit::new(e.start_byte, e.old_end_byte, e.new_text)).collect();
+                warm.send(Command::Edit { uri: uri.to_owned(), version, edits });
+            }
+            // Newly eligible (shrunk below the warm limit, lost its NUL bytes): the warm thread needs the text once.
+            (true, false) => {
+                warm.send(Command::Open { uri: uri.to_owned(), version, text: doc.rope().to_string() });
+                tracked.insert(uri.to_owned());
+            }
+            (false, true) => {
+                warm.send(Command::Close { uri: uri.to_owned() });
+                tracked.remove(uri);
+            }
+            (false, false) => {}
+        }
+        Ok(())
+    }
+
+    /// Sends every warm-eligible document's text to the warm thread again (after it restarted and lost its copies).
+    fn resync_warm(&self) {
+        let max_warm_bytes = self.config.read().unwrap_or_else(|p| p.into_inner()).documents.max_warm_bytes;
+        let docs = self.docs();
+        let Some(warm) = self.warm.get() else { return };
+        let mut tracked = self.warm_docs.lock().unwrap_or_else(|p| p.into_inner());
+        tracked.clear();
+        for (uri, doc) in docs.iter() {
+            if warm_eligible_within(doc, max_warm_bytes) {
+                warm.send(Command::Open { uri: uri.to_owned(), version: doc.version(), text: doc.rope().to_string() });
+                tracked.insert(uri.to_owned());
+            }
+        }
+    }
+}
+
+/// The synchronous document path of the server (`didOpen`, `didChange`), as its handlers run it, for
+/// `pie-ls bench keystroke`.
+pub struct SyncPath(ServerState);
+
+impl SyncPath {
+    /// A server state without a client; `warm` stands for the warm thread's channel.
+    pub fn new(warm: Option<WarmHandle>) -> SyncPath {
+        let state = ServerState::default();
+        if let Some(warm) = warm {
+            let _ = state.warm.set(warm);
+        }
+        SyncPath(state)
+    }
+
+    pub fn open(&self, uri: &str, language_id: &str, version: i32, text: &str) {
+        let limits = self.0.config.read().unwrap_or_else(|p| p.into_inner()).document_limits();
+        let mut docs = self.0.docs();
+        docs.open(uri, language_id, version, text, limits);
+        if let Some(warm) = self.0.warm.get() {
+            warm.send(Command::Open { uri: uri.to_owned(), version, text: text.to_owned() });
+            self.0.warm_docs.lock().unwrap_or_else(|p| p.into_inner()).insert(uri.to_owned());
+        }
+    }
+
+    pub fn change(&self, uri: &str, version: i32, changes: &[crate::document::ContentChange]) -> std::result::Result<(), StoreError> {
+        self.0.apply_change(uri, version, changes)
+    }
+
+    /// The request for the tree of the document's current version.
+    pub fn tree_request(&self, uri: &str) -> Option<crate::syntax::TreeRequest> {
+        self.0.docs().get(uri).ok().and_then(|doc| doc.tree_request())
+    }
+
+    pub fn text(&self, uri: &str) -> Option<String> {
+        self.0.docs().get(uri).ok().map(|doc| doc.rope().to_string())
+    }
 }
 
 fn server_error(message: String) -> Error {
@@ -502,7 +641,7 @@ impl Backend {
             };
         }
         let uri = super::code_action::resolve_uri(&action)?;
-        let snapshot = super::code_action::snapshot(&self.docs(), &uri, self.encoding())?;
+        let snapshot = self.snapshot(&uri).await?;
         // The model names the function through the warm thread (blocking, so off the async runtime); without a
         // model the deterministic name is used.
         let namer = self.warm().cloned().map(warm::Namer::new);
@@ -626,7 +765,7 @@ impl LanguageServer for Backend {
     }
 
     async fn code_action(&self, params: CodeActionParams) -> Result<Option<CodeActionResponse>> {
-        let snapshot = super::code_action::snapshot(&self.docs(), &params.text_document.uri, self.encoding())?;
+        let snapshot = self.snapshot(&params.text_document.uri).await?;
         let mut actions = super::code_action::code_actions(&snapshot, &params)?.unwrap_or_default();
         let model = match self.warm() {
             Some(_) => Ok(()),
@@ -708,14 +847,18 @@ impl LanguageServer for Backend {
             let mut docs = self.docs();
             let replaced = docs.open(&uri, &item.language_id, item.version, &item.text, limits);
             if let (Some(warm), Ok(doc)) = (self.warm(), docs.get(&uri)) {
+                let mut tracked = self.state.warm_docs.lock().unwrap_or_else(|p| p.into_inner());
                 if warm_eligible(doc, &config) {
                     warm.send(Command::Open { uri: uri.clone(), version: item.version, text: item.text.clone() });
+                    tracked.insert(uri.clone());
+                } else if tracked.remove(&uri) {
+                    warm.send(Command::Close { uri: uri.clone() });
                 }
             }
             let note = docs.get(&uri).ok().and_then(|doc| {
                 if doc.is_binary() {
                     Some(format!("{uri} holds binary content (NUL bytes): stored, but not parsed nor sent to a model"))
-                } else if doc.language().is_some() && doc.syntax().is_none() {
+                } else if doc.language().is_some() && doc.syntax_language().is_none() {
                     Some(format!(
                         "{uri} is {} bytes, over documents.maxParseBytes ({}): no syntax tree",
                         doc.rope().len_bytes(),
@@ -739,28 +882,8 @@ impl LanguageServer for Backend {
         let uri = params.text_document.uri.to_string();
         let version = params.text_document.version;
         let changes: Vec<_> = params.content_changes.into_iter().map(convert::content_change).collect();
-        let config = self.config();
-        let limits = config.document_limits();
-        let encoding = self.encoding();
         // Synchronous, before the first `.await`: see the module invariants in `lsp/mod.rs`.
-        let result = {
-            let mut docs = self.docs();
-            let result = docs.change(&uri, version, &changes, encoding, limits);
-            // Still synchronous: the warm thread sees edits in the order the store applied them.
-            if let (Ok(edits), Some(warm), Ok(doc)) = (&result, self.warm(), docs.get(&uri)) {
-                if warm_eligible(doc, &config) {
-                    let edits = edits.iter().map(|e| TextEdit::new(e.start_byte, e.old_end_byte, e.new_text.clone())).collect();
-                    // A keystroke makes any suggestion in flight for this document outdated: latest wins.
-                    if let Some(flag) = self.state.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&uri) {
-                        flag.store(true, Ordering::Relaxed);
-                    }
-                    warm.send(Command::Edit { uri: uri.clone(), version, text: doc.rope().to_string(), edits });
-                } else {
-                    warm.send(Command::Close { uri: uri.clone() });
-                }
-            }
-            result
-        };
+        let result = self.state.apply_change(&uri, version, &changes);
         if let Err(err) = result {
             self.report(MessageType::ERROR, format!("didChange rejected: {err}")).await;
         }
@@ -773,10 +896,15 @@ impl LanguageServer for Backend {
 
     async fn did_close(&self, params: DidCloseTextDocumentParams) {
         let uri = params.text_document.uri.to_string();
-        let result = self.docs().close(&uri);
-        if let Some(warm) = self.warm() {
-            warm.send(Command::Close { uri: uri.clone() });
-        }
+        let result = {
+            let mut docs = self.docs();
+            let result = docs.close(&uri);
+            if let Some(warm) = self.warm() {
+                warm.send(Command::Close { uri: uri.clone() });
+                self.state.warm_docs.lock().unwrap_or_else(|p| p.into_inner()).remove(&uri);
+            }
+            result
+        };
         if let Err(err) = result {
             self.report(MessageType::WARNING, format!("didClose: {err}")).await;
         }

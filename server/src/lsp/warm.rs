@@ -29,12 +29,17 @@ pub enum Notice {
     ProgressBegin { token: String, title: String, message: String },
     ProgressEnd { token: String, message: String },
     Log { error: bool, message: String },
+    /// The warm thread panicked and started again without its documents: send every warm document's text again.
+    /// `first`: the first time in this process (the one to show the user); `message` says what happened and what
+    /// the thread runs with now.
+    Restarted { first: bool, message: String },
 }
 
 pub enum Command {
     Open { uri: String, version: i32, text: String },
     /// `edits` are the document's edits in the order applied; the cursor is assumed at the end of the last one.
-    Edit { uri: String, version: i32, text: String, edits: Vec<TextEdit> },
+    /// The warm thread applies them to its own copy of the text (`WarmTexts`), sent once with `Open`.
+    Edit { uri: String, version: i32, edits: Vec<TextEdit> },
     Close { uri: String },
     Stats { uri: String, reply: oneshot::Sender<Result<CacheStats, String>> },
     Complete(CompleteRequest),
@@ -43,6 +48,123 @@ pub enum Command {
     /// The next assistant turn of a conversation (self-debug, performance candidates), rendered with the model's
     /// chat template into the chat slot: a conversation that extends the slot's last one re-encodes only what is new.
     Chat { messages: Vec<ChatMessage>, prefill: String, params: GenerateParams, cancel: Arc<AtomicBool>, reply: mpsc::Sender<Result<String, String>> },
+}
+
+impl Command {
+    /// The command's name, for logs and the test hook.
+    fn kind(&self) -> &'static str {
+        match self {
+            Command::Open { .. } => "open",
+            Command::Edit { .. } => "edit",
+            Command::Close { .. } => "close",
+            Command::Stats { .. } => "stats",
+            Command::Complete(_) => "complete",
+            Command::Generate { .. } => "generate",
+            Command::Chat { .. } => "chat",
+        }
+    }
+}
+
+/// The warm thread's copy of each warm document's text, kept by applying the byte edits in order: the handlers
+/// send the text once (`Open`) and then only edits, so a keystroke costs O(edit) on the message path.
+#[derive(Default)]
+pub struct WarmTexts {
+    docs: HashMap<String, (i32, String)>,
+}
+
+impl WarmTexts {
+    pub fn open(&mut self, uri: &str, version: i32, text: &str) {
+        self.docs.insert(uri.to_owned(), (version, text.to_owned()));
+    }
+
+    pub fn close(&mut self, uri: &str) {
+        self.docs.remove(uri);
+    }
+
+    pub fn get(&self, uri: &str) -> Option<(i32, &str)> {
+        self.docs.get(uri).map(|(v, t)| (*v, t.as_str()))
+    }
+
+    /// Applies `edits` (each in the coordinates after the previous one) and returns the new text. An edit that
+    /// does not fit the copy (out of range, inside a character) drops the copy: it cannot be trusted any more.
+    pub fn apply(&mut self, uri: &str, version: i32, edits: &[TextEdit]) -> Result<&str, String> {
+        let Some((current, text)) = self.docs.get_mut(uri) else {
+            return Err(format!("{uri}: edits for a document the warm thread has no text of (ignored)"));
+        };
+        for edit in edits {
+            let fits = edit.start_byte <= edit.old_end_byte
+                && edit.old_end_byte <= text.len()
+                && text.is_char_boundary(edit.start_byte)
+                && text.is_char_boundary(edit.old_end_byte);
+            if !fits {
+                self.docs.remove(uri);
+                return Err(format!("{uri}: an edit does not fit the warm copy of the text; the copy is dropped"));
+            }
+            text.replace_range(edit.start_byte..edit.old_end_byte, &edit.new_text);
+        }
+        *current = version;
+        Ok(self.docs.get(uri).map(|(_, t)| t.as_str()).unwrap_or_default())
+    }
+
+    /// `Some(message)` when the copy at `version` differs from `text`, the store's text of that version.
+    pub fn check(&self, uri: &str, version: i32, text: &str) -> Option<String> {
+        let (v, copy) = self.get(uri)?;
+        (v == version && copy != text).then(|| {
+            format!("{uri}: the warm thread's copy of version {version} differed from the document ({} vs {} bytes); resynchronised", copy.len(), text.len())
+        })
+    }
+}
+
+/// How often the warm thread looks at the model file.
+const MODEL_CHECK_EVERY: Duration = Duration::from_secs(2);
+
+/// What identifies the model file's contents on disk.
+#[derive(Clone, Debug, PartialEq)]
+struct FileId {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    inode: u64,
+}
+
+fn file_id(path: &std::path::Path) -> Option<FileId> {
+    let meta = std::fs::metadata(path).ok()?;
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+    #[cfg(not(unix))]
+    let inode = 0;
+    Some(FileId { len: meta.len(), modified: meta.modified().ok(), inode })
+}
+
+/// The loaded model's file, watched so that its removal or truncation is reported once. The model was read into
+/// memory (not mapped), so nothing that happens to the file can crash the server or change the loaded model.
+struct ModelFile {
+    path: std::path::PathBuf,
+    loaded: Option<FileId>,
+    checked_at: Instant,
+    reported: bool,
+}
+
+impl ModelFile {
+    fn of(path: &std::path::Path) -> ModelFile {
+        ModelFile { path: path.to_path_buf(), loaded: file_id(path), checked_at: Instant::now(), reported: false }
+    }
+
+    /// What happened to the file since it was loaded, the first time it is noticed.
+    fn problem(&mut self) -> Option<String> {
+        if self.reported || self.checked_at.elapsed() < MODEL_CHECK_EVERY {
+            return None;
+        }
+        self.checked_at = Instant::now();
+        let path = self.path.display();
+        let what = match (&self.loaded, file_id(&self.path)) {
+            (_, None) => format!("the model file {path} was removed"),
+            (Some(loaded), Some(now)) if now.len < loaded.len => format!("the model file {path} was truncated ({} -> {} bytes)", loaded.len, now.len),
+            (Some(loaded), Some(now)) if now != *loaded => format!("the model file {path} changed on disk"),
+            _ => return None,
+        };
+        self.reported = true;
+        Some(format!("{what} while the server runs; the model was read into memory when it loaded, so completions keep working with that copy (restart the server to load the file again)"))
+    }
 }
 
 /// The model as a `ChatModel`, through the warm thread. Blocking: call it off the async runtime.
@@ -134,6 +256,12 @@ pub struct WarmHandle {
 }
 
 impl WarmHandle {
+    /// A handle and the receiving end of its channel, without a thread (benchmarks drain it themselves).
+    pub fn channel() -> (WarmHandle, Receiver<Command>) {
+        let (tx, rx) = mpsc::channel();
+        (WarmHandle { tx, interrupt: Arc::new(AtomicBool::new(false)) }, rx)
+    }
+
     pub fn send(&self, cmd: Command) {
         // A stats query is answered between refresh chunks; only text changes are worth abandoning a chunk for.
         if !matches!(cmd, Command::Stats { .. }) {
@@ -156,29 +284,66 @@ pub fn start(
     let flag = Arc::clone(&interrupt);
     std::thread::Builder::new()
         .name("pie-warm".into())
-        .spawn(move || {
-            let engine = load(model_spec, config, &notify);
-            let markers = engine.as_ref().ok().and_then(Markers::of_model);
-            let prompts = PromptBuilder::new(markers, completion.prefix_bytes, completion.suffix_bytes);
-            let context = engine.as_ref().ok().and_then(CrossFileContext::of_model);
-            Warm {
-                engine,
-                prompts,
-                context,
-                sessions: HashMap::new(),
-                pool: None,
-                notify: Box::new(notify),
-                interrupt: flag,
-                queue: VecDeque::new(),
-                chat: engine::ChatSlot::new(),
-            }
-            .run(rx)
-        })
+        .spawn(move || supervise(rx, model_spec, config, completion, flag, std::rc::Rc::new(notify)))
         .expect("spawning the warm thread");
     WarmHandle { tx, interrupt }
 }
 
-fn load(model_spec: Option<String>, config: EngineConfig, notify: &impl Fn(Notice)) -> Result<Engine, String> {
+/// Warm-thread panics tolerated before it runs without a model (each restart re-reads every warm document).
+const MAX_RESTARTS: usize = 3;
+
+/// Runs the warm thread and starts it again when it panics: the same channel (the handlers keep their handle),
+/// the same loaded model (its weights are read-only and were read into memory, not mapped: see
+/// `EngineConfig::use_mmap`), new sessions. Documents come back through `Notice::Restarted`.
+fn supervise(
+    rx: Receiver<Command>,
+    model_spec: Option<String>,
+    config: EngineConfig,
+    completion: CompletionConfig,
+    interrupt: Arc<AtomicBool>,
+    notify: std::rc::Rc<dyn Fn(Notice)>,
+) {
+    let mut engine: Option<Result<Engine, String>> = None;
+    let mut restarts = 0;
+    loop {
+        let loaded = engine.get_or_insert_with(|| load(model_spec.clone(), config.clone(), &*notify)).clone();
+        let warm = Warm::new(loaded, &completion, Arc::clone(&interrupt), std::rc::Rc::clone(&notify));
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| warm.run(&rx)));
+        let Err(panic) = outcome else { return };
+        let what = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("unknown panic")
+            .to_owned();
+        restarts += 1;
+        let message = if restarts > MAX_RESTARTS {
+            engine = Some(Err(format!("the model thread crashed {restarts} times (last: {what})")));
+            format!("the model thread crashed again ({what}); it now runs without a model: documents are still served, completions and model actions are off until the server restarts")
+        } else {
+            format!("the model thread crashed ({what}) and was restarted with the loaded model; warm caches are rebuilt")
+        };
+        tracing::error!("{message}");
+        notify(Notice::Restarted { first: restarts == 1 || restarts == MAX_RESTARTS + 1, message });
+    }
+}
+
+/// The test hook of the fault-path tests: `PIE_LS_TEST_PANIC=<command>` (`open`, `edit`, `complete`, `stats`,
+/// ...) makes the warm thread panic on the first such command, `<command>:always` on every one. Ignored unless
+/// set.
+fn test_panic(kind: &str) {
+    static FIRED: AtomicBool = AtomicBool::new(false);
+    let Ok(hook) = std::env::var("PIE_LS_TEST_PANIC") else { return };
+    let (name, always) = match hook.split_once(':') {
+        Some((name, mode)) => (name.to_owned(), mode == "always"),
+        None => (hook, false),
+    };
+    if name == kind && (always || !FIRED.swap(true, Ordering::Relaxed)) {
+        panic!("PIE_LS_TEST_PANIC on {kind}");
+    }
+}
+
+fn load(model_spec: Option<String>, config: EngineConfig, notify: &dyn Fn(Notice)) -> Result<Engine, String> {
     let spec = model_spec.or_else(|| std::env::var(engine::MODEL_ENV).ok()).filter(|s| !s.trim().is_empty());
     let path = engine::resolve_model(spec.as_deref()).map_err(|e| e.to_string());
     let path = match path {
@@ -222,7 +387,12 @@ struct Warm {
     context: Option<CrossFileContext>,
     sessions: HashMap<String, Result<WarmDoc, String>>,
     pool: Option<WarmPool<String>>,
-    notify: Box<dyn Fn(Notice) + Send>,
+    /// The text of every warm-eligible document, kept by applying the edits: sessions come and go (eviction,
+    /// failures), the text stays.
+    texts: WarmTexts,
+    /// Size, modification time and inode of the model file when it was loaded, and when it was last checked.
+    model_file: Option<ModelFile>,
+    notify: std::rc::Rc<dyn Fn(Notice)>,
     interrupt: Arc<AtomicBool>,
     queue: VecDeque<Command>,
     /// The one conversation kept warm (the last self-debug or performance request).
@@ -230,19 +400,41 @@ struct Warm {
 }
 
 impl Warm {
-    fn run(mut self, rx: Receiver<Command>) {
+    fn new(engine: Result<Engine, String>, completion: &CompletionConfig, interrupt: Arc<AtomicBool>, notify: std::rc::Rc<dyn Fn(Notice)>) -> Warm {
+        let markers = engine.as_ref().ok().and_then(Markers::of_model);
+        let prompts = PromptBuilder::new(markers, completion.prefix_bytes, completion.suffix_bytes);
+        let context = engine.as_ref().ok().and_then(CrossFileContext::of_model);
+        let model_file = engine.as_ref().ok().map(|e| ModelFile::of(&e.info().path));
+        Warm {
+            engine,
+            prompts,
+            context,
+            sessions: HashMap::new(),
+            pool: None,
+            texts: WarmTexts::default(),
+            model_file,
+            notify,
+            interrupt,
+            queue: VecDeque::new(),
+            chat: engine::ChatSlot::new(),
+        }
+    }
+
+    fn run(mut self, rx: &Receiver<Command>) {
         if let Ok(engine) = &self.engine {
             self.pool = Some(WarmPool::from_config(engine.config()));
         }
         let mut last_edited: Option<String> = None;
         let mut last_edit_at = Instant::now();
         loop {
+            self.watch_model();
             if self.queue.is_empty() {
                 // Idle time counts from the last edit: queries (cacheStats) do not postpone the refresh.
                 let next = if last_edited.is_some() {
                     rx.recv_timeout(IDLE_BEFORE_REFRESH.saturating_sub(last_edit_at.elapsed()))
                 } else {
-                    rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+                    // Wakes up now and then to look at the model file.
+                    rx.recv_timeout(MODEL_CHECK_EVERY)
                 };
                 match next {
                     Ok(cmd) => self.queue.push_back(cmd),
@@ -260,26 +452,38 @@ impl Warm {
             // Take everything already waiting, so consecutive edits can be folded.
             self.queue.extend(rx.try_iter());
             let Some(cmd) = self.queue.pop_front() else { continue };
+            test_panic(cmd.kind());
             match cmd {
                 Command::Open { uri, version, text } => {
                     let cursor = text.len();
+                    self.texts.open(&uri, version, &text);
                     self.open(uri, version, text, cursor);
                 }
-                Command::Edit { uri, mut version, mut text, mut edits } => {
+                Command::Edit { uri, mut version, mut edits } => {
                     while let Some(Command::Edit { uri: next_uri, .. }) = self.queue.front() {
                         if *next_uri != uri {
                             break;
                         }
-                        let Some(Command::Edit { version: v, text: next_text, edits: next_edits, .. }) = self.queue.pop_front() else { break };
+                        let Some(Command::Edit { version: v, edits: next_edits, .. }) = self.queue.pop_front() else { break };
                         version = v;
-                        text = next_text;
                         edits.extend(next_edits);
                     }
+                    let text = match self.texts.apply(&uri, version, &edits) {
+                        Ok(text) => text.to_owned(),
+                        Err(err) => {
+                            // Unknown documents are normal right after a restart (their `Open` follows); a bad edit
+                            // is not, and the copy is dropped rather than trusted.
+                            tracing::debug!("{err}");
+                            self.sessions.remove(&uri);
+                            continue;
+                        }
+                    };
                     self.edit(&uri, version, text, &edits);
                     last_edited = Some(uri);
                     last_edit_at = Instant::now();
                 }
                 Command::Close { uri } => {
+                    self.texts.close(&uri);
                     self.sessions.remove(&uri);
                     if let Some(context) = self.context.as_mut() {
                         context.forget(&uri);
@@ -311,6 +515,11 @@ impl Warm {
                     let _ = reply.send(result);
                 }
                 Command::Complete(request) => {
+                    // The request carries the store's text: the warm copy of the same version must equal it.
+                    if let Some(diverged) = self.texts.check(&request.uri, request.version, &request.text) {
+                        (self.notify)(Notice::Log { error: true, message: diverged });
+                        self.texts.open(&request.uri, request.version, &request.text);
+                    }
                     let uri = request.uri.clone();
                     let outcome = self.complete(request);
                     if let Some((reply, outcome)) = outcome {
@@ -341,6 +550,14 @@ impl Warm {
         let doc = session.map(|session| WarmDoc { session, version, text, cursor, prompt });
         self.sessions.insert(uri.clone(), doc);
         self.touch(&uri, bytes);
+    }
+
+    /// Reports, once, that the loaded model's file was removed or changed.
+    fn watch_model(&mut self) {
+        if let Some(problem) = self.model_file.as_mut().and_then(ModelFile::problem) {
+            tracing::warn!("{problem}");
+            (self.notify)(Notice::Log { error: true, message: problem });
+        }
     }
 
     fn context_for(&self, uri: &str) -> String {
@@ -470,5 +687,56 @@ impl Warm {
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::document::{ContentChange, Document, DocumentLimits, LineCol, PositionEncoding};
+    use rand::{rngs::StdRng, Rng, SeedableRng};
+
+    /// The warm thread's copy, kept from the byte edits alone, equals the store's text after every batch of
+    /// random edits (multi-byte characters, line endings, several changes per batch, whole replacements).
+    #[test]
+    fn the_warm_copy_follows_the_store_through_random_edits() {
+        let mut rng = StdRng::seed_from_u64(13);
+        let pieces = ["a", "é", "😀", "\n", "\r\n", "\r", "(", "  ", "fn x() {}\n", ""];
+        let start = "def f(x):\r\n    return x\n# é😀\n";
+        let limits = DocumentLimits::default();
+        let mut doc = Document::new("file:///a.py", "python", 0, start, limits);
+        let mut texts = WarmTexts::default();
+        texts.open("file:///a.py", 0, start);
+        for version in 1..400 {
+            let mut changes = Vec::new();
+            for _ in 0..rng.gen_range(1..4) {
+                let text: String = (0..rng.gen_range(0..4)).map(|_| pieces[rng.gen_range(0..pieces.len())]).collect();
+                if rng.gen_ratio(1, 50) {
+                    changes.push(ContentChange { range: None, text });
+                    continue;
+                }
+                let lines = doc.rope().len_lines() as u32 + 2;
+                let a = LineCol { line: rng.gen_range(0..lines), character: rng.gen_range(0..12) };
+                let b = LineCol { line: rng.gen_range(a.line..lines), character: rng.gen_range(0..12) };
+                let (a, b) = if (a.line, a.character) <= (b.line, b.character) { (a, b) } else { (b, a) };
+                changes.push(ContentChange { range: Some((a, b)), text });
+            }
+            // Some batches are refused (a line past the end): then nothing reaches the warm thread, as in the server.
+            let Ok(edits) = doc.apply_changes(version, &changes, PositionEncoding::Utf16, limits) else { continue };
+            let edits: Vec<TextEdit> = edits.into_iter().map(|e| TextEdit::new(e.start_byte, e.old_end_byte, e.new_text)).collect();
+            let copy = texts.apply("file:///a.py", version, &edits).expect("the edits fit the copy").to_owned();
+            assert_eq!(copy, doc.rope().to_string(), "version {version}");
+            assert_eq!(texts.check("file:///a.py", version, &doc.rope().to_string()), None);
+        }
+    }
+
+    #[test]
+    fn an_edit_that_does_not_fit_drops_the_copy_and_a_diverged_copy_is_named() {
+        let mut texts = WarmTexts::default();
+        texts.open("u", 1, "héllo");
+        assert!(texts.check("u", 1, "hello").is_some_and(|m| m.contains("differed")));
+        assert!(texts.apply("u", 2, &[TextEdit::new(2, 2, "x")]).is_err(), "inside é");
+        assert!(texts.get("u").is_none());
+        assert!(texts.apply("v", 1, &[]).is_err(), "unknown document");
     }
 }

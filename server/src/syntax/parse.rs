@@ -1,20 +1,17 @@
-//! One incrementally maintained tree-sitter tree per document.
-//!
-//! Each text change becomes an `InputEdit` on the old tree (so unchanged subtrees are reused) and the tree is
-//! re-parsed once per `didChange` notification, reading the rope chunk by chunk (no copy of the whole text).
+//! Parsing a rope with tree-sitter (chunk by chunk, no copy of the whole text), tree-sitter points, and tree
+//! walks. Documents keep their trees through `incremental.rs`; `SyntaxTree` is a one-off parse from scratch.
 
 use std::time::Instant;
 
 use ropey::Rope;
-use tree_sitter::{InputEdit, Parser, Point, Tree};
+use tree_sitter::{Parser, Point, Tree};
 
 use super::Language;
 
 pub struct SyntaxTree {
     language: Language,
-    parser: Parser,
     tree: Tree,
-    /// Wall time of the last (re-)parse, in milliseconds.
+    /// Wall time of the parse, in milliseconds.
     last_parse_ms: f64,
 }
 
@@ -26,7 +23,7 @@ impl SyntaxTree {
         parser.set_language(&language.grammar()).expect("grammar ABI matches the tree-sitter crate");
         let started = Instant::now();
         let tree = parse_rope(&mut parser, text, None);
-        SyntaxTree { language, parser, tree, last_parse_ms: started.elapsed().as_secs_f64() * 1e3 }
+        SyntaxTree { language, tree, last_parse_ms: started.elapsed().as_secs_f64() * 1e3 }
     }
 
     pub fn language(&self) -> Language {
@@ -40,33 +37,9 @@ impl SyntaxTree {
     pub fn last_parse_ms(&self) -> f64 {
         self.last_parse_ms
     }
-
-    /// Records an edit on the old tree. Call once per text change, before `reparse`.
-    pub fn edit(&mut self, edit: &InputEdit) {
-        self.tree.edit(edit);
-    }
-
-    /// Re-parses after one or more `edit` calls, reusing unchanged subtrees.
-    pub fn reparse(&mut self, text: &Rope) {
-        let started = Instant::now();
-        self.tree = parse_rope(&mut self.parser, text, Some(&self.tree));
-        self.last_parse_ms = started.elapsed().as_secs_f64() * 1e3;
-    }
-
-    /// Replaces the tree by a fresh one (after a whole-document change or to undo a failed edit batch).
-    pub fn reset(&mut self, text: &Rope, tree: Option<Tree>) {
-        match tree {
-            Some(tree) => self.tree = tree,
-            None => {
-                let started = Instant::now();
-                self.tree = parse_rope(&mut self.parser, text, None);
-                self.last_parse_ms = started.elapsed().as_secs_f64() * 1e3;
-            }
-        }
-    }
 }
 
-fn parse_rope(parser: &mut Parser, text: &Rope, old: Option<&Tree>) -> Tree {
+pub(super) fn parse_rope(parser: &mut Parser, text: &Rope, old: Option<&Tree>) -> Tree {
     let len = text.len_bytes();
     let mut read = |byte: usize, _: Point| -> &[u8] {
         if byte >= len {
@@ -79,8 +52,43 @@ fn parse_rope(parser: &mut Parser, text: &Rope, old: Option<&Tree>) -> Tree {
     parser.parse_with_options(&mut read, old, None).expect("tree-sitter returns a tree when not cancelled")
 }
 
+/// Tree-sitter's point for a byte offset when the text has no lone `\r`: then ropey's lines (which also end at
+/// `\r\n`, where the `\n` is the last byte) are exactly tree-sitter's rows, and this is O(log n). With lone
+/// `\r`s (old Mac line endings, rare) it falls back to `ts_point_at`'s scan.
+pub fn ts_point_fast(text: &Rope, byte: usize, lone_crs: usize) -> Point {
+    if lone_crs > 0 {
+        return ts_point_at(text, byte);
+    }
+    let byte = byte.min(text.len_bytes());
+    let row = text.byte_to_line(byte);
+    Point { row, column: byte - text.line_to_byte(row) }
+}
+
+/// How many lone `\r`s (not followed by `\n`) start at a byte in `from..to`: ropey counts them as line breaks,
+/// tree-sitter does not. Reads one byte past `to`.
+pub fn lone_crs_in(text: &Rope, from: usize, to: usize) -> usize {
+    let len = text.len_bytes();
+    let (from, to) = (from.min(len), to.min(len));
+    if from >= to {
+        return 0;
+    }
+    let mut count = 0;
+    let mut prev_cr = false;
+    // `bytes_at` takes any byte offset: `from` may fall inside a multi-byte character.
+    for b in text.bytes_at(from).take(to - from) {
+        if prev_cr && b != b'\n' {
+            count += 1;
+        }
+        prev_cr = b == b'\r';
+    }
+    if prev_cr && (to == len || text.byte(to) != b'\n') {
+        count += 1;
+    }
+    count
+}
+
 /// Tree-sitter's point for a byte offset: rows count `\n` only (a lone `\r` is not a row break for tree-sitter),
-/// columns are bytes since the last `\n`.
+/// columns are bytes since the last `\n`. O(n): a scan from the start.
 pub fn ts_point_at(text: &Rope, byte: usize) -> Point {
     let mut row = 0;
     let mut last_newline_end = 0;
@@ -169,6 +177,21 @@ mod tests {
         assert_eq!(ts_point_at(&rope, 4), Point { row: 1, column: 0 });
         assert_eq!(ts_point_at(&rope, 9), Point { row: 1, column: 5 });
         assert_eq!(advance_point(Point { row: 1, column: 2 }, "x\nyz"), Point { row: 2, column: 2 });
+    }
+
+    #[test]
+    fn fast_points_agree_with_the_scan_without_lone_crs() {
+        let rope = Rope::from_str("ab\r\ncd\nef\r\n\r\ngh");
+        assert_eq!(lone_crs_in(&rope, 0, rope.len_bytes()), 0);
+        for byte in 0..=rope.len_bytes() {
+            assert_eq!(ts_point_fast(&rope, byte, 0), ts_point_at(&rope, byte), "byte {byte}");
+        }
+        let mac = Rope::from_str("a\rb\r\nc\r");
+        assert_eq!(lone_crs_in(&mac, 0, mac.len_bytes()), 2);
+        assert_eq!(lone_crs_in(&mac, 1, 2), 1);
+        assert_eq!(lone_crs_in(&mac, 3, 4), 0, "the \\r of \\r\\n");
+        assert_eq!(ts_point_fast(&mac, 7, 2), Point { row: 1, column: 2 });
+        assert_eq!(lone_crs_in(&Rope::from_str("é\r"), 1, 3), 1, "from inside a character");
     }
 
     #[test]
