@@ -40,6 +40,12 @@ pub struct SoakArgs {
     /// Seed of the operation mix (the same seed gives the same operations).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Bytes of text before and after the cursor in the prompt (`completion.prefixBytes`/`suffixBytes`): smaller
+    /// than the server's defaults, so that rebuilding an evicted cache is cheap and evictions can be frequent.
+    #[arg(long, default_value_t = 3000)]
+    pub prefix_bytes: usize,
+    #[arg(long, default_value_t = 1000)]
+    pub suffix_bytes: usize,
     /// Server binary (default: this executable).
     #[arg(long)]
     pub server: Option<PathBuf>,
@@ -114,11 +120,13 @@ pub fn run(args: SoakArgs) -> anyhow::Result<()> {
                 "maxTokens": max_tokens,
                 "firstSuggestionMs": first_ms,
                 "multiline": rng.gen_bool(0.7),
+                "prefixBytes": args.prefix_bytes,
+                "suffixBytes": args.suffix_bytes,
             }
         })
     };
     let mut init = settings(&mut rng);
-    init["completion"] = json!({});
+    init["completion"] = json!({ "prefixBytes": args.prefix_bytes, "suffixBytes": args.suffix_bytes });
     let mut lsp = LspClient::builder()
         .binary(&server)
         .encoding("utf-16")
