@@ -11,7 +11,7 @@ use serde_json::Value;
 #[test]
 fn two_minutes_of_editing_leave_every_text_and_warm_cache_in_step() {
     let output = Command::new(server_binary().unwrap())
-        .args(["bench", "soak", "--minutes", "2", "--seed", "7", "--model", &test_model()])
+        .args(["bench", "soak", "--minutes", "2", "--seed", "7", "--prefix-bytes", "1500", "--suffix-bytes", "500", "--model", &test_model()])
         .output()
         .expect("running pie-ls bench soak");
     let stdout = String::from_utf8_lossy(&output.stdout);

@@ -416,8 +416,8 @@ impl Warm {
     /// Serves one completion: move the cached prompt to the request's cursor, generate until the block ends, the
     /// token cap, the time budget, or a cancellation. With a first-suggestion time the answer goes out (through
     /// the reply channel) when that time has passed, and generation goes on to extend `growing` until the block
-    /// ends, a keystroke, or another command (`may_extend` false: none is waiting). Returns the reply channel
-    /// with the answer when it was not sent yet.
+    /// ends, a keystroke, or another command (`may_extend` false: one is already waiting, so the answer is not
+    /// extended). Returns the reply channel with the answer when it was not sent yet.
     #[allow(clippy::type_complexity)]
     fn complete(
         &mut self,
