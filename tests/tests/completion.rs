@@ -184,11 +184,12 @@ fn code_recently_edited_in_another_document_joins_the_prompt_without_rereading_t
 
 #[test]
 fn the_first_suggestion_comes_in_time_and_is_extended_in_the_background() {
-    // A first-suggestion time of 1 ms: the answer is the first piece of text, the rest comes by extension.
+    // A first-suggestion time of 1 ms: the answer is the first piece of text, the rest comes by extension. The
+    // extension ends at the time budget too; a generous one keeps a loaded machine from ending it early.
     let mut lsp = LspClient::builder()
         .model(&default_model())
         .capabilities(json!({ "experimental": { "pieStatusNotification": true } }))
-        .init_options(json!({ "model": { "threads": 2 }, "completion": { "maxTokens": 48, "firstSuggestionMs": 1 } }))
+        .init_options(json!({ "model": { "threads": 2 }, "completion": { "maxTokens": 48, "firstSuggestionMs": 1, "timeBudgetMs": 600000 } }))
         .spawn()
         .unwrap();
     lsp.open(URI, "python", SOURCE);
