@@ -51,6 +51,8 @@ enum BenchCommand {
     Selfdebug(pie_ls::bench::selfdebug::SelfDebugBenchArgs),
     /// "Find a faster version" on the slow-to-fast Python fixtures.
     Perf(pie_ls::bench::perf::PerfBenchArgs),
+    /// Drives the real server for --minutes with a long editing session, then checks texts, caches and memory.
+    Soak(pie_ls::bench::soak::SoakArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -79,6 +81,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Pie(args)) => pie_ls::engine::run_pie_bench(args),
         Command::Bench(BenchCommand::Selfdebug(args)) => pie_ls::bench::selfdebug::run(args),
         Command::Bench(BenchCommand::Perf(args)) => pie_ls::bench::perf::run(args),
+        Command::Bench(BenchCommand::Soak(args)) => pie_ls::bench::soak::run(args),
     }
 }
 

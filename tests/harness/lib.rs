@@ -85,6 +85,7 @@ fn cached_model(env: &str, file: &str, fetch: &str) -> String {
 }
 
 pub struct LspBuilder {
+    binary: Option<PathBuf>,
     encodings: Vec<String>,
     init_options: Option<Value>,
     env: Vec<(String, String)>,
@@ -147,6 +148,11 @@ impl LspBuilder {
         self.record = true;
         self
     }
+    /// Runs this server binary instead of `server_binary()` (a benchmark driving the binary it is part of).
+    pub fn binary(mut self, path: &std::path::Path) -> Self {
+        self.binary = Some(path.to_owned());
+        self
+    }
     /// Spawn without sending `initialize` (for tests of the handshake itself).
     pub fn uninitialized(mut self) -> Self {
         self.initialize = false;
@@ -154,7 +160,10 @@ impl LspBuilder {
     }
 
     pub fn spawn(self) -> Result<LspClient> {
-        let bin = server_binary()?;
+        let bin = match self.binary.clone() {
+            Some(bin) => bin,
+            None => server_binary()?,
+        };
         let mut cmd = Command::new(&bin);
         cmd.args(&self.args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         for (key, value) in &self.env {
@@ -261,6 +270,7 @@ pub struct LspClient {
 impl LspClient {
     pub fn builder() -> LspBuilder {
         LspBuilder {
+            binary: None,
             encodings: Vec::new(),
             init_options: None,
             env: Vec::new(),
@@ -485,6 +495,11 @@ impl LspClient {
         let start = log.len().saturating_sub(4000);
         let start = (start..log.len()).find(|i| log.is_char_boundary(*i)).unwrap_or(log.len());
         log[start..].to_owned()
+    }
+
+    /// The server's process id (for its resident memory in `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn is_alive(&mut self) -> bool {

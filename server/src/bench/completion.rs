@@ -43,6 +43,14 @@ pub struct CompletionBenchArgs {
     /// Source file (default: Python standard-library modules, concatenated).
     #[arg(long)]
     pub file: Option<std::path::PathBuf>,
+    /// Measure keystroke-to-ghost-text through the real server (this binary, over LSP) at the server's default
+    /// completion settings, with the first suggestion in time (`completion.firstSuggestionMs`) and without it
+    /// (0: the whole suggestion before the answer), side by side.
+    #[arg(long)]
+    pub through_lsp: bool,
+    /// Through LSP: the pause after each answer before the next keystroke, in milliseconds.
+    #[arg(long, default_value_t = 600)]
+    pub think_ms: u64,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -77,6 +85,9 @@ struct Figures {
 }
 
 pub fn run(args: CompletionBenchArgs) -> anyhow::Result<()> {
+    if args.through_lsp {
+        return run_through_lsp(&args);
+    }
     let path = resolve_model(args.model.as_deref())?;
     let config = EngineConfig { threads: args.threads, ..EngineConfig::default() };
     let engine = Engine::load(&path, config)?;
@@ -180,6 +191,126 @@ fn measure(engine: &Engine, markers: &Markers, doc: &str, layout: Layout, args: 
         }
     }
     Ok(figures)
+}
+
+/// What one server setting gave through LSP.
+#[derive(Default)]
+struct GhostFigures {
+    ghost_ms: Vec<f64>,
+    first_chars: Vec<f64>,
+    paused_chars: Vec<f64>,
+    empty: usize,
+    generated_tokens: Vec<f64>,
+}
+
+/// Keystroke to ghost text through the real server: a `didChange` of one character, then
+/// `textDocument/inlineCompletion` at once, timed from sending the keystroke to the answer, at positions in the
+/// second half of the file. After each answer the user pauses (`--think-ms`) and asks again at the same place,
+/// which is served from the shown suggestion as extended meanwhile.
+fn run_through_lsp(args: &CompletionBenchArgs) -> anyhow::Result<()> {
+    use pie_ls_harness::{range_change, LspClient};
+    use serde_json::json;
+    let path = resolve_model(args.model.as_deref())?;
+    let source = match &args.file {
+        Some(file) => std::fs::read_to_string(file)?,
+        None => stdlib_source()?,
+    };
+    let server = std::env::current_exe().context("finding this executable")?;
+    let docs: Vec<(usize, String)> = {
+        // Only to count tokens; dropped before the servers start.
+        let engine = Engine::load(&path, EngineConfig { threads: args.threads, ..EngineConfig::default() })?;
+        args.sizes.iter().map(|&size| {
+            let doc = truncate_to_tokens(&engine, &source, size);
+            (engine.tokenize(&doc, false).len(), doc)
+        }).collect()
+    };
+    let defaults = CompletionConfig::default();
+    println!(
+        "pie-ls bench completion --through-lsp: model {}, {} threads, {} positions x {} keystrokes, {} ms pause after each answer; server defaults otherwise (maxTokens {}, firstSuggestionMs {})",
+        path.display(), args.threads, args.positions, args.keystrokes, args.think_ms, defaults.max_tokens, defaults.first_suggestion_ms
+    );
+    println!("{:>6} {:<28} {:>10} {:>10} {:>10} {:>12} {:>13} {:>7} {:>11}", "tokens", "setting", "ghost_p50", "ghost_p95", "ghost_max", "chars_first", "chars_paused", "empty", "gen_tokens");
+    for (tokens, doc) in &docs {
+        for (name, first_ms) in [("firstSuggestionMs 0 (before)", Some(0u64)), ("default (first in time)", None)] {
+            let mut completion = json!({});
+            if let Some(ms) = first_ms {
+                completion["firstSuggestionMs"] = json!(ms);
+            }
+            let mut lsp = LspClient::builder()
+                .binary(&server)
+                .capabilities(json!({ "experimental": { "pieStatusNotification": true } }))
+                .init_options(json!({ "model": { "path": path.display().to_string(), "threads": args.threads }, "completion": completion }))
+                .spawn()?;
+            let uri = "file:///bench/ghost.py";
+            lsp.open(uri, "python", doc);
+            let deadline = Instant::now() + std::time::Duration::from_secs(1800);
+            while !lsp.cache_stats(uri).is_ok_and(|s| s["cachedTokens"].as_u64().unwrap_or(0) > 0) {
+                if Instant::now() > deadline {
+                    bail!("the document never became warm; server stderr:\n{}", lsp.stderr());
+                }
+                std::thread::sleep(std::time::Duration::from_millis(500));
+            }
+            let mut f = GhostFigures::default();
+            let mut text = doc.clone();
+            let pos = |text: &str, at: usize| {
+                let line = text[..at].matches('\n').count() as u32;
+                let start = text[..at].rfind('\n').map(|i| i + 1).unwrap_or(0);
+                (line, text[start..at].encode_utf16().count() as u32)
+            };
+            for p in 0..args.positions {
+                let line_starts: Vec<usize> = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
+                let line = line_starts.len() / 2 + (p + 1) * line_starts.len() / (2 * (args.positions + 1));
+                let start = line_starts[line.min(line_starts.len() - 1)];
+                let indent: String = text[start..].chars().take_while(|c| *c == ' ' || *c == '\t').collect();
+                let at = pos(&text, start);
+                lsp.edit(uri, vec![range_change(at, at, &format!("{indent}\n"))]);
+                text.insert_str(start, &format!("{indent}\n"));
+                let mut cursor = start + indent.len();
+                // The cursor jump is not timed: wait until the warm thread has it.
+                let _ = lsp.cache_stats(uri);
+                for ch in TYPED.chars().take(args.keystrokes) {
+                    let at = pos(&text, cursor);
+                    let started = Instant::now();
+                    lsp.edit(uri, vec![range_change(at, at, &ch.to_string())]);
+                    text.insert(cursor, ch);
+                    cursor += ch.len_utf8();
+                    let (line, character) = pos(&text, cursor);
+                    let params = json!({ "textDocument": { "uri": uri }, "position": { "line": line, "character": character }, "context": { "triggerKind": 2 } });
+                    let result = lsp.request("textDocument/inlineCompletion", params.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+                    f.ghost_ms.push(started.elapsed().as_secs_f64() * 1e3);
+                    lsp.pump();
+                    if let Some(status) = lsp.take_notifications("pie/status").last() {
+                        f.generated_tokens.push(status["generatedTokens"].as_f64().unwrap_or(0.0));
+                    }
+                    let shown = result["items"][0]["insertText"].as_str().unwrap_or_default().chars().count();
+                    if shown == 0 {
+                        f.empty += 1;
+                    }
+                    f.first_chars.push(shown as f64);
+                    std::thread::sleep(std::time::Duration::from_millis(args.think_ms));
+                    let again = lsp.request("textDocument/inlineCompletion", params).map_err(|e| anyhow::anyhow!("{e}"))?;
+                    f.paused_chars.push(again["items"][0]["insertText"].as_str().unwrap_or_default().chars().count() as f64);
+                    lsp.take_notifications("pie/status");
+                }
+            }
+            let _ = lsp.shutdown();
+            let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+            println!(
+                "{:>6} {:<28} {:>8.0}ms {:>8.0}ms {:>8.0}ms {:>12.1} {:>13.1} {:>7} {:>11.1}",
+                tokens,
+                name,
+                quantile(&mut f.ghost_ms, 0.5),
+                quantile(&mut f.ghost_ms, 0.95),
+                f.ghost_ms.last().copied().unwrap_or(f64::NAN),
+                mean(&f.first_chars),
+                mean(&f.paused_chars),
+                f.empty,
+                mean(&f.generated_tokens),
+            );
+        }
+    }
+    println!("ghost = keystroke sent to inline-completion answer received (client side); chars_first = length of that answer; chars_paused = length when asked again after the pause (the extension); empty = answers without a suggestion; gen_tokens = tokens generated before the answer (pie/status)");
+    Ok(())
 }
 
 /// llama.vim's layout: stable extra context (a snapshot of the file) first, the volatile local window last.

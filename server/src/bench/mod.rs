@@ -7,6 +7,7 @@ pub mod infill;
 pub mod keystroke;
 pub mod perf;
 pub mod selfdebug;
+pub mod soak;
 pub mod synth;
 
 /// Resident set size of this process in bytes (Linux `/proc/self/statm`; 0 elsewhere).

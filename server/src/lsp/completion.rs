@@ -116,26 +116,45 @@ impl Drop for CancelOnDrop {
     }
 }
 
-/// The last suggestion shown for a document: the text around the cursor when it was made.
+/// A suggestion that may still grow: the warm thread extends it after its first part was answered.
+#[derive(Clone, Default, Debug)]
+pub struct Growing(Arc<std::sync::Mutex<String>>);
+
+impl Growing {
+    pub fn set(&self, text: &str) {
+        let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        held.clear();
+        held.push_str(text);
+    }
+
+    pub fn get(&self) -> String {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// The last suggestion shown for a document: the text around the cursor when it was made, and the suggestion
+/// as extended so far.
 pub struct Shown {
     prefix: String,
     suffix: String,
-    suggestion: String,
+    suggestion: Growing,
 }
 
 impl Shown {
-    pub fn new(text: &str, cursor: usize, suggestion: &str) -> Shown {
-        Shown { prefix: text[..cursor].to_owned(), suffix: text[cursor..].to_owned(), suggestion: suggestion.to_owned() }
+    pub fn new(text: &str, cursor: usize, suggestion: Growing) -> Shown {
+        Shown { prefix: text[..cursor].to_owned(), suffix: text[cursor..].to_owned(), suggestion }
     }
 
-    /// When the user typed the beginning of the suggestion and nothing else changed, the rest of it.
+    /// When the user typed the beginning of the suggestion (or nothing: asked again where it was made) and
+    /// nothing else changed, the rest of it as extended so far.
     pub fn continue_with(&self, text: &str, cursor: usize) -> Option<String> {
         if cursor > text.len() || !text.is_char_boundary(cursor) || text[cursor..] != self.suffix {
             return None;
         }
         let typed = text[..cursor].strip_prefix(self.prefix.as_str())?;
-        let rest = self.suggestion.strip_prefix(typed)?;
-        (!typed.is_empty() && !rest.is_empty()).then(|| rest.to_owned())
+        let suggestion = self.suggestion.get();
+        let rest = suggestion.strip_prefix(typed)?;
+        (!rest.is_empty()).then(|| rest.to_owned())
     }
 }
 
@@ -145,8 +164,12 @@ mod tests {
 
     #[test]
     fn typing_along_a_suggestion_serves_the_rest() {
-        let shown = Shown::new("x = \n", 4, "compute(1)");
-        assert_eq!(shown.continue_with("x = com\n", 7).as_deref(), Some("pute(1)"));
+        let growing = Growing::default();
+        growing.set("comp");
+        let shown = Shown::new("x = \n", 4, growing.clone());
+        assert_eq!(shown.continue_with("x = \n", 4).as_deref(), Some("comp"), "asked again where it was made");
+        growing.set("compute(1)");
+        assert_eq!(shown.continue_with("x = com\n", 7).as_deref(), Some("pute(1)"), "extended in the background");
         assert_eq!(shown.continue_with("x = cam\n", 7), None, "typed something else");
         assert_eq!(shown.continue_with("x = com\ny", 7), None, "text after the cursor changed");
         assert_eq!(shown.continue_with("x = compute(1)\n", 14), None, "nothing left");

@@ -48,3 +48,27 @@ pub struct SyntaxTreeResult {
 /// Request `pie/cacheStats`, params as `pie/documentState`: what PIE did for this document's warm KV cache
 /// (`engine::CacheStats`, counters cumulative since the document was opened).
 pub const CACHE_STATS: &str = "pie/cacheStats";
+
+/// Request `pie/cacheCheck`, params as `pie/documentState`: a consistency check of the document's warm cache, for
+/// soaks and debugging. Errors as `pie/cacheStats` when the document has no warm cache.
+pub const CACHE_CHECK: &str = "pie/cacheCheck";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheCheck {
+    pub uri: String,
+    /// The document version the warm cache was last moved to.
+    pub version: i32,
+    /// Tokens in the cache's token list.
+    pub cached_tokens: usize,
+    /// Tokens of a fresh tokenization of the cached prompt.
+    pub fresh_tokens: usize,
+    /// The cache's token list equals a fresh tokenization of its prompt.
+    pub tokens_match: bool,
+    /// Index of the first differing token, when they differ.
+    pub first_mismatch: Option<usize>,
+    /// The session's prompt is the prompt the warm thread built for the document.
+    pub prompt_matches: bool,
+    /// The warm thread's copy of the document equals the document store's text (and version).
+    pub text_matches_document: bool,
+}

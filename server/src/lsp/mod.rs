@@ -41,6 +41,7 @@ pub async fn serve_stdio(options: ServeOptions) {
     .custom_method(ext::DOCUMENT_STATE, server::Backend::document_state)
     .custom_method(ext::SYNTAX_TREE, server::Backend::syntax_tree)
     .custom_method(ext::CACHE_STATS, server::Backend::cache_stats)
+    .custom_method(ext::CACHE_CHECK, server::Backend::cache_check)
     .custom_method(completion::INLINE_COMPLETION, server::Backend::inline_completion)
     .custom_method("window/workDoneProgress/cancel", server::Backend::progress_cancel)
     .finish();

@@ -204,6 +204,7 @@ impl Backend {
             return Ok(None);
         }
         let Some(warm) = self.warm() else { return Ok(None) };
+        let started = std::time::Instant::now();
         let (version, text, cursor) = {
             let docs = self.docs();
             let doc = docs.get(uri).map_err(invalid_params)?;
@@ -215,7 +216,6 @@ impl Backend {
                 .map_err(|e| Error::invalid_params(e.to_string()))?;
             (doc.version(), doc.rope().to_string(), doc.rope().char_to_byte(char_idx))
         };
-        let started = std::time::Instant::now();
         let continued = {
             let shown = self.state.last_suggestion.lock().unwrap_or_else(|p| p.into_inner());
             shown.get(uri).and_then(|shown| shown.continue_with(&text, cursor))
@@ -225,10 +225,13 @@ impl Backend {
             self.send_status(uri, 0, 0, started.elapsed().as_secs_f64() * 1e3, None, 0).await;
             return Ok(Some(suggestion));
         }
+        // `cancel` is raised by a keystroke (and ends the suggestion's extension too); `abandoned` when this
+        // handler is dropped ($/cancelRequest) or done, which only matters until the answer.
         let cancel = Arc::new(AtomicBool::new(false));
+        let abandoned = Arc::new(AtomicBool::new(false));
         self.state.in_flight.lock().unwrap_or_else(|p| p.into_inner()).insert(uri.to_owned(), Arc::clone(&cancel));
-        // Dropped when tower-lsp abandons this handler ($/cancelRequest): generation stops at the next token.
-        let _cancel_on_drop = completion::CancelOnDrop(Arc::clone(&cancel));
+        let _cancel_on_drop = completion::CancelOnDrop(Arc::clone(&abandoned));
+        let growing = completion::Growing::default();
         let (reply, answer) = tokio::sync::oneshot::channel();
         warm.send(Command::Complete(warm::CompleteRequest {
             uri: uri.to_owned(),
@@ -236,7 +239,10 @@ impl Backend {
             text: text.clone(),
             cursor,
             config: config.completion.clone(),
+            received: started,
             cancel: Arc::clone(&cancel),
+            abandoned,
+            growing: growing.clone(),
             reply,
         }));
         let outcome = match answer.await {
@@ -250,7 +256,8 @@ impl Backend {
         if current != Some(outcome.version) || outcome.text.is_empty() {
             return Ok(None);
         }
-        self.state.last_suggestion.lock().unwrap_or_else(|p| p.into_inner()).insert(uri.to_owned(), completion::Shown::new(&text, cursor, &outcome.text));
+        // Shown, and extended in the background: typing along or asking again is served from here.
+        self.state.last_suggestion.lock().unwrap_or_else(|p| p.into_inner()).insert(uri.to_owned(), completion::Shown::new(&text, cursor, growing));
         Ok(Some(completion::Suggestion { text: outcome.text, position }))
     }
 
@@ -283,6 +290,35 @@ impl Backend {
             Ok(Err(reason)) => Err(server_error(reason)),
             Err(_) => Err(server_error("the warm-document thread stopped".into())),
         }
+    }
+
+    /// `pie/cacheCheck`: whether the warm cache mirrors its prompt and the document (soaks, debugging).
+    pub async fn cache_check(&self, params: DocumentStateParams) -> Result<super::ext::CacheCheck> {
+        let uri = params.text_document.uri.to_string();
+        let Some(warm) = self.warm() else {
+            return Err(server_error("no model: the server runs with model.enabled = false".into()));
+        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        warm.send(Command::Check { uri: uri.clone(), reply });
+        let check = match answer.await {
+            Ok(Ok(check)) => check,
+            Ok(Err(reason)) => return Err(server_error(reason)),
+            Err(_) => return Err(server_error("the warm-document thread stopped".into())),
+        };
+        let text_matches_document = {
+            let docs = self.docs();
+            docs.get(&uri).is_ok_and(|doc| doc.version() == check.version && doc.rope() == check.text.as_str())
+        };
+        Ok(super::ext::CacheCheck {
+            uri,
+            version: check.version,
+            cached_tokens: check.cached_tokens,
+            fresh_tokens: check.fresh_tokens,
+            tokens_match: check.first_mismatch.is_none(),
+            first_mismatch: check.first_mismatch,
+            prompt_matches: check.prompt_matches,
+            text_matches_document,
+        })
     }
 
     /// `pie/syntaxTree`: the tree of the document's current version as an S-expression.

@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use crate::engine::{self, CacheStats, Engine, EngineConfig, GenerateParams, KvSession, SamplingParams, TextEdit, WarmPool};
+use super::completion::Growing;
 use crate::features::chat::{render, ChatMessage};
-use crate::features::completion::{generate_suggestion, prompt_edits, CompletionConfig, CrossFileContext, Markers, Prompt, PromptBuilder};
+use crate::features::completion::{generate_streaming, prompt_edits, CompletionConfig, CrossFileContext, Markers, Prompt, PromptBuilder, Streaming};
 
 /// How long the document must be idle before stale tokens are refreshed.
 const IDLE_BEFORE_REFRESH: Duration = Duration::from_millis(400);
@@ -42,6 +43,8 @@ pub enum Command {
     Edit { uri: String, version: i32, edits: Vec<TextEdit> },
     Close { uri: String },
     Stats { uri: String, reply: oneshot::Sender<Result<CacheStats, String>> },
+    /// `pie/cacheCheck`: the warm copy (version, text) and whether its cache mirrors its prompt.
+    Check { uri: String, reply: oneshot::Sender<Result<WarmCheck, String>> },
     Complete(CompleteRequest),
     /// A one-off greedy generation from `prompt` in a scratch session (naming an extracted function).
     Generate { prompt: String, max_tokens: usize, stop: Vec<String>, reply: mpsc::Sender<Result<String, String>> },
@@ -230,8 +233,16 @@ pub struct CompleteRequest {
     pub text: String,
     pub cursor: usize,
     pub config: CompletionConfig,
-    /// Raised by a newer keystroke or `$/cancelRequest`: stop generating and answer `Err("cancelled")`.
+    /// When the request arrived: the first-suggestion time and the budget count from here.
+    pub received: Instant,
+    /// Raised by a keystroke in the document: stop generating (before the answer: answer `Err("cancelled")`;
+    /// after it: end the extension).
     pub cancel: Arc<AtomicBool>,
+    /// Raised when the request is over for its caller (`$/cancelRequest`, or answered): before the answer it
+    /// cancels like `cancel`; it does not end the extension.
+    pub abandoned: Arc<AtomicBool>,
+    /// Set to the answered suggestion, then to each extension of it.
+    pub growing: Growing,
     pub reply: oneshot::Sender<Result<CompletionOutcome, String>>,
 }
 
@@ -245,6 +256,17 @@ pub struct CompletionOutcome {
     pub latency_ms: f64,
     pub first_token_ms: Option<f64>,
     pub generated_tokens: usize,
+}
+
+/// What `Command::Check` found.
+pub struct WarmCheck {
+    pub version: i32,
+    /// The warm thread's copy of the document.
+    pub text: String,
+    pub cached_tokens: usize,
+    pub fresh_tokens: usize,
+    pub first_mismatch: Option<usize>,
+    pub prompt_matches: bool,
 }
 
 /// The LSP side's handle. Cloning is cheap; sending never blocks.
@@ -264,7 +286,7 @@ impl WarmHandle {
 
     pub fn send(&self, cmd: Command) {
         // A stats query is answered between refresh chunks; only text changes are worth abandoning a chunk for.
-        if !matches!(cmd, Command::Stats { .. }) {
+        if !matches!(cmd, Command::Stats { .. } | Command::Check { .. }) {
             self.interrupt.store(true, Ordering::Relaxed);
         }
         // The thread only ends with the process; a failed send means it panicked, which `Stats` reports.
@@ -504,6 +526,9 @@ impl Warm {
                     };
                     let _ = reply.send(stats);
                 }
+                Command::Check { uri, reply } => {
+                    let _ = reply.send(self.check(&uri));
+                }
                 Command::Generate { prompt, max_tokens, stop, reply } => {
                     let _ = reply.send(self.generate_once(&prompt, max_tokens, stop));
                 }
@@ -521,7 +546,12 @@ impl Warm {
                         self.texts.open(&request.uri, request.version, &request.text);
                     }
                     let uri = request.uri.clone();
-                    let outcome = self.complete(request);
+                    // Any command sent from here on ends the extension of this suggestion; one already waiting
+                    // means there is none.
+                    self.interrupt.store(false, Ordering::Relaxed);
+                    self.queue.extend(rx.try_iter());
+                    let may_extend = self.queue.is_empty();
+                    let outcome = self.complete(request, may_extend);
                     if let Some((reply, outcome)) = outcome {
                         let _ = reply.send(outcome);
                     }
@@ -601,18 +631,22 @@ impl Warm {
     }
 
     /// Serves one completion: move the cached prompt to the request's cursor, generate until the block ends, the
-    /// token cap, the time budget, or a cancellation. Returns the reply channel with the answer.
+    /// token cap, the time budget, or a cancellation. With a first-suggestion time the answer goes out (through
+    /// the reply channel) when that time has passed, and generation goes on to extend `growing` until the block
+    /// ends, a keystroke, or another command (`may_extend` false: one is already waiting, so the answer is not
+    /// extended). Returns the reply channel with the answer when it was not sent yet.
     #[allow(clippy::type_complexity)]
     fn complete(
         &mut self,
         request: CompleteRequest,
+        may_extend: bool,
     ) -> Option<(oneshot::Sender<Result<CompletionOutcome, String>>, Result<CompletionOutcome, String>)> {
-        let started = Instant::now();
-        let CompleteRequest { uri, version, text, cursor, config, cancel, reply } = request;
+        let CompleteRequest { uri, version, text, cursor, config, received: started, cancel, abandoned, growing, reply } = request;
         if let Err(err) = &self.engine {
             return Some((reply, Err(format!("no model loaded: {err}"))));
         }
-        if cancel.load(Ordering::Relaxed) {
+        let cancelled = || cancel.load(Ordering::Relaxed) || abandoned.load(Ordering::Relaxed);
+        if cancelled() {
             return Some((reply, Err("cancelled".into())));
         }
         let before = match self.sessions.get(uri.as_str()) {
@@ -630,19 +664,16 @@ impl Warm {
             self.sessions.insert(uri.clone(), Err(err.clone()));
             return Some((reply, Err(err)));
         }
+        let interrupt = Arc::clone(&self.interrupt);
         let Some(Ok(doc)) = self.sessions.get_mut(uri.as_str()) else { return Some((reply, Err("not warm".into()))) };
         let line_start = doc.text[..doc.cursor].rfind('\n').map(|i| i + 1).unwrap_or(0);
         let line_end = doc.text[doc.cursor..].find('\n').map(|i| doc.cursor + i).unwrap_or(doc.text.len());
         let rest_of_line = &doc.text[doc.cursor..line_end];
-        let generated = match generate_suggestion(&mut doc.session, &doc.text[line_start..doc.cursor], rest_of_line, &config, &cancel, started) {
-            Ok(generated) => generated,
-            Err(engine::EngineError::Cancelled) => return Some((reply, Err("cancelled".into()))),
-            Err(err) => return Some((reply, Err(err.to_string()))),
-        };
         let after = doc.session.stats();
-        let outcome = CompletionOutcome {
-            version: doc.version,
-            text: generated.text,
+        let doc_version = doc.version;
+        let outcome = |generated: &crate::features::completion::Generated| CompletionOutcome {
+            version: doc_version,
+            text: generated.text.clone(),
             encoded_tokens: after.encoded_tokens.saturating_sub(before.encoded_tokens),
             // Cached prompt tokens this request did not have to encode.
             reused_tokens: (after.cached_tokens as u64).saturating_sub(after.encoded_tokens.saturating_sub(before.encoded_tokens)),
@@ -650,7 +681,44 @@ impl Warm {
             first_token_ms: generated.first_token_ms,
             generated_tokens: generated.tokens,
         };
-        Some((reply, Ok(outcome)))
+        let mut reply = Some(reply);
+        let first_after = config.first_suggestion_after();
+        let stop_extension = || !may_extend || cancel.load(Ordering::Relaxed) || interrupt.load(Ordering::Relaxed);
+        let mut on_first = |generated: &crate::features::completion::Generated| {
+            growing.set(&generated.text);
+            if let Some(reply) = reply.take() {
+                let _ = reply.send(Ok(outcome(generated)));
+            }
+        };
+        let mut on_extended = |text: &str| growing.set(text);
+        let mut streaming = Streaming { first_after, stop_extension: &stop_extension, on_first: &mut on_first, on_extended: &mut on_extended };
+        let result = generate_streaming(&mut doc.session, &doc.text[line_start..doc.cursor], rest_of_line, &config, &cancelled, started, &mut streaming);
+        let reply = reply?;
+        match result {
+            Ok(_) => None,
+            Err(engine::EngineError::Cancelled) => Some((reply, Err("cancelled".into()))),
+            Err(err) => Some((reply, Err(err.to_string()))),
+        }
+    }
+
+    fn check(&self, uri: &str) -> Result<WarmCheck, String> {
+        let engine = self.engine.as_ref().map_err(|e| format!("no model loaded: {e}"))?;
+        let doc = match self.sessions.get(uri) {
+            Some(Ok(doc)) => doc,
+            Some(Err(err)) => return Err(format!("{uri} has no warm cache: {err}")),
+            None => return Err(format!("{uri} has no warm cache (not open, closed, or evicted by the warm-document limit)")),
+        };
+        let cached = doc.session.tokens();
+        let fresh = engine.tokenize(doc.session.text(), true);
+        let first_mismatch = cached.iter().zip(fresh.iter()).position(|(a, b)| a != b).or((cached.len() != fresh.len()).then(|| cached.len().min(fresh.len())));
+        Ok(WarmCheck {
+            version: doc.version,
+            text: doc.text.clone(),
+            cached_tokens: cached.len(),
+            fresh_tokens: fresh.len(),
+            first_mismatch,
+            prompt_matches: doc.session.text() == doc.prompt.text,
+        })
     }
 
     fn generate_once(&self, prompt: &str, max_tokens: usize, stop: Vec<String>) -> Result<String, String> {
