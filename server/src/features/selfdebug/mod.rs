@@ -183,11 +183,12 @@ pub fn self_debug_with(job: &Job, sources: &[Source], cancel: &Arc<AtomicBool>, 
         }
         let pct = 15 + (80 * (round as u32 - 1)) / total_rounds as u32;
         let conversation = round_conversation(&task, &attempts, &name, fence);
-        // Draw this round's candidates first (each source keeps the round's prompt cached), then run them.
-        let mut batch: Vec<(String, String, String)> = Vec::new();
+        // All candidates of a round come from this one prompt (each source keeps it cached); each is run as soon
+        // as it is drawn, so a good first candidate is not kept waiting for the others.
         for k in 0..per_round {
             let (source, model) = sources[k % sources.len()];
             progress(&format!("round {round}/{total_rounds}: asking the {source} (candidate {}/{per_round})", k + 1), pct);
+            let mut drawn: Option<(String, String, String)> = None;
             // A candidate that repeats an earlier one is drawn again, hotter, twice at most.
             for draw in 0..3u64 {
                 // The first candidate of each source in round 1 is greedy; everything else is sampled.
@@ -219,13 +220,11 @@ pub fn self_debug_with(job: &Job, sources: &[Source], cancel: &Arc<AtomicBool>, 
                     }
                     continue;
                 }
-                batch.push((source.to_owned(), turn.explanation, candidate));
+                drawn = Some((source.to_owned(), turn.explanation, candidate));
                 break;
             }
-        }
-        let n = batch.len().max(1) as u32;
-        for (i, (source, explanation, new_function)) in batch.into_iter().enumerate() {
-            let step = pct + (80 / total_rounds as u32) * i as u32 / n;
+            let Some((source, explanation, new_function)) = drawn else { continue };
+            let step = pct + (80 / total_rounds as u32) * k as u32 / per_round as u32;
             let mut new_text = target.text.clone();
             new_text.replace_range(target.function.range.clone(), &new_function);
             let new_errors = parse(job.language, &new_text).map(|t| count_syntax_errors(&t)).unwrap_or(usize::MAX);
@@ -238,7 +237,7 @@ pub fn self_debug_with(job: &Job, sources: &[Source], cancel: &Arc<AtomicBool>, 
                 continue;
             }
             scratch.write(&target.file, &new_text).map_err(NoFix::early)?;
-            progress(&format!("round {round}/{total_rounds}: running {} (candidate {}, {source})", job.test.name, i + 1), step);
+            progress(&format!("round {round}/{total_rounds}: running {} (candidate {}, {source})", job.test.name, k + 1), step);
             let after = job.commands.run_test(lang_id, &root, &job.test, cancel).map_err(NoFix::early)?;
             check_ran(&after, cancel).map_err(|e| NoFix { rounds: rounds.clone(), ..e })?;
             if !after.success() {
