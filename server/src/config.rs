@@ -20,6 +20,24 @@ pub struct Config {
     pub tests: crate::runner::TestCommands,
     pub self_debug: SelfDebugConfig,
     pub perf: PerfConfig,
+    pub actions: ActionsConfig,
+}
+
+/// The model behind the verified actions (`actions.*`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ActionsConfig {
+    /// A GGUF path or `hf:` spec for self-debug and faster versions, loaded on first use; unset, the actions use
+    /// the completion model.
+    pub model: Option<String>,
+    /// With an action model: also take candidates from the completion model (every other candidate).
+    pub also_completion_model: bool,
+}
+
+impl Default for ActionsConfig {
+    fn default() -> Self {
+        ActionsConfig { model: None, also_completion_model: true }
+    }
 }
 
 /// Self-debug settings (`selfDebug.*`).
@@ -28,13 +46,15 @@ pub struct Config {
 pub struct SelfDebugConfig {
     /// Rounds of fix, re-run and feedback before giving up.
     pub rounds: usize,
-    /// Tokens the model may write per round.
+    /// Candidates per round (each round is a fresh prompt; candidates are sampled from it and never repeat).
+    pub candidates: usize,
+    /// Tokens the model may write per candidate.
     pub max_tokens: usize,
 }
 
 impl Default for SelfDebugConfig {
     fn default() -> Self {
-        SelfDebugConfig { rounds: 3, max_tokens: 384 }
+        SelfDebugConfig { rounds: 3, candidates: 2, max_tokens: 384 }
     }
 }
 
@@ -191,6 +211,9 @@ mod tests {
         assert_eq!(nested.documents.max_parse_bytes, 7);
         assert_eq!(Config::from_client_value(&serde_json::Value::Null).unwrap(), Config::default());
         assert!(Config::from_client_value(&json!({"model": {"threads": "many"}})).is_err());
+        let actions = Config::from_client_value(&json!({"actions": {"model": "hf:o/r/f.gguf"}})).unwrap();
+        assert_eq!(actions.actions.model.as_deref(), Some("hf:o/r/f.gguf"));
+        assert!(actions.actions.also_completion_model);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use anyhow::Context;
 
 use crate::engine::{resolve_model, Engine, EngineConfig};
 use crate::features::chat::{ChatModel, LocalChat, ScriptedChat};
-use crate::features::perf::{find_faster, Job};
+use crate::features::perf::{find_faster_with, Job};
 use crate::runner::{Scratch, TestCommands};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -42,6 +42,12 @@ pub struct PerfBenchArgs {
     pub only: Option<String>,
     #[arg(long)]
     pub model: Option<String>,
+    /// An action model (path or `hf:` spec): candidates come from it instead of `--model`.
+    #[arg(long)]
+    pub action_model: Option<String>,
+    /// With `--action-model`: take every other candidate from `--model` too.
+    #[arg(long)]
+    pub with_completion_model: bool,
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
     /// Print every candidate's code and verdict (to stderr).
@@ -59,12 +65,19 @@ pub fn run(args: PerfBenchArgs) -> anyhow::Result<()> {
         .collect();
     fixtures.sort();
     anyhow::ensure!(!fixtures.is_empty(), "no fixtures in {}", args.fixtures.display());
-    let model: Option<LocalChat> = if args.source == "model" {
-        let path = resolve_model(args.model.as_deref())?;
-        Some(LocalChat::new(Engine::load(&path, EngineConfig { threads: args.threads, ..EngineConfig::default() })?))
-    } else {
-        None
-    };
+    let mut models: Vec<(&str, LocalChat)> = Vec::new();
+    if args.source == "model" {
+        let config = EngineConfig { threads: args.threads, n_ctx: 8192, ..EngineConfig::default() };
+        if let Some(spec) = &args.action_model {
+            models.push(("action model", LocalChat::new(Engine::load(&resolve_model(Some(spec))?, config.clone())?)));
+        }
+        if args.action_model.is_none() || args.with_completion_model {
+            models.push(("completion model", LocalChat::new(Engine::load(&resolve_model(args.model.as_deref())?, config)?)));
+        }
+    }
+    let sources: Vec<crate::features::selfdebug::Source> = models.iter().map(|(role, chat)| (*role, chat as &dyn ChatModel)).collect();
+    let model = (!sources.is_empty()).then_some(());
+    let started = std::time::Instant::now();
     println!("perf on {} fixtures, candidates from {}, {} A/B runs, {} cores", fixtures.len(), args.source, args.runs, std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     println!("| fixture | category | offered | speedup (95% CI) | candidates | verdicts |\n|---|---|---|---|---|---|");
     let (mut offered, mut at_least_110, mut incorrect, mut wrong_rejected, mut wrong_total, mut reference_differs) = (0, 0, 0, 0, 0, 0);
@@ -96,14 +109,14 @@ pub fn run(args: PerfBenchArgs) -> anyhow::Result<()> {
                 scripted.push((file, ScriptedChat::code("the hand-written reference.", std::fs::read_to_string(dir.join(file))?)));
             }
         }
-        let runs: Vec<(&str, &dyn ChatModel, usize)> = match &model {
-            Some(chat) => vec![("model", chat as &dyn ChatModel, args.candidates)],
-            None => scripted.iter().map(|(file, chat)| (*file, chat as &dyn ChatModel, 1)).collect(),
+        let runs: Vec<(&str, Vec<crate::features::selfdebug::Source>, usize)> = match &model {
+            Some(()) => vec![("model", sources.clone(), args.candidates)],
+            None => scripted.iter().map(|(file, chat)| (*file, vec![("reference", chat as &dyn ChatModel)], 1)).collect(),
         };
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
         for (source, chat, n) in runs {
             let job = Job { candidates: n, ..job.clone() };
-            let result = find_faster(&job, chat, &cancel, &mut |_, _| {});
+            let result = find_faster_with(&job, &chat, &cancel, &mut |_, _| {});
             let (cands, offer) = match &result {
                 Ok(f) => (&f.candidates, Some(f)),
                 Err(no) => (&no.candidates, None),
@@ -164,7 +177,7 @@ pub fn run(args: PerfBenchArgs) -> anyhow::Result<()> {
     let median = crate::bench::quantile(&mut speedups.clone(), 0.5);
     let mean = speedups.iter().sum::<f64>() / speedups.len().max(1) as f64;
     println!("\nfixtures: {n}; offered: {offered}; verified speedup >= 1.10x: {at_least_110} ({:.0}%)", 100.0 * at_least_110 as f64 / n as f64);
-    println!("median speedup (no offer = 1.0): {median:.2}x; mean {mean:.2}x");
+    println!("median speedup (no offer = 1.0): {median:.2}x; mean {mean:.2}x; {:.1} min in all", started.elapsed().as_secs_f64() / 60.0);
     println!("incorrect offers (differ from the original on an independent re-check): {incorrect}");
     if reference_differs > 0 {
         println!("offers that differ from the hand-written reference somewhere (see the notes): {reference_differs}");

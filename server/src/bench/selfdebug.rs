@@ -16,7 +16,7 @@ use anyhow::Context;
 use crate::engine::{resolve_model, Engine, EngineConfig};
 use crate::features::chat::LocalChat;
 use crate::features::code::{parse, test_at};
-use crate::features::selfdebug::{self_debug, Job};
+use crate::features::selfdebug::{self_debug_with, Job};
 use crate::runner::{parse_outcomes, run_shell, Limits, TestCommands, TestStatus, TestTarget};
 use crate::syntax::Language;
 
@@ -37,6 +37,15 @@ pub struct SelfDebugBenchArgs {
     /// Model spec (default: $PIE_LS_MODEL, then the default model).
     #[arg(long)]
     pub model: Option<String>,
+    /// An action model (path or `hf:` spec): candidates come from it instead of `--model`.
+    #[arg(long)]
+    pub action_model: Option<String>,
+    /// With `--action-model`: take every other candidate from `--model` too.
+    #[arg(long)]
+    pub with_completion_model: bool,
+    /// Candidates per round.
+    #[arg(long, default_value_t = 2)]
+    pub candidates: usize,
     /// Inference threads.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
@@ -46,10 +55,25 @@ pub struct SelfDebugBenchArgs {
 }
 
 pub fn run(args: SelfDebugBenchArgs) -> anyhow::Result<()> {
-    let path = resolve_model(args.model.as_deref())?;
-    let engine = Engine::load(&path, EngineConfig { threads: args.threads, ..EngineConfig::default() })?;
-    let name = engine.info().name.clone();
-    let chat = LocalChat::new(engine);
+    let config = EngineConfig { threads: args.threads, n_ctx: 8192, ..EngineConfig::default() };
+    let load = |spec: Option<&str>| -> anyhow::Result<(String, LocalChat, f64)> {
+        let t0 = Instant::now();
+        let engine = Engine::load(&resolve_model(spec)?, config.clone())?;
+        Ok((engine.info().name.clone(), LocalChat::new(engine), t0.elapsed().as_secs_f64()))
+    };
+    let mut models: Vec<(&str, String, LocalChat)> = Vec::new();
+    if let Some(spec) = &args.action_model {
+        let (name, chat, secs) = load(Some(spec))?;
+        println!("action model {name} loaded in {secs:.1} s");
+        models.push(("action model", name, chat));
+    }
+    if args.action_model.is_none() || args.with_completion_model {
+        let (name, chat, secs) = load(args.model.as_deref())?;
+        println!("completion model {name} loaded in {secs:.1} s");
+        models.push(("completion model", name, chat));
+    }
+    let name = models.iter().map(|m| m.1.as_str()).collect::<Vec<_>>().join(" + ");
+    let sources: Vec<crate::features::selfdebug::Source> = models.iter().map(|(role, _, chat)| (*role, chat as &dyn crate::features::chat::ChatModel)).collect();
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(&args.mutants)
         .with_context(|| format!("reading {} (make it with tests/eval/make_mutants.py)", args.mutants.display()))?
         .flatten()
@@ -59,11 +83,14 @@ pub fn run(args: SelfDebugBenchArgs) -> anyhow::Result<()> {
     dirs.sort_by_key(|p| natural_key(p));
     dirs.truncate(args.limit);
     anyhow::ensure!(!dirs.is_empty(), "no mutants in {}", args.mutants.display());
-    println!("self-debug on {} mutants, model {name}, {} rounds, {} threads", dirs.len(), args.rounds, args.threads);
+    println!("self-debug on {} mutants, model {name}, {} rounds, {} candidates per round, {} threads", dirs.len(), args.rounds, args.candidates, args.threads);
     let commands = TestCommands { timeout_ms: 20_000, ..Default::default() };
     let started = Instant::now();
     let (mut fixed_at, mut gate_only, mut errors, mut total) = (vec![0usize; args.rounds + 1], 0usize, 0usize, 0usize);
     let mut by_family: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
+    let mut by_source: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut fix_secs: Vec<f64> = Vec::new();
+    let mut later_round_transcript: Option<String> = None;
     for (i, dir) in dirs.iter().enumerate() {
         let family = std::fs::read_to_string(dir.join("meta.json"))
             .ok()
@@ -79,7 +106,7 @@ pub fn run(args: SelfDebugBenchArgs) -> anyhow::Result<()> {
                 continue;
             }
         };
-        let job = match job_for(workspace.path(), &commands, args.rounds, args.max_tokens) {
+        let job = match job_for(workspace.path(), &commands, args.rounds, args.candidates, args.max_tokens) {
             Ok(job) => job,
             Err(e) => {
                 println!("{:>3} {:<22} skipped: {e}", i + 1, dir.file_name().unwrap().to_string_lossy());
@@ -90,29 +117,37 @@ pub fn run(args: SelfDebugBenchArgs) -> anyhow::Result<()> {
         total += 1;
         let t0 = Instant::now();
         let cancel = Arc::new(AtomicBool::new(false));
-        let result = self_debug(&job, &chat, &cancel, &mut |_, _| {});
+        let result = self_debug_with(&job, &sources, &cancel, &mut |_, _| {});
         let entry = by_family.entry(family.clone()).or_default();
         entry.0 += 1;
         let label = dir.file_name().unwrap().to_string_lossy().into_owned();
         let (verdict, rounds) = match &result {
             Ok(fix) => {
                 let full = full_tests_pass(dir, fix);
-                let r = fix.rounds.len();
+                let r = fix.round();
                 fixed_at[r] += 1;
+                fix_secs.push(t0.elapsed().as_secs_f64());
+                *by_source.entry(fix.rounds.last().map(|c| c.source.clone()).unwrap_or_default()).or_default() += 1;
                 if full {
                     entry.1 += 1;
                 } else {
                     gate_only += 1;
                 }
-                (format!("fixed in round {r}; full tests {}", if full { "pass" } else { "FAIL (gate-only fix)" }), &fix.rounds)
+                (format!("fixed in round {r} ({} candidates run); full tests {}", fix.rounds.len(), if full { "pass" } else { "FAIL (gate-only fix)" }), &fix.rounds)
             }
             Err(no) => (format!("not fixed: {}", no.reason), &no.rounds),
         };
         println!("{:>3} {label:<22} {family:<16} {:>5.1} s  {verdict}", i + 1, t0.elapsed().as_secs_f64());
+        let transcript = rounds
+            .iter()
+            .map(|r| format!("      round {} ({}): {}\n      explanation: {}\n      code:\n{}", r.round, r.source, r.verdict, r.explanation.replace('\n', " "), indent(r.candidate.as_deref().unwrap_or("(none)"))))
+            .collect::<Vec<_>>()
+            .join("\n");
         if i < args.transcripts {
-            for (k, r) in rounds.iter().enumerate() {
-                println!("      round {}: {}\n      explanation: {}\n      code:\n{}", k + 1, r.verdict, r.explanation.replace('\n', " "), indent(r.candidate.as_deref().unwrap_or("(none)")));
-            }
+            println!("{transcript}");
+        }
+        if later_round_transcript.is_none() && result.as_ref().is_ok_and(|f| f.round() > 1) {
+            later_round_transcript = Some(format!("{label} ({family}):\n{transcript}"));
         }
     }
     let after = |k: usize| fixed_at[1..=k.min(args.rounds)].iter().sum::<usize>();
@@ -128,6 +163,14 @@ pub fn run(args: SelfDebugBenchArgs) -> anyhow::Result<()> {
     }
     println!("false passes (passed the gate, fail the full tests): {gate_only} of {fixes} fixes ({:.1}%)", 100.0 * gate_only as f64 / fixes.max(1) as f64);
     println!("skipped mutants: {errors}");
+    let mean_fix = fix_secs.iter().sum::<f64>() / fix_secs.len().max(1) as f64;
+    println!("time per fix (mean over fixed mutants): {mean_fix:.1} s; whole run per mutant: {:.1} s", started.elapsed().as_secs_f64() / total.max(1) as f64);
+    if by_source.len() > 1 || args.with_completion_model {
+        println!("fixes by the source of the winning candidate: {}", by_source.iter().map(|(s, n)| format!("{s} {n}")).collect::<Vec<_>>().join(", "));
+    }
+    if let Some(t) = &later_round_transcript {
+        println!("\nA fix found after round 1 failed:\n{t}");
+    }
     println!("\n| mutation family | mutants | correct fixes (full tests pass) |\n|---|---|---|");
     for (family, (n, ok)) in &by_family {
         println!("| {family} | {n} | {ok} |");
@@ -155,7 +198,7 @@ fn user_workspace(dir: &Path) -> Result<crate::runner::Scratch, String> {
 }
 
 /// The job a user would start: "Fix so that <first failing example test> passes".
-fn job_for(dir: &Path, commands: &TestCommands, rounds: usize, max_tokens: usize) -> Result<Job, String> {
+fn job_for(dir: &Path, commands: &TestCommands, rounds: usize, candidates: usize, max_tokens: usize) -> Result<Job, String> {
     let probe = TestTarget { file: "test_solution.py".into(), name: String::new(), class: None };
     let cancel = AtomicBool::new(false);
     let suite = commands.run_suite("python", dir, &probe, &cancel)?;
@@ -175,6 +218,7 @@ fn job_for(dir: &Path, commands: &TestCommands, rounds: usize, max_tokens: usize
         test: TestTarget { file: "test_solution.py".into(), name: test.name, class: test.class },
         test_range: test.range,
         rounds,
+        candidates,
         commands: commands.clone(),
         max_tokens,
     })

@@ -24,7 +24,7 @@ pub mod session;
 pub use bench::{run_pie_bench, PieBenchArgs};
 pub use chat::ChatSlot;
 pub use error::EngineError;
-pub use fetch::{cache_root, default_model_path, models_dir, resolve_model, HfSpec, DEFAULT_MODEL, MODEL_ENV, TEST_MODEL, TEST_MODEL_ENV};
+pub use fetch::{cache_root, ACTION_MODEL, default_model_path, models_dir, resolve_model, HfSpec, DEFAULT_MODEL, MODEL_ENV, TEST_MODEL, TEST_MODEL_ENV};
 pub use model::{Engine, EngineConfig, KvType, ModelInfo};
 pub use pie::{TextEdit, Tok};
 pub use pool::WarmPool;
@@ -34,8 +34,8 @@ pub use session::{CacheStats, GenerateParams, Generation, KvSession, RefreshRepo
 /// `pie-ls model ...`
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum ModelCommand {
-    /// Download the pinned models into the cache (default model unless --test; both with --test --default),
-    /// verify their sha256, and print their paths.
+    /// Download the pinned models into the cache (default model unless --test or --actions; combine the flags
+    /// for several), verify their sha256, and print their paths.
     Fetch {
         /// The small test model (SmolLM2-135M-Instruct).
         #[arg(long)]
@@ -43,6 +43,9 @@ pub enum ModelCommand {
         /// The default code model (Qwen2.5-Coder-0.5B-Instruct Q4_K_M).
         #[arg(long)]
         default: bool,
+        /// The action model (Qwen2.5-Coder-1.5B-Instruct Q4_K_M, ~1.1 GB) for self-debug and faster versions.
+        #[arg(long)]
+        actions: bool,
     },
     /// Print where a model spec resolves (a path, `hf:owner/repo/file.gguf`, or nothing for the default model).
     Path {
@@ -63,13 +66,16 @@ fn spec_or_env(spec: Option<String>) -> Option<String> {
 /// Run a `pie-ls model ...` command. Paths go to stdout (one per line); progress and chatter to stderr.
 pub fn run_model_command(cmd: ModelCommand) -> anyhow::Result<()> {
     match cmd {
-        ModelCommand::Fetch { test, default } => {
+        ModelCommand::Fetch { test, default, actions } => {
             let mut which = Vec::new();
             if test {
                 which.push(&TEST_MODEL);
             }
-            if default || !test {
+            if default || !(test || actions) {
                 which.push(&DEFAULT_MODEL);
+            }
+            if actions {
+                which.push(&ACTION_MODEL);
             }
             for m in which {
                 let p = fetch::fetch_pinned(m)?;

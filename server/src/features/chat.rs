@@ -144,11 +144,25 @@ mod tests {
 /// A `ChatModel` that answers with prepared replies, in order: hand-written code put through the same pipeline
 /// as the model's (`bench perf --source reference`, tests). For `explain_then_code`, each turn takes two replies:
 /// the explanation, then the code.
-pub struct ScriptedChat(std::sync::Mutex<std::collections::VecDeque<String>>);
+/// It records what it was asked (tests check what each round's prompt says).
+pub struct ScriptedChat {
+    replies: std::sync::Mutex<std::collections::VecDeque<String>>,
+    asked: std::sync::Mutex<Vec<(Vec<ChatMessage>, String)>>,
+}
 
 impl ScriptedChat {
     pub fn new(replies: impl IntoIterator<Item = String>) -> Self {
-        ScriptedChat(std::sync::Mutex::new(replies.into_iter().collect()))
+        ScriptedChat { replies: std::sync::Mutex::new(replies.into_iter().collect()), asked: Default::default() }
+    }
+
+    /// Every request so far: the messages and the prefill.
+    pub fn asked(&self) -> Vec<(Vec<ChatMessage>, String)> {
+        self.asked.lock().map(|a| a.clone()).unwrap_or_default()
+    }
+
+    /// Prepared replies not used yet.
+    pub fn remaining(&self) -> usize {
+        self.replies.lock().map(|r| r.len()).unwrap_or(0)
     }
 
     /// One explained-code turn: `explanation`, then `code`.
@@ -158,8 +172,11 @@ impl ScriptedChat {
 }
 
 impl ChatModel for ScriptedChat {
-    fn reply(&self, _: &[ChatMessage], _: &str, _: &GenerateParams, _: &Arc<AtomicBool>) -> Result<String, String> {
-        self.0.lock().map_err(|_| "poisoned".to_owned())?.pop_front().ok_or_else(|| "no more prepared replies".to_owned())
+    fn reply(&self, messages: &[ChatMessage], prefill: &str, _: &GenerateParams, _: &Arc<AtomicBool>) -> Result<String, String> {
+        if let Ok(mut asked) = self.asked.lock() {
+            asked.push((messages.to_vec(), prefill.to_owned()));
+        }
+        self.replies.lock().map_err(|_| "poisoned".to_owned())?.pop_front().ok_or_else(|| "no more prepared replies".to_owned())
     }
 }
 

@@ -7,6 +7,7 @@
 //! - A bad message never takes the server down: requests get a JSON-RPC error, notifications a
 //!   `window/logMessage`, and the document state stays as it was.
 
+mod action_model;
 mod caps;
 mod code_action;
 mod completion;

@@ -33,6 +33,8 @@ struct ServerState {
     encoding: RwLock<PositionEncoding>,
     /// The warm-document thread, once `initialized` started it (never when `model.enabled` is false).
     warm: OnceLock<WarmHandle>,
+    /// The action model (`actions.model`), made on the first action that needs it and loaded by that action.
+    action_model: Mutex<Option<Arc<super::action_model::ActionModel>>>,
     /// The client accepts `window/workDoneProgress/create`.
     work_done_progress: AtomicBool,
     /// Cancellation flags of the completions being generated, by document: a keystroke raises them.
@@ -563,8 +565,23 @@ impl Backend {
         Ok(edit)
     }
 
+    /// The action model the settings name (the same one while the setting stays the same), if any.
+    fn action_model(&self, config: &Config) -> Option<Arc<super::action_model::ActionModel>> {
+        let spec = config.actions.model.clone().filter(|s| !s.trim().is_empty())?;
+        let mut slot = self.state.action_model.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.as_ref().is_none_or(|m| m.spec() != spec) {
+            *slot = Some(Arc::new(super::action_model::ActionModel::new(spec, config.engine_config())));
+        }
+        slot.clone()
+    }
+
     async fn resolve_self_debug(&self, action: CodeAction, data: super::verified::ActionData) -> Result<CodeAction> {
-        let warm = self.warm().cloned().ok_or_else(|| server_error("self-debug needs the model, and none is running".into()))?;
+        let config = self.config();
+        let action_model = self.action_model(&config);
+        let warm = self.warm().cloned();
+        if warm.is_none() && action_model.is_none() {
+            return Err(server_error("self-debug needs the model, and none is running".into()));
+        }
         let (root, rel, overlays, text) = self.action_context(&data)?;
         let lang = self.docs().get(data.uri.as_str()).ok().and_then(|d| d.language()).ok_or_else(|| server_error("unsupported language".into()))?;
         let tree = crate::features::code::parse(lang, &text).ok_or_else(|| server_error("the test file did not parse".into()))?;
@@ -578,7 +595,6 @@ impl Backend {
                 crate::features::code::test_at(lang, &text, &tree, at).map(|t| (t.range, t.class))
             })
             .ok_or_else(|| super::verified::content_modified(format!("the test {} is no longer in the file", data.name)))?;
-        let config = self.config();
         let job = crate::features::selfdebug::Job {
             language: lang,
             root: root.clone(),
@@ -586,21 +602,32 @@ impl Backend {
             test: crate::runner::TestTarget { file: rel, name: data.name.clone(), class: test.1 },
             test_range: test.0,
             rounds: config.self_debug.rounds.clamp(1, 10),
+            candidates: config.self_debug.candidates.clamp(1, 8),
             commands: config.tests.clone(),
             max_tokens: config.self_debug.max_tokens.clamp(64, 4096),
         };
         let (token, cancel) = self.begin_progress(&format!("pie-ls: fixing so that {} passes", data.name)).await;
         let _guard = super::verified::CancelOnDrop(cancel.clone());
-        let chat = warm::WarmChat::new(warm);
+        let chat = warm.map(warm::WarmChat::new);
         let flag = cancel.clone();
-        let outcome = self.run_with_progress(token.clone(), move |progress| crate::features::selfdebug::self_debug(&job, &chat, &flag, progress)).await?;
+        let also = config.actions.also_completion_model;
+        let outcome = self
+            .run_with_progress(token.clone(), move |progress| {
+                if let Some(model) = &action_model {
+                    progress("loading the action model (first use only)", 1);
+                    model.get().map_err(|e| crate::features::selfdebug::NoFix { reason: format!("the action model could not be loaded: {e}"), rounds: Vec::new() })?;
+                }
+                let sources = super::action_model::sources(action_model.as_deref(), chat.as_ref(), also);
+                crate::features::selfdebug::self_debug_with(&job, &sources, &flag, progress)
+            })
+            .await?;
         let rounds_json = |rounds: &[crate::features::selfdebug::Round]| {
-            serde_json::Value::Array(rounds.iter().map(|r| serde_json::json!({"verdict": r.verdict, "explanation": r.explanation, "code": r.candidate})).collect())
+            serde_json::Value::Array(rounds.iter().map(|r| serde_json::json!({"round": r.round, "source": r.source, "verdict": r.verdict, "explanation": r.explanation, "code": r.candidate})).collect())
         };
         match outcome {
             Ok(fix) => {
                 let edit = self.checked_edit(&root, &fix.file, &fix.original_text, &[(fix.range.clone(), fix.new_function.clone())])?;
-                let round = fix.rounds.len();
+                let round = fix.round();
                 let message = format!(
                     "{} passes after fixing `{}` (round {round}). {} Evidence: {}",
                     data.name,
@@ -624,9 +651,13 @@ impl Backend {
     }
 
     async fn resolve_faster(&self, action: CodeAction, data: super::verified::ActionData) -> Result<CodeAction> {
-        let warm = self.warm().cloned().ok_or_else(|| server_error("finding a faster version needs the model, and none is running".into()))?;
-        let (root, rel, overlays, _text) = self.action_context(&data)?;
         let config = self.config();
+        let action_model = self.action_model(&config);
+        let warm = self.warm().cloned();
+        if warm.is_none() && action_model.is_none() {
+            return Err(server_error("finding a faster version needs the model, and none is running".into()));
+        }
+        let (root, rel, overlays, _text) = self.action_context(&data)?;
         let job = crate::features::perf::Job {
             root: root.clone(),
             overlays,
@@ -640,9 +671,19 @@ impl Backend {
         };
         let (token, cancel) = self.begin_progress(&format!("pie-ls: looking for a faster `{}`", data.name)).await;
         let _guard = super::verified::CancelOnDrop(cancel.clone());
-        let chat = warm::WarmChat::new(warm);
+        let chat = warm.map(warm::WarmChat::new);
         let flag = cancel.clone();
-        let outcome = self.run_with_progress(token.clone(), move |progress| crate::features::perf::find_faster(&job, &chat, &flag, progress)).await?;
+        let also = config.actions.also_completion_model;
+        let outcome = self
+            .run_with_progress(token.clone(), move |progress| {
+                if let Some(model) = &action_model {
+                    progress("loading the action model (first use only)", 1);
+                    model.get().map_err(|e| crate::features::perf::NoFaster { reason: format!("the action model could not be loaded: {e}"), candidates: Vec::new() })?;
+                }
+                let sources = super::action_model::sources(action_model.as_deref(), chat.as_ref(), also);
+                crate::features::perf::find_faster_with(&job, &sources, &flag, progress)
+            })
+            .await?;
         match outcome {
             Ok(faster) => {
                 let edit = self.checked_edit(&root, &faster.file, &faster.original_text, &faster.edits)?;

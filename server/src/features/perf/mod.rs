@@ -120,6 +120,14 @@ re-summing, compiling a regular expression once.";
 
 /// Asks for candidates, verifies and measures each, returns the fastest verified one.
 pub fn find_faster(job: &Job, model: &dyn ChatModel, cancel: &Arc<AtomicBool>, progress: &mut dyn FnMut(&str, u32)) -> Result<Faster, NoFaster> {
+    find_faster_with(job, &[("model", model)], cancel, progress)
+}
+
+/// `find_faster` with candidates from several models, taken in turn.
+pub fn find_faster_with(job: &Job, sources: &[crate::features::selfdebug::Source], cancel: &Arc<AtomicBool>, progress: &mut dyn FnMut(&str, u32)) -> Result<Faster, NoFaster> {
+    if sources.is_empty() {
+        return Err(NoFaster::early("no model to write candidates"));
+    }
     let lang = Language::Python;
     progress("copying the workspace", 0);
     let scratch = Scratch::copy_of(&job.root, &job.overlays, "perf", Default::default()).map_err(NoFaster::early)?;
@@ -140,52 +148,60 @@ pub fn find_faster(job: &Job, model: &dyn ChatModel, cancel: &Arc<AtomicBool>, p
         passed_before = passed(&out);
     }
 
-    let mut conversation = Conversation::new(SYSTEM);
     let usage = tests.first().and_then(|t| std::fs::read_to_string(root.join(t)).ok()).map(|t| first_lines(&t, 40)).unwrap_or_default();
-    conversation.user(&format!(
-        "Rewrite this function so that it runs faster on large inputs, with exactly the same behaviour for every input: the same return values, the same exceptions and the same changes to its arguments. Keep its name and parameters.\n\n```python\n{}\n```\n{}\nSay in one sentence what makes the current version slow, then write the whole faster function (with any imports it needs).",
+    let hints = complexity_hints(function.text(&original), &job.function);
+    let task = format!(
+        "Rewrite this function so that it runs faster on large inputs, with exactly the same behaviour for every input: the same return values, the same exceptions and the same changes to its arguments. Keep its name and parameters.\n\n```python\n{}\n```\n{}{}",
         function.text(&original),
-        if usage.is_empty() { String::new() } else { format!("\nHow it is used (the tests):\n```python\n{usage}\n```\n") }
-    ));
+        if usage.is_empty() { String::new() } else { format!("\nHow it is used (the tests):\n```python\n{usage}\n```\n") },
+        if hints.is_empty() { String::new() } else { format!("\nWhat in this code is usually slow, and the usual fix:\n{}\n", hints.iter().map(|h| format!("- {h}")).collect::<Vec<_>>().join("\n")) },
+    );
     let wanted = job.candidates.clamp(1, 8);
-    let mut seen: Vec<String> = Vec::new();
+    // Normalised code of the original and of every candidate drawn: none is measured twice.
+    let mut seen: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    seen.insert(crate::features::selfdebug::normalised(lang, function.text(&original)));
+    let mut feedback: Vec<String> = Vec::new();
     let mut candidates: Vec<Candidate> = Vec::new();
     let mut best: Option<(usize, String, Vec<(std::ops::Range<usize>, String)>)> = None;
     for k in 0..wanted {
         if cancel.load(Ordering::Relaxed) {
             return Err(NoFaster { reason: "cancelled".into(), candidates });
         }
+        let (source, model) = sources[k % sources.len()];
         let pct = 10 + (85 * k as u32) / wanted as u32;
-        progress(&format!("candidate {}/{wanted}: asking the model", k + 1), pct);
-        // A small model often copies the function unchanged: such a reply is drawn again, hotter, once.
-        let mut draw = 0u64;
-        let (explanation, code) = loop {
-            let sampling = match (k, draw) {
-                (0, 0) => SamplingParams::greedy(),
-                _ => SamplingParams { temperature: if draw == 0 { 0.8 } else { 1.0 }, seed: 77 + 100 * draw + k as u64, ..Default::default() },
+        progress(&format!("candidate {}/{wanted}: asking the {source}", k + 1), pct);
+        // Each candidate sees how the earlier ones fared (a fresh conversation, not their turns).
+        let conversation = candidate_conversation(&task, &feedback);
+        // A candidate that copies the original or an earlier one is drawn again, hotter, twice at most.
+        let mut drawn = None;
+        for draw in 0..3u64 {
+            let sampling = if k < sources.len() && draw == 0 {
+                SamplingParams::greedy()
+            } else {
+                SamplingParams { temperature: 0.8 + 0.1 * draw as f32, seed: 77 + 100 * draw + k as u64, ..Default::default() }
             };
             let turn = explain_then_code(model, &conversation, "What makes the current version slow:", &format!("A faster `{}` with exactly the same behaviour:", job.function), "python", sampling, job.max_tokens, cancel)
                 .map_err(|e| NoFaster { reason: format!("the model failed: {e}"), candidates: candidates.clone() })?;
-            let unchanged = candidate_edits(&original, &function, &turn.code, &job.function)
-                .and_then(|e| e.last().map(|l| l.1.trim() == function.text(&original).trim() || seen.contains(&l.1)))
-                .unwrap_or(false);
-            if unchanged && draw == 0 {
-                draw += 1;
+            let key = candidate_edits(&original, &function, &turn.code, &job.function)
+                .and_then(|e| e.last().map(|l| crate::features::selfdebug::normalised(lang, &l.1)));
+            if key.as_ref().is_some_and(|k| seen.contains(k)) {
+                if draw == 2 {
+                    let code = candidate_edits(&original, &function, &turn.code, &job.function).and_then(|e| e.last().map(|l| l.1.clone()));
+                    candidates.push(Candidate { code, explanation: turn.explanation, verdict: "same as the original or an earlier candidate".into(), measurement: None });
+                }
                 continue;
             }
-            break (turn.explanation, turn.code);
-        };
+            seen.extend(key);
+            drawn = Some((turn.explanation, turn.code));
+            break;
+        }
+        let Some((explanation, code)) = drawn else { continue };
         let Some(edits) = candidate_edits(&original, &function, &code, &job.function) else {
             candidates.push(Candidate { code: Some(code), explanation, verdict: format!("no function `{}` in the reply", job.function), measurement: None });
             continue;
         };
         let new_text = apply(&original, &edits);
         let new_fn = edits.last().map(|e| e.1.clone()).unwrap_or_default();
-        if seen.contains(&new_fn) || new_fn.trim() == function.text(&original).trim() {
-            candidates.push(Candidate { code: Some(new_fn), explanation, verdict: "same as the original or an earlier candidate".into(), measurement: None });
-            continue;
-        }
-        seen.push(new_fn.clone());
         let errors = parse(lang, &new_text).map(|t| count_syntax_errors(&t)).unwrap_or(usize::MAX);
         if errors > old_errors {
             candidates.push(Candidate { code: Some(new_fn), explanation, verdict: "does not parse".into(), measurement: None });
@@ -203,6 +219,7 @@ pub fn find_faster(job: &Job, model: &dyn ChatModel, cancel: &Arc<AtomicBool>, p
             if !broken.is_empty() {
                 let names = broken.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
                 let why = out.confinement_note().map(|n| format!(" ({n})")).unwrap_or_default();
+                feedback.push(format!("This version breaks the tests {names}{why}:\n```python\n{new_fn}\n```"));
                 candidates.push(Candidate { code: Some(new_fn), explanation, verdict: format!("rejected: breaks {names}{why}"), measurement: None });
                 continue;
             }
@@ -222,6 +239,9 @@ pub fn find_faster(job: &Job, model: &dyn ChatModel, cancel: &Arc<AtomicBool>, p
         };
         let verdict = verdict(&m);
         let accepted = verdict.starts_with("verified");
+        if !accepted {
+            feedback.push(tried_feedback(&new_fn, &m));
+        }
         candidates.push(Candidate { code: Some(new_fn.clone()), explanation: explanation.clone(), verdict, measurement: Some(m.clone()) });
         if accepted {
             let better = match &best {
@@ -260,6 +280,143 @@ pub fn find_faster(job: &Job, model: &dyn ChatModel, cancel: &Arc<AtomicBool>, p
         format!("runs: {}", isolation_of(&job.commands)),
     ];
     Ok(Faster { file: job.file.clone(), original_text: original, edits, function: job.function.clone(), measurement: m, explanation, evidence, candidates })
+}
+
+/// The conversation for one candidate: the task, and what became of earlier candidates (the last two).
+fn candidate_conversation(task: &str, feedback: &[String]) -> Conversation {
+    let mut conversation = Conversation::new(SYSTEM);
+    let mut text = task.to_owned();
+    if !feedback.is_empty() {
+        text.push_str("\nEarlier rewrites that were not good enough:\n");
+        for f in &feedback[feedback.len().saturating_sub(2)..] {
+            text.push_str(&format!("\n{f}\n"));
+        }
+        text.push_str("\nTry a different, algorithmically faster approach.\n");
+    }
+    text.push_str("\nSay in one sentence what makes the current version slow, then write the whole faster function (with any imports it needs).");
+    conversation.user(&text);
+    conversation
+}
+
+/// What the harness found about a candidate that was not offered, in words for the next candidate: the input
+/// it was timed on (the slow one) or the input it got wrong.
+fn tried_feedback(code: &str, m: &Measurement) -> String {
+    let what = if !m.equivalent {
+        let example = m.mismatch.as_ref().map(|x| format!(" For example {x}.")).unwrap_or_default();
+        format!("It behaves differently from the original: {}.{example}", m.reason.clone().unwrap_or_else(|| "different results".into()))
+    } else {
+        match (m.old_ms, m.new_ms) {
+            (Some(old), Some(new)) => format!("It is correct but not faster: on {} the original takes {old:.2} ms and this version {new:.2} ms.", m.bench_input),
+            _ => "It is correct but could not be shown to be faster.".to_owned(),
+        }
+    };
+    let mut example = what;
+    if example.len() > 600 {
+        let mut cut = 600;
+        while !example.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        example.truncate(cut);
+        example.push_str("...");
+    }
+    format!("```python\n{code}\n```\n{example}")
+}
+
+/// The usual complexity fixes that apply to `code` (the function `name`), found from what it does.
+pub fn complexity_hints(code: &str, name: &str) -> Vec<&'static str> {
+    let mut hints = Vec::new();
+    let Some(tree) = parse(Language::Python, code) else { return hints };
+    let mut loops = 0usize;
+    let mut max_depth = 0usize;
+    let (mut in_list, mut sorted_in_loop, mut str_concat, mut recursion, mut pop_front, mut count_in_loop, mut slice_agg, mut remove_in_loop, mut regex_in_loop) =
+        (false, false, false, false, false, false, false, false, false);
+    let memoised = code.contains("lru_cache") || code.contains("@cache") || code.contains("memo");
+    let mut stack = vec![(tree.root_node(), 0usize)];
+    while let Some((node, depth)) = stack.pop() {
+        let text = &code[node.byte_range()];
+        let is_loop = matches!(node.kind(), "for_statement" | "while_statement" | "list_comprehension" | "generator_expression" | "set_comprehension" | "dictionary_comprehension");
+        if is_loop {
+            loops += 1;
+            max_depth = max_depth.max(depth + 1);
+        }
+        match node.kind() {
+            "comparison_operator" if depth > 0 && (text.contains(" in ") || text.contains("not in")) => {
+                // `x in y` where y is not a literal set/dict or a call to set(): likely a list scan.
+                let rhs = node.named_child(node.named_child_count().saturating_sub(1)).map(|n| n.kind()).unwrap_or("");
+                if !matches!(rhs, "set" | "dictionary") {
+                    in_list = true;
+                }
+            }
+            "call" => {
+                let callee = node.child_by_field_name("function").map(|f| &code[f.byte_range()]).unwrap_or("");
+                if depth > 0 && (callee == "sorted" || callee.ends_with(".sort")) {
+                    sorted_in_loop = true;
+                }
+                if callee == name {
+                    recursion = true;
+                }
+                if callee.ends_with(".pop") && text.ends_with("(0)") || callee.ends_with(".insert") && text.contains("(0,") {
+                    pop_front = true;
+                }
+                if depth > 0 && (callee.ends_with(".count") || callee.ends_with(".index")) {
+                    count_in_loop = true;
+                }
+                if depth > 0 && matches!(callee, "sum" | "max" | "min" | "len" | "sorted" | "set") && text.contains('[') && text.contains(':') {
+                    slice_agg = true;
+                }
+                if depth > 0 && callee.ends_with(".remove") {
+                    remove_in_loop = true;
+                }
+                if depth > 0 && callee.starts_with("re.") && !callee.starts_with("re.compile") {
+                    regex_in_loop = true;
+                }
+            }
+            "augmented_assignment" if depth > 0 && text.contains("+=") => {
+                let rhs = node.child_by_field_name("right").map(|r| r.kind()).unwrap_or("");
+                if matches!(rhs, "string" | "binary_operator" | "call" | "subscript" | "identifier") && (rhs == "string" || text.contains("str(") || text.contains('"') || text.contains('\'')) {
+                    str_concat = true;
+                }
+            }
+            _ => {}
+        }
+        let next = depth + usize::from(is_loop);
+        let mut cursor = node.walk();
+        for child in node.children(&mut cursor) {
+            stack.push((child, next));
+        }
+    }
+    if in_list {
+        hints.push("`in` / `not in` on a list inside a loop scans the whole list each time: build a set (or a dict) once before the loop.");
+    }
+    if sorted_in_loop {
+        hints.push("sorting inside a loop repeats the same work: sort once before the loop (and use `bisect` for lookups), or keep a heap.");
+    }
+    if str_concat {
+        hints.push("building a string with `+=` in a loop copies it every time: collect the pieces in a list and `''.join` them once.");
+    }
+    if recursion && !memoised {
+        hints.push("the function calls itself without remembering results: memoise with `functools.lru_cache` on an inner helper, or fill a table bottom-up.");
+    }
+    if pop_front {
+        hints.push("`list.pop(0)` / `list.insert(0, x)` shift the whole list: use `collections.deque` (`popleft`, `appendleft`).");
+    }
+    if count_in_loop {
+        hints.push("`.count()` / `.index()` inside a loop scans the sequence each time: count once with `collections.Counter` or a dict.");
+    }
+    if slice_agg {
+        hints.push("`sum`/`max`/`min` over a slice inside a loop recomputes from scratch: keep a running total or maximum (prefix sums, a sliding window).");
+    }
+    if remove_in_loop {
+        hints.push("`list.remove` inside a loop scans and shifts the list each time: build the result in one pass with a comprehension over a set of what to drop.");
+    }
+    if regex_in_loop {
+        hints.push("a regular expression used inside a loop: compile it once with `re.compile` before the loop.");
+    }
+    if max_depth >= 2 && hints.is_empty() {
+        hints.push("nested loops over the same data are quadratic: one pass with a dict or set keyed by what the inner loop searches for, or sorting once, is usually enough.");
+    }
+    let _ = loops;
+    hints
 }
 
 /// The offer rule: equivalent, and the interval's lower bound above 1.0.
@@ -452,6 +609,21 @@ mod tests {
         let decorated = "@lru_cache(None)\ndef f(n):\n    return n\n";
         let t2 = parse(Language::Python, decorated).unwrap();
         assert_eq!(find_function(Language::Python, decorated, &t2, "f").unwrap().range, 0..decorated.len() - 1);
+    }
+
+    #[test]
+    fn hints_name_the_fix_for_what_the_code_does() {
+        let membership = "def f(xs, ys):\n    out = []\n    for x in xs:\n        if x not in ys:\n            out.append(x)\n    return out\n";
+        assert!(complexity_hints(membership, "f").iter().any(|h| h.contains("build a set")));
+        let fib = "def fib(n):\n    if n < 2:\n        return n\n    return fib(n - 1) + fib(n - 2)\n";
+        assert!(complexity_hints(fib, "fib").iter().any(|h| h.contains("lru_cache")));
+        let concat = "def f(xs):\n    s = ''\n    for x in xs:\n        s += str(x) + ','\n    return s\n";
+        assert!(complexity_hints(concat, "f").iter().any(|h| h.contains("join")));
+        let queue = "def f(q):\n    while q:\n        x = q.pop(0)\n    return x\n";
+        assert!(complexity_hints(queue, "f").iter().any(|h| h.contains("deque")));
+        let sorting = "def f(xs, qs):\n    return [sorted(xs)[q] for q in qs]\n";
+        assert!(complexity_hints(sorting, "f").iter().any(|h| h.contains("sort once")));
+        assert!(complexity_hints("def f(x):\n    return x + 1\n", "f").is_empty());
     }
 
     #[test]

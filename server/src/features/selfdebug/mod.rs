@@ -2,11 +2,16 @@
 //!
 //! Loop (after Self-Debug, Chen et al. 2024): run the test in a scratch copy; show the model the function, the test
 //! and the trimmed failure; ask for an explanation, then the whole corrected function; put it in the scratch copy;
-//! re-run the test, then the suite. Up to `rounds` rounds, each round seeing the previous attempt's failure (the
-//! conversation grows, so the KV cache re-encodes only the new turn).
+//! re-run the test, then the suite (and other test files that call the function). Up to `rounds` rounds.
+//!
+//! Rounds explore instead of repeating themselves: each round is a fresh conversation (never the model's own
+//! earlier turn, which a small model copies) that states what was tried and how it failed; each round asks several
+//! candidates of the same prompt (the chat slot keeps that prompt cached, so extra candidates cost only their own
+//! tokens), alternating between the candidate sources (e.g. an action model and the completion model); candidates
+//! are deduplicated by normalised code (comments and layout ignored), so no candidate is ever run twice.
 //!
 //! Invariants: only the one function is replaced (tests are never edited, a test function is never the target);
-//! a `Fix` is returned only when the target test passes and every suite test that passed before still passes.
+//! a `Fix` is returned only when the target test passes and every test that passed before still passes.
 //! Every run goes through `runner` (scratch copy, timeout, memory cap, process-group kill).
 
 mod locate;
@@ -36,14 +41,20 @@ pub struct Job {
     /// Byte range of the test in its file (the text the copy holds).
     pub test_range: std::ops::Range<usize>,
     pub rounds: usize,
+    /// Candidates asked for per round (spread over the sources).
+    pub candidates: usize,
     pub commands: TestCommands,
-    /// Tokens the model may write per round (explanation and function).
+    /// Tokens the model may write per candidate (explanation and function).
     pub max_tokens: usize,
 }
 
-/// One round, as the user (and the evaluation) sees it.
+/// One candidate of a round, as the user (and the evaluation) sees it.
 #[derive(Clone, Debug)]
 pub struct Round {
+    /// The round it belongs to (1-based).
+    pub round: usize,
+    /// Which model wrote it.
+    pub source: String,
     pub explanation: String,
     pub candidate: Option<String>,
     /// How the round ended: "the test passes and nothing regressed", "test still fails", ...
@@ -62,7 +73,15 @@ pub struct Fix {
     pub explanation: String,
     /// Lines of evidence: what ran, before and after.
     pub evidence: Vec<String>,
+    /// Every candidate tried, in order (the last one is the fix).
     pub rounds: Vec<Round>,
+}
+
+impl Fix {
+    /// The round that found the fix.
+    pub fn round(&self) -> usize {
+        self.rounds.last().map(|r| r.round).unwrap_or(1)
+    }
 }
 
 /// Why no fix is offered, with the rounds tried.
@@ -81,8 +100,25 @@ impl NoFix {
 const SYSTEM: &str = "You are a careful software engineer. You fix bugs in functions so that their tests pass. \
 You never change the tests.";
 
-/// Runs the self-debug loop. `progress(message, percent)` reports each step; `cancel` stops it (runs are killed).
+/// A model that writes candidates, and its name in the evidence ("action model", "completion model").
+pub type Source<'a> = (&'a str, &'a dyn ChatModel);
+
+/// Runs the self-debug loop with one model. `progress(message, percent)` reports each step; `cancel` stops it.
 pub fn self_debug(job: &Job, model: &dyn ChatModel, cancel: &Arc<AtomicBool>, progress: &mut dyn FnMut(&str, u32)) -> Result<Fix, NoFix> {
+    self_debug_with(job, &[("model", model)], cancel, progress)
+}
+
+/// A failed candidate, told to the next round.
+struct Attempt {
+    code: String,
+    failure: String,
+}
+
+/// Runs the self-debug loop with candidates from `sources` (taken in turn).
+pub fn self_debug_with(job: &Job, sources: &[Source], cancel: &Arc<AtomicBool>, progress: &mut dyn FnMut(&str, u32)) -> Result<Fix, NoFix> {
+    if sources.is_empty() {
+        return Err(NoFix::early("no model to write candidates"));
+    }
     let lang_id = crate::features::code::language_id(job.language);
     progress("copying the workspace", 0);
     let scratch = Scratch::copy_of(&job.root, &job.overlays, "selfdebug", Default::default()).map_err(NoFix::early)?;
@@ -111,117 +147,259 @@ pub fn self_debug(job: &Job, model: &dyn ChatModel, cancel: &Arc<AtomicBool>, pr
     let suite_before = job.commands.run_suite(lang_id, &root, &job.test, cancel).map_err(NoFix::early)?;
     check_ran(&suite_before, cancel)?;
     let passed_before = passed(&suite_before);
+    // More evidence where the suite is one file: other test files that call the function must keep passing too.
+    let other_tests = other_test_files(job.language, &root, &job.test.file, &target.function.name);
+    let mut others_before = Vec::new();
+    for file in &other_tests {
+        let probe = TestTarget { file: file.clone(), name: String::new(), class: None };
+        let out = job.commands.run_suite(lang_id, &root, &probe, cancel).map_err(NoFix::early)?;
+        check_ran(&out, cancel)?;
+        others_before.push((probe, passed(&out)));
+    }
 
     let test_text = std::fs::read_to_string(root.join(&job.test.file)).unwrap_or_default();
     let test_source = test_text.get(job.test_range.clone()).unwrap_or("").to_owned();
     let fence = lang_id;
     let name = target.function.name.clone();
-    let mut conversation = Conversation::new(SYSTEM);
-    conversation.user(&format!(
-        "The test `{test}` fails. The test is correct; the bug is in the function `{name}`.\n\nThe function under test, in `{file}`:\n```{fence}\n{function}\n```\n\nThe test, in `{test_file}`:\n```{fence}\n{test_source}\n```\n\nOutput of the test:\n```\n{output}\n```\n\nExplain the bug in `{name}` in one sentence, then write the whole corrected function `{name}`.",
+    let original_function = target.function.text(&target.text).to_owned();
+    let task = format!(
+        "The test `{test}` fails. The test is correct; the bug is in the function `{name}`.\n\nThe function under test, in `{file}`:\n```{fence}\n{original_function}\n```\n\nThe test, in `{test_file}`:\n```{fence}\n{test_source}\n```\n\nOutput of the test:\n```\n{output}\n```",
         test = job.test.name,
         file = target.file.display(),
-        function = target.function.text(&target.text),
         test_file = job.test.file.display(),
         output = clean(&before),
-    ));
+    );
     let old_errors = parse(job.language, &target.text).map(|t| count_syntax_errors(&t)).unwrap_or(0);
     let mut rounds: Vec<Round> = Vec::new();
+    let mut attempts: Vec<Attempt> = Vec::new();
+    // Normalised code of everything tried (the original included: returning it unchanged is no fix).
     let mut tried: BTreeSet<String> = BTreeSet::new();
-    for round in 1..=job.rounds.max(1) {
-        let pct = 15 + (80 * (round as u32 - 1)) / job.rounds.max(1) as u32;
-        progress(&format!("round {round}/{}: asking the model", job.rounds), pct);
-        // Round 1 is greedy; later rounds sample, and a reply that repeats an earlier attempt is drawn again once
-        // (a small model otherwise tends to answer the feedback with the same code).
-        let mut draw = 0u64;
-        let (reply, candidate, explanation) = loop {
-            let sampling = match (round, draw) {
-                (1, 0) => SamplingParams::greedy(),
-                _ => SamplingParams { temperature: if draw == 0 { 0.7 } else { 1.0 }, seed: 1000 * round as u64 + draw, ..Default::default() },
-            };
-            let turn = explain_then_code(model, &conversation, &format!("The bug in `{name}`:"), &format!("The corrected function `{name}`:"), fence, sampling, job.max_tokens, cancel)
-                .map_err(|e| NoFix { reason: format!("the model failed: {e}"), rounds: rounds.clone() })?;
-            if cancel.load(Ordering::Relaxed) {
-                return Err(NoFix { reason: "cancelled".into(), rounds });
+    tried.insert(normalised(job.language, &original_function));
+    let per_round = job.candidates.max(1);
+    let total_rounds = job.rounds.max(1);
+    for round in 1..=total_rounds {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(NoFix { reason: "cancelled".into(), rounds });
+        }
+        let pct = 15 + (80 * (round as u32 - 1)) / total_rounds as u32;
+        let conversation = round_conversation(&task, &attempts, &name, fence);
+        // All candidates of a round come from this one prompt (each source keeps it cached); each is run as soon
+        // as it is drawn, so a good first candidate is not kept waiting for the others.
+        for k in 0..per_round {
+            let (source, model) = sources[k % sources.len()];
+            progress(&format!("round {round}/{total_rounds}: asking the {source} (candidate {}/{per_round})", k + 1), pct);
+            let mut drawn: Option<(String, String, String)> = None;
+            // A candidate that repeats an earlier one is drawn again, hotter, twice at most.
+            for draw in 0..3u64 {
+                // The first candidate of each source in round 1 is greedy; everything else is sampled.
+                let sampling = if round == 1 && k < sources.len() && draw == 0 {
+                    SamplingParams::greedy()
+                } else {
+                    SamplingParams { temperature: 0.7 + 0.15 * draw as f32, seed: 1000 * round as u64 + 10 * k as u64 + draw, ..Default::default() }
+                };
+                let turn = match explain_then_code(model, &conversation, &format!("The bug in `{name}`:"), &format!("The corrected function `{name}`:"), fence, sampling, job.max_tokens, cancel) {
+                    Ok(turn) => turn,
+                    Err(e) => {
+                        if cancel.load(Ordering::Relaxed) {
+                            return Err(NoFix { reason: "cancelled".into(), rounds });
+                        }
+                        rounds.push(Round { round, source: source.into(), explanation: String::new(), candidate: None, verdict: format!("the model failed: {e}") });
+                        break;
+                    }
+                };
+                let candidate = function_from(job.language, &turn.code, &name)
+                    .map(|c| keep_docstring(job.language, &original_function, &c))
+                    .map(|c| reindent(&c, &target.function.indent).trim_start().to_owned());
+                let Some(candidate) = candidate else {
+                    rounds.push(Round { round, source: source.into(), explanation: turn.explanation, candidate: None, verdict: format!("the reply had no function `{name}`") });
+                    break;
+                };
+                if !tried.insert(normalised(job.language, &candidate)) {
+                    if draw == 2 {
+                        rounds.push(Round { round, source: source.into(), explanation: turn.explanation, candidate: Some(candidate), verdict: "skipped: the same code as an earlier candidate or the original".into() });
+                    }
+                    continue;
+                }
+                drawn = Some((source.to_owned(), turn.explanation, candidate));
+                break;
             }
-            let candidate = function_from(job.language, &turn.code, &name)
-                .map(|c| keep_docstring(job.language, target.function.text(&target.text), &c))
-                .map(|c| reindent(&c, &target.function.indent).trim_start().to_owned());
-            let repeated = candidate.as_ref().is_some_and(|c| tried.contains(c));
-            if repeated && draw == 0 {
-                draw += 1;
+            let Some((source, explanation, new_function)) = drawn else { continue };
+            let step = pct + (80 / total_rounds as u32) * k as u32 / per_round as u32;
+            let mut new_text = target.text.clone();
+            new_text.replace_range(target.function.range.clone(), &new_function);
+            let new_errors = parse(job.language, &new_text).map(|t| count_syntax_errors(&t)).unwrap_or(usize::MAX);
+            let mut reject = |verdict: String, failure: String, rounds: &mut Vec<Round>| {
+                attempts.push(Attempt { code: new_function.clone(), failure });
+                rounds.push(Round { round, source: source.clone(), explanation: explanation.clone(), candidate: Some(new_function.clone()), verdict });
+            };
+            if new_errors > old_errors {
+                reject("rejected: it does not parse".into(), "It does not parse.".into(), &mut rounds);
                 continue;
             }
-            break (turn.turn, candidate, turn.explanation);
-        };
-        conversation.assistant(&reply);
-        let Some(new_function) = candidate else {
-            rounds.push(Round { explanation, candidate: None, verdict: format!("the reply had no function `{name}`") });
-            conversation.user(&format!("Your reply had no complete function `{name}` in a code block. Write the whole corrected function `{name}` in one ```{fence} code block."));
-            continue;
-        };
-        let mut new_text = target.text.clone();
-        new_text.replace_range(target.function.range.clone(), &new_function);
-        let new_errors = parse(job.language, &new_text).map(|t| count_syntax_errors(&t)).unwrap_or(usize::MAX);
-        if new_errors > old_errors || !tried.insert(new_function.clone()) {
-            let why = if new_errors > old_errors { "it does not parse" } else { "it is the same code as an earlier attempt, which failed" };
-            rounds.push(Round { explanation, candidate: Some(new_function), verdict: format!("rejected: {why}") });
-            conversation.user(&format!("That version is rejected: {why}. Write a different corrected function `{name}` in one ```{fence} code block."));
-            continue;
+            scratch.write(&target.file, &new_text).map_err(NoFix::early)?;
+            progress(&format!("round {round}/{total_rounds}: running {} (candidate {}, {source})", job.test.name, k + 1), step);
+            let after = job.commands.run_test(lang_id, &root, &job.test, cancel).map_err(NoFix::early)?;
+            check_ran(&after, cancel).map_err(|e| NoFix { rounds: rounds.clone(), ..e })?;
+            if !after.success() {
+                let why = after.confinement_note().map(|n| format!(" ({n})")).unwrap_or_default();
+                reject(format!("{} still fails{why}", job.test.name), format!("`{}` still fails:\n```\n{}\n```", job.test.name, clean(&after)), &mut rounds);
+                continue;
+            }
+            progress(&format!("round {round}/{total_rounds}: {} passes; running the suite", job.test.name), step);
+            let suite_after = job.commands.run_suite(lang_id, &root, &job.test, cancel).map_err(NoFix::early)?;
+            check_ran(&suite_after, cancel).map_err(|e| NoFix { rounds: rounds.clone(), ..e })?;
+            let passed_after = passed(&suite_after);
+            let mut broken: Vec<String> = passed_before.difference(&passed_after).cloned().collect();
+            let mut failing_output = clean(&suite_after);
+            if broken.is_empty() && !(passed_before.is_empty() && passed_after.is_empty() && !suite_after.success()) {
+                for (probe, before) in &others_before {
+                    let out = job.commands.run_suite(lang_id, &root, probe, cancel).map_err(NoFix::early)?;
+                    check_ran(&out, cancel).map_err(|e| NoFix { rounds: rounds.clone(), ..e })?;
+                    let newly: Vec<String> = before.difference(&passed(&out)).cloned().collect();
+                    if !newly.is_empty() {
+                        broken.extend(newly);
+                        failing_output = clean(&out);
+                        break;
+                    }
+                }
+            }
+            if !broken.is_empty() || (passed_before.is_empty() && passed_after.is_empty() && !suite_after.success()) {
+                let names = broken.join(", ");
+                reject(
+                    format!("{} passes but it breaks {names}", job.test.name),
+                    format!("`{}` passes, but these tests that passed before fail: {names}\n```\n{failing_output}\n```", job.test.name),
+                    &mut rounds,
+                );
+                continue;
+            }
+            rounds.push(Round { round, source: source.clone(), explanation: explanation.clone(), candidate: Some(new_function.clone()), verdict: "the test passes and nothing regressed".into() });
+            let isolation = after.isolation();
+            let mut evidence = vec![
+                format!("{}: failed before ({}), passes after round {round} ({:.1} s, {isolation})", job.test.name, short_status(&before), after.duration.as_secs_f64()),
+                format!(
+                    "suite `{}`: {} passed before, {} passed after, 0 newly failing",
+                    suite_after.command.replace(&format!("{}/", root.display()), ""),
+                    passed_before.len(),
+                    passed_after.len()
+                ),
+            ];
+            if !others_before.is_empty() {
+                let files = others_before.iter().map(|(p, _)| p.file.display().to_string()).collect::<Vec<_>>().join(", ");
+                let count: usize = others_before.iter().map(|(_, b)| b.len()).sum();
+                evidence.push(format!("other tests of `{name}` ({files}): {count} passed before and still pass"));
+            }
+            if sources.len() > 1 {
+                evidence.push(format!("written by the {source}"));
+            }
+            progress("verified", 100);
+            return Ok(Fix {
+                file: target.file.clone(),
+                original_text: target.text.clone(),
+                range: target.function.range.clone(),
+                new_function,
+                function: name,
+                explanation,
+                evidence,
+                rounds,
+            });
         }
-        scratch.write(&target.file, &new_text).map_err(NoFix::early)?;
-        progress(&format!("round {round}/{}: running {}", job.rounds, job.test.name), pct + 40 / job.rounds.max(1) as u32);
-        let after = job.commands.run_test(lang_id, &root, &job.test, cancel).map_err(NoFix::early)?;
-        check_ran(&after, cancel).map_err(|e| NoFix { rounds: rounds.clone(), ..e })?;
-        if !after.success() {
-            let why = after.confinement_note().map(|n| format!(" ({n})")).unwrap_or_default();
-            rounds.push(Round { explanation, candidate: Some(new_function), verdict: format!("{} still fails{why}", job.test.name) });
-            conversation.user(&format!(
-                "With your version `{}` still fails:\n```\n{}\n```\nExplain in one sentence what is still wrong, then write the whole corrected function `{name}` in one ```{fence} code block.",
-                job.test.name,
-                clean(&after)
-            ));
-            continue;
-        }
-        progress(&format!("round {round}/{}: {} passes; running the suite", job.rounds, job.test.name), pct + 60 / job.rounds.max(1) as u32);
-        let suite_after = job.commands.run_suite(lang_id, &root, &job.test, cancel).map_err(NoFix::early)?;
-        check_ran(&suite_after, cancel).map_err(|e| NoFix { rounds: rounds.clone(), ..e })?;
-        let passed_after = passed(&suite_after);
-        let broken: Vec<&String> = passed_before.difference(&passed_after).collect();
-        if !broken.is_empty() || (passed_before.is_empty() && passed_after.is_empty() && !suite_after.success()) {
-            let names = broken.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
-            rounds.push(Round { explanation, candidate: Some(new_function), verdict: format!("{} passes but it breaks {names}", job.test.name) });
-            conversation.user(&format!(
-                "Now `{}` passes, but these tests that passed before fail: {names}.\n```\n{}\n```\nFix `{name}` so that all of them pass; write the whole function in one ```{fence} code block.",
-                job.test.name,
-                clean(&suite_after)
-            ));
-            continue;
-        }
-        rounds.push(Round { explanation: explanation.clone(), candidate: Some(new_function.clone()), verdict: "the test passes and nothing regressed".into() });
-        let isolation = after.isolation();
-        let evidence = vec![
-            format!("{}: failed before ({}), passes after round {round} ({:.1} s, {isolation})", job.test.name, short_status(&before), after.duration.as_secs_f64()),
-            format!(
-                "suite `{}`: {} passed before, {} passed after, 0 newly failing",
-                suite_after.command.replace(&format!("{}/", root.display()), ""),
-                passed_before.len(),
-                passed_after.len()
-            ),
-        ];
-        progress("verified", 100);
-        return Ok(Fix {
-            file: target.file.clone(),
-            original_text: target.text.clone(),
-            range: target.function.range.clone(),
-            new_function,
-            function: name,
-            explanation,
-            evidence,
-            rounds,
-        });
     }
-    Err(NoFix { reason: format!("no verified fix for {} after {} rounds", job.test.name, job.rounds), rounds })
+    Err(NoFix { reason: format!("no verified fix for {} after {} rounds", job.test.name, total_rounds), rounds })
+}
+
+/// A round's conversation: the task, and (after round 1) the failed attempts so far with how each failed, as the
+/// user's words rather than the model's own turns, so the model is asked for something new instead of continuing
+/// its earlier answer. The last three attempts are shown; older ones are only counted.
+fn round_conversation(task: &str, attempts: &[Attempt], name: &str, fence: &str) -> Conversation {
+    let mut conversation = Conversation::new(SYSTEM);
+    let mut text = task.to_owned();
+    if attempts.is_empty() {
+        text.push_str(&format!("\n\nExplain the bug in `{name}` in one sentence, then write the whole corrected function `{name}`."));
+    } else {
+        let shown = &attempts[attempts.len().saturating_sub(3)..];
+        text.push_str(&format!("\n\n{} corrected versions were tried already and are wrong:", attempts.len()));
+        for (i, a) in shown.iter().enumerate() {
+            text.push_str(&format!("\n\nWrong version {}:\n```{fence}\n{}\n```\n{}", attempts.len() - shown.len() + i + 1, a.code, a.failure));
+        }
+        text.push_str(&format!(
+            "\n\nDo not repeat them. Read the failing assertion and the values in the output, explain in one sentence what the bug in `{name}` really is, then write a different, whole corrected function `{name}`."
+        ));
+    }
+    conversation.user(&text);
+    conversation
+}
+
+/// Code with comments and layout removed (tree-sitter leaves, with the nesting of named nodes so that Python's
+/// indentation still counts): two candidates that differ only in comments or spacing are the same candidate.
+pub fn normalised(lang: Language, code: &str) -> String {
+    let Some(tree) = parse(lang, code) else { return code.split_whitespace().collect::<Vec<_>>().join(" ") };
+    let mut out = String::new();
+    let mut stack = vec![(tree.root_node(), false)];
+    while let Some((node, closing)) = stack.pop() {
+        if closing {
+            out.push_str(") ");
+            continue;
+        }
+        if node.kind().contains("comment") {
+            continue;
+        }
+        if node.child_count() == 0 {
+            out.push_str(code.get(node.byte_range()).unwrap_or(""));
+            out.push(' ');
+            continue;
+        }
+        if node.is_named() {
+            out.push_str(node.kind());
+            out.push('(');
+            stack.push((node, true));
+        }
+        let mut cursor = node.walk();
+        let children: Vec<_> = node.children(&mut cursor).collect();
+        for child in children.into_iter().rev() {
+            stack.push((child, false));
+        }
+    }
+    out
+}
+
+/// Python test files other than `test_file` that mention `function` (Python only: the other languages' suites
+/// already run the whole package or crate).
+fn other_test_files(lang: Language, root: &Path, test_file: &Path, function: &str) -> Vec<PathBuf> {
+    if lang != Language::Python {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    let mut seen_dirs = 0;
+    while let Some(rel) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(root.join(&rel)) else { continue };
+        for e in entries.flatten() {
+            let file = e.file_name().to_string_lossy().into_owned();
+            let path = rel.join(&file);
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                seen_dirs += 1;
+                if !file.starts_with('.') && file != "__pycache__" && file != "node_modules" && seen_dirs < 200 {
+                    stack.push(path);
+                }
+            } else if path != test_file && file.ends_with(".py") && (file.starts_with("test_") || file.ends_with("_test.py")) {
+                if std::fs::read_to_string(root.join(&path)).is_ok_and(|t| mentions(&t, function)) {
+                    out.push(path);
+                }
+            }
+        }
+    }
+    out.sort();
+    out.truncate(5);
+    out
+}
+
+/// Whether `text` uses `name` as a whole word.
+fn mentions(text: &str, name: &str) -> bool {
+    text.match_indices(name).any(|(i, _)| {
+        let before = text[..i].chars().next_back().is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
+        let after = text[i + name.len()..].chars().next().is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
+        before && after
+    })
 }
 
 /// The function `name` from model-written `code` (which may hold imports or other helpers: only the function is
@@ -301,6 +479,19 @@ fn clean_output(output: &str, root: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn normalised_code_ignores_comments_and_spacing_but_not_indentation() {
+        let a = "def f(x):\n    # add one\n    return x+1\n";
+        let b = "def f(x):\n\n    return x + 1  # fixed\n";
+        assert_eq!(normalised(Language::Python, a), normalised(Language::Python, b));
+        assert_ne!(normalised(Language::Python, a), normalised(Language::Python, "def f(x):\n    return x + 2\n"));
+        let inside = "def f(xs):\n    for x in xs:\n        g(x)\n        h(x)\n";
+        let after = "def f(xs):\n    for x in xs:\n        g(x)\n    h(x)\n";
+        assert_ne!(normalised(Language::Python, inside), normalised(Language::Python, after));
+        assert_eq!(normalised(Language::Rust, "fn f() -> i32 { 1 } // one"), normalised(Language::Rust, "fn f() -> i32 {\n    1\n}"));
+        assert!(mentions("assert median(xs) == 2", "median") && !mentions("medians = 1", "median"));
+    }
 
     #[test]
     fn the_original_docstring_is_kept() {

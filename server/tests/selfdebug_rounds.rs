@@ -1,0 +1,88 @@
+//! The self-debug loop's rounds, with prepared candidates (no model) and the real test runner: no candidate is run
+//! twice (duplicates up to comments and spacing are drawn again, then skipped), every round is a fresh conversation
+//! that states the earlier attempts and how they failed, and a candidate that passes the target test but breaks
+//! another test file of the same function is rejected.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use pie_ls::features::chat::{Role, ScriptedChat};
+use pie_ls::features::selfdebug::{normalised, self_debug_with, Job};
+use pie_ls::runner::{Scratch, TestCommands, TestTarget};
+use pie_ls::syntax::Language;
+
+const CALC: &str = "def add(a, b):\n    return a - b\n\n\ndef double(x):\n    return 2 * x\n";
+const TESTS: &str = "from calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n\n\ndef test_zero():\n    assert add(0, 0) == 0\n";
+// Another test file of the same function: not the suite of the failing test, but evidence all the same.
+const MORE_TESTS: &str = "from calc import add, double\n\n\ndef test_negative():\n    assert add(-3, 0) == -3\n\n\ndef test_double():\n    assert double(2) == 4\n";
+
+fn candidate(explanation: &str, code: &str) -> [String; 2] {
+    [explanation.to_owned(), code.to_owned()]
+}
+
+#[test]
+fn rounds_explore_and_never_run_a_candidate_twice() {
+    let ws = Scratch::empty("selfdebug-rounds").unwrap();
+    ws.write("calc.py".as_ref(), CALC).unwrap();
+    ws.write("test_calc.py".as_ref(), TESTS).unwrap();
+    ws.write("test_more.py".as_ref(), MORE_TESTS).unwrap();
+    let start = TESTS.find("def test_add").unwrap();
+    let end = TESTS.find("\n\n\ndef test_zero").unwrap();
+    let job = Job {
+        language: Language::Python,
+        root: ws.path().to_owned(),
+        overlays: Vec::new(),
+        test: TestTarget { file: "test_calc.py".into(), name: "test_add".into(), class: None },
+        test_range: start..end,
+        rounds: 3,
+        candidates: 2,
+        commands: TestCommands::default(),
+        max_tokens: 128,
+    };
+    let replies: Vec<String> = [
+        // Round 1, candidate 1: wrong (2 * 3 is 6).
+        candidate("it subtracts.", "def add(a, b):\n    return a * b"),
+        // Round 1, candidate 2: the same code with a comment and other spacing, then the original itself, then
+        // the same again: drawn three times, never run.
+        candidate("it subtracts.", "def add(a, b):\n    # multiply\n    return a*b"),
+        candidate("it is fine.", "def add(a, b):\n    return a - b"),
+        candidate("it subtracts.", "def add(a, b):\n\n    return a*b  # again"),
+        // Round 2, candidate 1: passes test_add and its suite, but breaks test_more.py's test_negative.
+        candidate("signs are lost.", "def add(a, b):\n    return abs(a) + abs(b)"),
+        // Round 2, candidate 2: right.
+        candidate("it subtracts instead of adding.", "def add(a, b):\n    return a + b"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let model = ScriptedChat::new(replies);
+    let fix = self_debug_with(&job, &[("scripted", &model)], &Arc::new(AtomicBool::new(false)), &mut |_, _| {}).expect("a verified fix");
+
+    assert_eq!(fix.round(), 2);
+    assert_eq!(fix.new_function, "def add(a, b):\n    return a + b");
+    assert_eq!(model.remaining(), 0, "every prepared reply was asked for");
+    let verdicts: Vec<(usize, &str)> = fix.rounds.iter().map(|r| (r.round, r.verdict.as_str())).collect();
+    assert_eq!(verdicts.len(), 4, "{verdicts:#?}");
+    assert_eq!(verdicts[0], (1, "test_add still fails"));
+    assert_eq!(verdicts[1], (1, "skipped: the same code as an earlier candidate or the original"));
+    assert!(verdicts[2].0 == 2 && verdicts[2].1.starts_with("test_add passes but it breaks") && verdicts[2].1.contains("test_negative"), "{verdicts:#?}");
+    assert_eq!(verdicts[3], (2, "the test passes and nothing regressed"));
+    // What ran is pairwise different, and differs from the original.
+    let ran: Vec<String> = fix.rounds.iter().filter(|r| !r.verdict.starts_with("skipped")).map(|r| normalised(Language::Python, r.candidate.as_deref().unwrap())).collect();
+    let mut unique = ran.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), ran.len(), "no candidate ran twice");
+    assert!(!ran.contains(&normalised(Language::Python, "def add(a, b):\n    return a - b")));
+    assert!(fix.evidence.iter().any(|e| e.contains("other tests of `add`") && e.contains("test_more.py")), "{:?}", fix.evidence);
+
+    // Every request is a fresh conversation: system and user only, never the model's own earlier turn.
+    let asked = model.asked();
+    assert!(asked.iter().all(|(messages, _)| messages.len() == 2 && messages[0].role == Role::System && messages[1].role == Role::User));
+    let round_1 = &asked[0].0[1].content;
+    let round_2 = &asked.last().unwrap().0[1].content;
+    assert!(!round_1.contains("Wrong version"), "{round_1}");
+    assert!(round_2.contains("Wrong version 1") && round_2.contains("return a * b"), "round 2 states what was tried: {round_2}");
+    assert!(round_2.contains("test_add` still fails") && round_2.contains("assert"), "and how it failed: {round_2}");
+    assert!(round_2.contains("Do not repeat them"), "{round_2}");
+}
