@@ -43,6 +43,8 @@ enum BenchCommand {
     Keystroke(pie_ls::bench::keystroke::KeystrokeArgs),
     /// Keystroke-to-suggestion latency: PIE vs prefix-only reuse vs the llama.vim layout.
     Completion(pie_ls::bench::completion::CompletionBenchArgs),
+    /// Decode rate of pie-ls's generation loop against llama.cpp's llama-server, side by side.
+    Decode(pie_ls::bench::decode::DecodeBenchArgs),
     /// Completion quality on HumanEval infilling: pass@1 with a PIE-maintained cache vs full recomputation.
     Infill(pie_ls::bench::infill::InfillBenchArgs),
     /// PIE vs full recomputation and the peers: update latency and next-line fidelity on real code.
@@ -77,6 +79,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Model(cmd) => pie_ls::engine::run_model_command(cmd),
         Command::Bench(BenchCommand::Keystroke(args)) => pie_ls::bench::keystroke::run(args),
         Command::Bench(BenchCommand::Completion(args)) => pie_ls::bench::completion::run(args),
+        Command::Bench(BenchCommand::Decode(args)) => pie_ls::bench::decode::run(args),
         Command::Bench(BenchCommand::Infill(args)) => pie_ls::bench::infill::run(args),
         Command::Bench(BenchCommand::Pie(args)) => pie_ls::engine::run_pie_bench(args),
         Command::Bench(BenchCommand::Selfdebug(args)) => pie_ls::bench::selfdebug::run(args),

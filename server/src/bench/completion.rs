@@ -321,7 +321,7 @@ fn llama_vim_prompt(markers: &Markers, snapshot: &str, text: &str, cursor: usize
     format!("{snapshot}\n\n{}{prefix}{}{suffix}{}", markers.prefix, markers.suffix, markers.middle)
 }
 
-fn truncate_to_tokens(engine: &Engine, source: &str, tokens: usize) -> String {
+pub(crate) fn truncate_to_tokens(engine: &Engine, source: &str, tokens: usize) -> String {
     let mut out = String::new();
     let mut count = 0;
     for line in source.split_inclusive('\n') {
@@ -335,7 +335,7 @@ fn truncate_to_tokens(engine: &Engine, source: &str, tokens: usize) -> String {
 }
 
 /// Real code that is on every machine: Python standard-library modules.
-fn stdlib_source() -> anyhow::Result<String> {
+pub(crate) fn stdlib_source() -> anyhow::Result<String> {
     let out = std::process::Command::new("python3")
         .args(["-c", "import sysconfig; print(sysconfig.get_paths()['stdlib'])"])
         .output()

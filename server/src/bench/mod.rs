@@ -3,6 +3,7 @@
 
 pub mod alloc;
 pub mod completion;
+pub mod decode;
 pub mod infill;
 pub mod keystroke;
 pub mod perf;

@@ -766,6 +766,7 @@ impl KvSession {
             self.broken = true;
         }
         result?;
+        trim_incomplete_utf8(&mut bytes);
         let text = String::from_utf8_lossy(&bytes).into_owned();
         if text.len() > emitted {
             on_token(&text[emitted.min(text.len())..]);
@@ -782,6 +783,29 @@ impl KvSession {
     /// Where a session writes temporary state (naive baseline); exposed for diagnostics.
     pub fn temp_dir() -> PathBuf {
         std::env::temp_dir()
+    }
+}
+
+/// Drops a character cut off at the end of `bytes` (a generation that stopped at the token cap between the
+/// tokens of one multi-byte character): decoded lossily it would end in U+FFFD, which an editor inserts into the
+/// user's file.
+fn trim_incomplete_utf8(bytes: &mut Vec<u8>) {
+    let n = bytes.len();
+    for back in 1..=n.min(4) {
+        let b = bytes[n - back];
+        if b & 0xC0 == 0x80 {
+            continue; // a continuation byte: the character starts further back
+        }
+        let need = match b {
+            0xF0.. => 4,
+            0xE0.. => 3,
+            0xC0.. => 2,
+            _ => 1,
+        };
+        if need > back {
+            bytes.truncate(n - back);
+        }
+        return;
     }
 }
 
@@ -813,5 +837,23 @@ mod tests {
             t.replace_range(e.start_byte..e.old_end_byte, &e.new_text);
             assert_eq!(t, b);
         }
+    }
+
+    #[test]
+    fn a_character_cut_at_the_token_cap_is_dropped_not_replaced() {
+        let full = "ok ✓ 🦀".as_bytes().to_vec();
+        for cut in 0..=full.len() {
+            let mut bytes = full[..cut].to_vec();
+            trim_incomplete_utf8(&mut bytes);
+            let text = std::str::from_utf8(&bytes).expect("valid UTF-8 after trimming");
+            assert!(!text.contains('\u{FFFD}'));
+            // Only the cut character goes: every complete one stays.
+            let complete = (0..=cut).rev().find(|&i| std::str::from_utf8(&full[..i]).is_ok()).unwrap();
+            assert_eq!(bytes.len(), complete, "cut at {cut}");
+        }
+        // Invalid bytes inside the text are not this function's business (they stay for the lossy decode).
+        let mut bytes = vec![b'a', 0xFF, b'b'];
+        trim_incomplete_utf8(&mut bytes);
+        assert_eq!(bytes, vec![b'a', 0xFF, b'b']);
     }
 }
