@@ -51,6 +51,8 @@ enum BenchCommand {
     Selfdebug(pie_ls::bench::selfdebug::SelfDebugBenchArgs),
     /// "Find a faster version" on the slow-to-fast Python fixtures.
     Perf(pie_ls::bench::perf::PerfBenchArgs),
+    /// A typing session through the real server: cores busy, time to idle, suggestion latency.
+    Typing(pie_ls::bench::typing::TypingBenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -79,6 +81,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Pie(args)) => pie_ls::engine::run_pie_bench(args),
         Command::Bench(BenchCommand::Selfdebug(args)) => pie_ls::bench::selfdebug::run(args),
         Command::Bench(BenchCommand::Perf(args)) => pie_ls::bench::perf::run(args),
+        Command::Bench(BenchCommand::Typing(args)) => pie_ls::bench::typing::run(args),
     }
 }
 

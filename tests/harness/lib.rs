@@ -92,9 +92,15 @@ pub struct LspBuilder {
     capabilities: Value,
     initialize: bool,
     root: Option<PathBuf>,
+    binary: Option<PathBuf>,
 }
 
 impl LspBuilder {
+    /// The server binary to run (default: `server_binary()`); `pie-ls bench typing` runs its own executable.
+    pub fn binary(mut self, path: PathBuf) -> Self {
+        self.binary = Some(path);
+        self
+    }
     /// The workspace folder (`rootUri` and `workspaceFolders`); none by default.
     pub fn root(mut self, dir: &std::path::Path) -> Self {
         self.root = Some(dir.to_owned());
@@ -142,7 +148,10 @@ impl LspBuilder {
     }
 
     pub fn spawn(self) -> Result<LspClient> {
-        let bin = server_binary()?;
+        let bin = match &self.binary {
+            Some(path) => path.clone(),
+            None => server_binary()?,
+        };
         let mut cmd = Command::new(&bin);
         cmd.args(&self.args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         for (key, value) in &self.env {
@@ -235,12 +244,18 @@ impl LspClient {
             capabilities: json!({}),
             initialize: true,
             root: None,
+            binary: None,
         }
     }
 
     /// Spawns and initializes a server with default settings (UTF-16, no model).
     pub fn start() -> Result<LspClient> {
         Self::builder().without_model().spawn()
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// `pie/cacheStats`.
