@@ -13,7 +13,7 @@ use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::gguf::GgufContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::model::params::LlamaModelParams;
-use llama_cpp_2::model::{LlamaModel, RopeType};
+use llama_cpp_2::model::{LlamaChatMessage, LlamaModel, RopeType};
 use llama_cpp_2::token::LlamaToken;
 
 use super::error::{EngineError, Result};
@@ -262,6 +262,21 @@ impl Engine {
         let v = self.model.vocab();
         let (p, s, m) = (v.fim_pre().0, v.fim_suf().0, v.fim_mid().0);
         (p >= 0 && s >= 0 && m >= 0).then_some((p, s, m))
+    }
+
+    /// `turns` (role, content) in the model's own chat template, ending with an open assistant turn. `None` when
+    /// the GGUF has no template or llama.cpp does not recognise it (the caller falls back to ChatML).
+    pub fn apply_chat_template(&self, turns: &[(&str, &str)]) -> Option<String> {
+        let template = self.model.chat_template(None).ok()?;
+        let messages: Vec<LlamaChatMessage> =
+            turns.iter().map(|(role, content)| LlamaChatMessage::new(role.to_string(), content.to_string())).collect::<std::result::Result<_, _>>().ok()?;
+        match self.model.apply_chat_template(&template, &messages, true) {
+            Ok(text) => Some(text),
+            Err(err) => {
+                tracing::debug!("the model's chat template could not be applied ({err}); using ChatML");
+                None
+            }
+        }
     }
 
     /// Bytes of KV cache per token of context for this model and cache type.

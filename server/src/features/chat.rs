@@ -1,49 +1,94 @@
-//! Talking to the model as an assistant (self-debug, performance candidates): the chat template, and the
-//! `ChatModel` trait the features call so they need not know whether the model lives on the warm thread (the
-//! server) or in the caller's hands (benchmarks).
+//! Talking to the model as an assistant (self-debug, performance candidates): structured conversations, the
+//! `ChatModel` trait the features call so they need not know where the model lives (the warm thread in the
+//! server, the caller's hands in benchmarks), and `render`, the one place a local model's chat template is applied.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use crate::engine::GenerateParams;
 
-/// Generates the assistant's next turn after `conversation` (text in the model's chat template, ending with an
-/// open assistant turn). Blocking; call it off the async runtime.
-pub trait ChatModel: Send + Sync {
-    fn reply(&self, conversation: &str, params: &GenerateParams, cancel: &Arc<AtomicBool>) -> Result<String, String>;
+/// Who speaks a turn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
 }
 
-/// A conversation in ChatML (`<|im_start|>role ... <|im_end|>`), the template of Qwen2.5 and SmolLM2 instruct
-/// models. Models without it still get readable text, and the code block is what is parsed anyway.
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+        }
+    }
+}
+
+/// One turn of a conversation.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ChatMessage {
+    pub role: Role,
+    pub content: String,
+}
+
+/// Generates the assistant's next turn. Blocking; call it off the async runtime. Implementations render the
+/// messages themselves (a local model with its own chat template, an HTTP backend as JSON).
+pub trait ChatModel: Send + Sync {
+    /// The assistant's next turn after `messages`. A non-empty `prefill` starts that turn (the reply excludes it).
+    fn reply(&self, messages: &[ChatMessage], prefill: &str, params: &GenerateParams, cancel: &Arc<AtomicBool>) -> Result<String, String>;
+}
+
+/// A conversation as structured turns; rendering to the model's text format is the model's business.
 #[derive(Clone, Debug, Default)]
 pub struct Conversation {
-    text: String,
+    messages: Vec<ChatMessage>,
 }
 
 impl Conversation {
     pub fn new(system: &str) -> Self {
         let mut c = Conversation::default();
-        c.push("system", system);
+        c.push(Role::System, system);
         c
     }
 
-    fn push(&mut self, role: &str, content: &str) {
-        self.text.push_str(&format!("<|im_start|>{role}\n{}<|im_end|>\n", content.trim_end()));
+    fn push(&mut self, role: Role, content: &str) {
+        self.messages.push(ChatMessage { role, content: content.trim_end().to_owned() });
     }
 
     pub fn user(&mut self, content: &str) {
-        self.push("user", content);
+        self.push(Role::User, content);
     }
 
     pub fn assistant(&mut self, content: &str) {
-        self.push("assistant", content);
+        self.push(Role::Assistant, content);
     }
 
-    /// The text to generate from: the conversation so far and an open assistant turn, optionally started with
-    /// `prefill` (which the caller prepends to the reply).
-    pub fn prompt(&self, prefill: &str) -> String {
-        format!("{}<|im_start|>assistant\n{prefill}", self.text)
+    pub fn messages(&self) -> &[ChatMessage] {
+        &self.messages
     }
+}
+
+/// The text a local model generates from: `messages` in the model's own chat template (from the GGUF, applied by
+/// llama.cpp), an open assistant turn, and `prefill`. ChatML when the model has no template or llama.cpp does not
+/// know it (ChatML is what Qwen2.5 and SmolLM2 use, and readable to any model).
+pub fn render(engine: &crate::engine::Engine, messages: &[ChatMessage], prefill: &str) -> String {
+    let turns: Vec<(&str, &str)> = messages.iter().map(|m| (m.role.as_str(), m.content.as_str())).collect();
+    match engine.apply_chat_template(&turns) {
+        Some(text) => format!("{text}{prefill}"),
+        None => chatml(messages, prefill),
+    }
+}
+
+/// `messages` in ChatML (`<|im_start|>role ... <|im_end|>`) with an open assistant turn started by `prefill`.
+pub fn chatml(messages: &[ChatMessage], prefill: &str) -> String {
+    let mut text = String::new();
+    for m in messages {
+        text.push_str(&format!("<|im_start|>{}\n{}<|im_end|>\n", m.role.as_str(), m.content));
+    }
+    text.push_str(&format!("<|im_start|>assistant\n{prefill}"));
+    text
 }
 
 /// The first fenced code block of `reply` (```lang ... ```), or an unclosed one running to the end.
@@ -89,8 +134,10 @@ mod tests {
         assert_eq!(code_block("no code"), None);
         assert_eq!(reindent("  def f():\n      return 1\n\n      # x", "    "), "    def f():\n        return 1\n\n        # x");
         let mut c = Conversation::new("sys");
-        c.user("hi");
-        assert_eq!(c.prompt("Sure"), "<|im_start|>system\nsys<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nSure");
+        c.user("hi  \n");
+        assert_eq!(c.messages()[1], ChatMessage { role: Role::User, content: "hi".into() });
+        assert_eq!(chatml(c.messages(), "Sure"), "<|im_start|>system\nsys<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nSure");
+        assert_eq!(serde_json::to_string(&c.messages()[0]).unwrap(), r#"{"role":"system","content":"sys"}"#);
     }
 }
 
@@ -111,7 +158,7 @@ impl ScriptedChat {
 }
 
 impl ChatModel for ScriptedChat {
-    fn reply(&self, _: &str, _: &GenerateParams, _: &Arc<AtomicBool>) -> Result<String, String> {
+    fn reply(&self, _: &[ChatMessage], _: &str, _: &GenerateParams, _: &Arc<AtomicBool>) -> Result<String, String> {
         self.0.lock().map_err(|_| "poisoned".to_owned())?.pop_front().ok_or_else(|| "no more prepared replies".to_owned())
     }
 }
@@ -130,9 +177,10 @@ impl LocalChat {
 }
 
 impl ChatModel for LocalChat {
-    fn reply(&self, conversation: &str, params: &GenerateParams, cancel: &Arc<AtomicBool>) -> Result<String, String> {
+    fn reply(&self, messages: &[ChatMessage], prefill: &str, params: &GenerateParams, cancel: &Arc<AtomicBool>) -> Result<String, String> {
         let mut slot = self.slot.lock().map_err(|_| "the model lock is poisoned".to_owned())?;
-        slot.reply(&self.engine, conversation, params, cancel).map(|g| g.text).map_err(|e| e.to_string())
+        let text = render(&self.engine, messages, prefill);
+        slot.reply(&self.engine, &text, params, cancel).map(|g| g.text).map_err(|e| e.to_string())
     }
 }
 
@@ -162,10 +210,10 @@ pub fn explain_then_code(
         stop: vec!["\n\n".into(), "```".into(), "<|im_end|>".into(), "<|endoftext|>".into()],
     };
     let lead = format!("{lead} ");
-    let explanation = model.reply(&conversation.prompt(&lead), &explain, cancel)?.trim().to_owned();
+    let explanation = model.reply(conversation.messages(), &lead, &explain, cancel)?.trim().to_owned();
     let opened = format!("{lead}{explanation}\n\n{code_intro}\n```{fence}\n");
     let code_params = GenerateParams { max_tokens, sampling, stop: vec!["```".into(), "<|im_end|>".into(), "<|endoftext|>".into()] };
-    let code = model.reply(&conversation.prompt(&opened), &code_params, cancel)?;
+    let code = model.reply(conversation.messages(), &opened, &code_params, cancel)?;
     let code = code.trim_end().to_owned();
     let turn = format!("{opened}{code}\n```");
     Ok(ExplainedCode { explanation, code, turn })

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use crate::engine::{self, CacheStats, Engine, EngineConfig, GenerateParams, KvSession, SamplingParams, TextEdit, WarmPool};
+use crate::features::chat::{render, ChatMessage};
 use crate::features::completion::{generate_suggestion, prompt_edits, CompletionConfig, CrossFileContext, Markers, Prompt, PromptBuilder};
 
 /// How long the document must be idle before stale tokens are refreshed.
@@ -40,9 +41,9 @@ pub enum Command {
     Complete(CompleteRequest),
     /// A one-off greedy generation from `prompt` in a scratch session (naming an extracted function).
     Generate { prompt: String, max_tokens: usize, stop: Vec<String>, reply: mpsc::Sender<Result<String, String>> },
-    /// The next assistant turn of a conversation (self-debug, performance candidates), in the chat slot: a
-    /// conversation that extends the slot's last one re-encodes only what is new.
-    Chat { conversation: String, params: GenerateParams, cancel: Arc<AtomicBool>, reply: mpsc::Sender<Result<String, String>> },
+    /// The next assistant turn of a conversation (self-debug, performance candidates), rendered with the model's
+    /// chat template into the chat slot: a conversation that extends the slot's last one re-encodes only what is new.
+    Chat { messages: Vec<ChatMessage>, prefill: String, params: GenerateParams, cancel: Arc<AtomicBool>, reply: mpsc::Sender<Result<String, String>> },
 }
 
 /// The model as a `ChatModel`, through the warm thread. Blocking: call it off the async runtime.
@@ -58,9 +59,10 @@ impl WarmChat {
 }
 
 impl crate::features::chat::ChatModel for WarmChat {
-    fn reply(&self, conversation: &str, params: &GenerateParams, cancel: &Arc<AtomicBool>) -> Result<String, String> {
+    fn reply(&self, messages: &[ChatMessage], prefill: &str, params: &GenerateParams, cancel: &Arc<AtomicBool>) -> Result<String, String> {
         let (reply, answer) = mpsc::channel();
-        self.handle.send(Command::Chat { conversation: conversation.to_owned(), params: params.clone(), cancel: cancel.clone(), reply });
+        let (messages, prefill) = (messages.to_vec(), prefill.to_owned());
+        self.handle.send(Command::Chat { messages, prefill, params: params.clone(), cancel: cancel.clone(), reply });
         loop {
             match answer.recv_timeout(Duration::from_millis(200)) {
                 Ok(result) => return result,
@@ -304,9 +306,9 @@ impl Warm {
                 Command::Generate { prompt, max_tokens, stop, reply } => {
                     let _ = reply.send(self.generate_once(&prompt, max_tokens, stop));
                 }
-                Command::Chat { conversation, params, cancel, reply } => {
+                Command::Chat { messages, prefill, params, cancel, reply } => {
                     let result = match &self.engine {
-                        Ok(engine) => self.chat.reply(engine, &conversation, &params, &cancel).map(|g| g.text).map_err(|e| e.to_string()),
+                        Ok(engine) => self.chat.reply(engine, &render(engine, &messages, &prefill), &params, &cancel).map(|g| g.text).map_err(|e| e.to_string()),
                         Err(err) => Err(format!("no model loaded: {err}")),
                     };
                     let _ = reply.send(result);
