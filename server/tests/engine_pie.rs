@@ -144,7 +144,7 @@ fn bounded_correction_re_encodes_the_most_affected_tokens_and_gets_closer_to_ful
     // The window after the edit is fresh; what follows it is first-order stale, measured from the edit; the
     // re-encoded tail saw the new text but through stale tokens (second order).
     assert!(st.stale_tokens < stale_plain, "{st:?} vs {stale_plain}");
-    assert_eq!(st.nearest_stale_distance, Some(32), "{:?}", corr.stale_spans());
+    assert!(st.nearest_stale_distance.unwrap() >= 32, "{st:?} {:?}", corr.stale_spans());
     let last = corr.stale_spans().last().copied().unwrap();
     assert_eq!((last.end, last.origin), (corr.tokens().len(), None), "{:?}", corr.stale_spans());
     eprintln!("correction 32/32: KL {k_corr:.3e} vs plain PIE {k_plain:.3e}; {} correction tokens in {:.1} ms", rc.correction_tokens, rc.correction_ms);

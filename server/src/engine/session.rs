@@ -520,6 +520,8 @@ impl KvSession {
         self.logits = None;
         // The correction is PIE's; the naive baseline stays what it is.
         let correction = if naive { Correction::OFF } else { self.correction };
+        // Staleness follows the text's changes; the corrected tokens are the same text, re-encoded.
+        let changed = plan.origin.clone();
         let widened = plan.correct_after_changes(correction.after_edit, self.doc.len());
         // 1. Drop removed cells (old positions; nothing has moved yet).
         for &(a, b) in &plan.removed {
@@ -541,7 +543,7 @@ impl KvSession {
         report.shifted_tokens = plan.shifted_tokens();
         report.reused_tokens = plan.reused_tokens();
         report.sites = plan.sites.len();
-        self.stale.remap(&plan.origin);
+        self.stale.remap(&changed);
         let sites = plan.sites.clone();
         self.doc = plan.new;
         // 3. Encode the new tokens (this decode also applies the pending rotation), the corrected ones with them.
