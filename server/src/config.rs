@@ -113,6 +113,14 @@ pub struct ModelConfig {
     pub batch_size: Option<u32>,
     /// How many documents keep a warm KV cache (least recently used ones are dropped first).
     pub max_warm_documents: Option<usize>,
+    /// Bounded correction: cached tokens re-encoded right after each edit site with every update (0: off).
+    pub correction_tokens: Option<usize>,
+    /// Bounded correction: last prompt tokens (before the cursor marker) re-encoded with every update (0: off).
+    pub correction_tail_tokens: Option<usize>,
+    /// Idle refresh: stale tokens re-encoded per pause in typing at most (0: no idle refresh).
+    pub refresh_tokens_per_pause: Option<usize>,
+    /// Idle refresh: CPU seconds it may use in any minute (all threads counted).
+    pub refresh_cpu_seconds_per_minute: Option<f64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -167,6 +175,18 @@ impl Config {
         }
         if let Some(max) = self.model.max_warm_documents {
             config.max_warm_documents = max;
+        }
+        if let Some(k) = self.model.correction_tokens {
+            config.correction.after_edit = k;
+        }
+        if let Some(k) = self.model.correction_tail_tokens {
+            config.correction.tail = k;
+        }
+        if let Some(n) = self.model.refresh_tokens_per_pause {
+            config.refresh_tokens_per_pause = n;
+        }
+        if let Some(cpu) = self.model.refresh_cpu_seconds_per_minute {
+            config.refresh_cpu_seconds_per_minute = cpu.max(0.0);
         }
         config
     }
@@ -228,5 +248,19 @@ mod tests {
         let reset = changed.merged_with(&json!({"completion": {"maxTokens": null}, "model": null})).unwrap();
         assert_eq!((reset.completion.max_tokens, reset.completion.multiline, reset.model.threads), (64, false, None));
         assert!(initial.merged_with(&json!({"pie-ls": 3})).is_err());
+    }
+
+    #[test]
+    fn correction_and_refresh_budget_reach_the_engine() {
+        let defaults = Config::default().engine_config();
+        assert_eq!(defaults.correction, crate::engine::model::DEFAULT_CORRECTION);
+        let config = Config::from_client_value(&json!({"model": {
+            "correctionTokens": 0, "correctionTailTokens": 24, "refreshTokensPerPause": 0, "refreshCpuSecondsPerMinute": 1.5
+        }}))
+        .unwrap()
+        .engine_config();
+        assert_eq!(config.correction, crate::engine::Correction { after_edit: 0, tail: 24 });
+        assert_eq!(config.refresh_tokens_per_pause, 0);
+        assert_eq!(config.refresh_cpu_seconds_per_minute, 1.5);
     }
 }

@@ -55,6 +55,8 @@ enum BenchCommand {
     Perf(pie_ls::bench::perf::PerfBenchArgs),
     /// Drives the real server for --minutes with a long editing session, then checks texts, caches and memory.
     Soak(pie_ls::bench::soak::SoakArgs),
+    /// A typing session through the real server: cores busy, time to idle, suggestion latency.
+    Typing(pie_ls::bench::typing::TypingBenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -85,6 +87,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Selfdebug(args)) => pie_ls::bench::selfdebug::run(args),
         Command::Bench(BenchCommand::Perf(args)) => pie_ls::bench::perf::run(args),
         Command::Bench(BenchCommand::Soak(args)) => pie_ls::bench::soak::run(args),
+        Command::Bench(BenchCommand::Typing(args)) => pie_ls::bench::typing::run(args),
     }
 }
 

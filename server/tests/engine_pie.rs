@@ -8,7 +8,7 @@ mod engine_common;
 use std::sync::atomic::AtomicBool;
 
 use engine_common::*;
-use pie_ls::engine::{KvSession, TextEdit, UpdateMode};
+use pie_ls::engine::{Correction, KvSession, TextEdit, UpdateMode};
 use rand::{Rng, SeedableRng};
 
 /// Logits after a full recomputation of `text` (a fresh session).
@@ -94,6 +94,8 @@ fn mid_file_edit_is_close_to_full_and_beats_naive() {
     let full = full_logits(&text);
 
     let mut pie = KvSession::open(&e, SOURCE).unwrap();
+    // Plain PIE: what rotation alone achieves (the correction is tested below).
+    pie.set_correction(Correction::OFF);
     let r = pie.update(&text, &[edit.clone()]).unwrap();
     assert!(r.shifted_tokens > 800, "{r:?}");
     assert!(r.encoded_tokens < r.shifted_tokens / 5, "{r:?}");
@@ -113,6 +115,52 @@ fn mid_file_edit_is_close_to_full_and_beats_naive() {
     assert!(k_prefix < 1e-5, "exact prefix reuse must match full recomputation: KL {k_prefix}");
     assert!(k_pie < 0.05, "PIE must stay close to full recomputation: KL {k_pie}");
     assert!(k_pie * 5.0 < k_naive, "PIE (KL {k_pie}) must be clearly closer to full than naive (KL {k_naive})");
+}
+
+const BLOCK: &str = "\n\ndef parse_price(text: str) -> float:\n    \"\"\"Parse a price like '12.50' or '$3'.\"\"\"\n    text = text.strip().lstrip(\"$\")\n    if not text:\n        raise ValueError(\"empty price\")\n    value = float(text)\n    if value < 0:\n        raise ValueError(\"negative price\")\n    return round(value, 2)\n\n";
+
+#[test]
+fn bounded_correction_re_encodes_the_most_affected_tokens_and_gets_closer_to_full() {
+    let e = engine();
+    let (text, edit) = insert_lines_edit(SOURCE, 8, BLOCK);
+    let full = full_logits(&text);
+
+    let mut plain = KvSession::open(&e, SOURCE).unwrap();
+    plain.set_correction(Correction::OFF);
+    let rp = plain.update(&text, &[edit.clone()]).unwrap();
+    assert_eq!(rp.correction_tokens, 0);
+    let k_plain = kl(&full, &plain.next_token_logits().unwrap());
+    let stale_plain = plain.stats().stale_tokens;
+
+    let mut corr = KvSession::open(&e, SOURCE).unwrap();
+    corr.set_correction(Correction { after_edit: 32, tail: 32 });
+    let rc = corr.update(&text, &[edit]).unwrap();
+    assert_eq!(corr.tokens(), plain.tokens());
+    assert!(rc.correction_tokens >= 64, "32 after the edit and 32 at the end: {rc:?}");
+    let k_corr = kl(&full, &corr.next_token_logits().unwrap());
+    let st = corr.stats();
+    assert_eq!(st.correction_tokens, rc.correction_tokens as u64);
+    assert!(st.correction_ms > 0.0, "{st:?}");
+    // The window after the edit is fresh; what follows it is first-order stale, measured from the edit; the
+    // re-encoded tail saw the new text but through stale tokens (second order).
+    assert!(st.stale_tokens < stale_plain, "{st:?} vs {stale_plain}");
+    assert!(st.nearest_stale_distance.unwrap() >= 32, "{st:?} {:?}", corr.stale_spans());
+    let last = corr.stale_spans().last().copied().unwrap();
+    assert_eq!((last.end, last.origin), (corr.tokens().len(), None), "{:?}", corr.stale_spans());
+    eprintln!("correction 32/32: KL {k_corr:.3e} vs plain PIE {k_plain:.3e}; {} correction tokens in {:.1} ms", rc.correction_tokens, rc.correction_ms);
+    assert!(k_corr < k_plain, "the correction must bring the next-token distribution closer to full: {k_corr} vs {k_plain}");
+
+    // A window that reaches the end of the prompt leaves nothing stale: as good as a full re-read.
+    let lines = SOURCE.lines().count();
+    let (text, edit) = insert_lines_edit(SOURCE, lines - 3, "    total = 0  # reset\n");
+    let mut near_end = KvSession::open(&e, SOURCE).unwrap();
+    near_end.set_correction(Correction { after_edit: 200, tail: 0 });
+    near_end.update(&text, &[edit]).unwrap();
+    assert_eq!(near_end.stats().stale_tokens, 0, "{:?}", near_end.stale_spans());
+    let l = near_end.next_token_logits().unwrap();
+    let full = full_logits(&text);
+    assert_eq!(argmax(&l), argmax(&full));
+    assert!(kl(&full, &l) < 5e-3, "KL {}", kl(&full, &l));
 }
 
 #[test]
@@ -157,7 +205,10 @@ fn idle_refresh_restores_full_recompute_logits() {
     // Against full recomputation the refreshed cache differs only by floating-point summation order: the
     // refreshed cells sit in other cache slots than a from-scratch encode puts them, and llama.cpp sums attention
     // over slots in slot order. On this Q4_1 model that order noise is ~1e-3 in KL (the same size as the
-    // batch-size noise of the flash-attention kernel), far below what staleness costs.
+    // batch-size noise of the flash-attention kernel), far below what staleness costs. The nearest-first refresh
+    // re-encodes the three edits' regions in turn (and a second-order pass after), which scatters cells over
+    // more slots than a front-to-back pass: measured 3.8e-3 (naive) and 5.5e-3 (PIE with the correction) here,
+    // against 0.8 before the refresh; a cache with no stale token left is what `stale_tokens == 0` checks.
     let mut naive_only = KvSession::open(&e, SOURCE).unwrap();
     naive_only.update_with(&text, &[e1c, e2c, e3c], UpdateMode::Naive).unwrap();
     let before = naive_only.next_token_logits().unwrap();
@@ -166,11 +217,11 @@ fn idle_refresh_restores_full_recompute_logits() {
     let k_before = kl(&full, &before);
     eprintln!("after refresh: KL {k:.3e} (naive: {:.3e} before refresh, {:.3e} after)", k_before, kl(&full, &naive_refreshed));
     assert_eq!(argmax(&refreshed), argmax(&full));
-    assert!(k < 5e-3, "after refresh: KL {k}");
+    assert!(k < 1e-2, "after refresh: KL {k}");
     assert!(k * 10.0 < k_before, "refresh must undo the damage: KL {k} vs {k_before} before");
     let k_naive = kl(&full, &naive_refreshed);
     assert_eq!(argmax(&naive_refreshed), argmax(&full));
-    assert!(k_naive < 5e-3, "naive after refresh: KL {k_naive}");
+    assert!(k_naive < 1e-2, "naive after refresh: KL {k_naive}");
 }
 
 #[test]

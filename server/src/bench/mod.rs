@@ -10,6 +10,7 @@ pub mod perf;
 pub mod selfdebug;
 pub mod soak;
 pub mod synth;
+pub mod typing;
 
 /// Resident set size of this process in bytes (Linux `/proc/self/statm`; 0 elsewhere).
 pub fn resident_bytes() -> usize {

@@ -7,8 +7,9 @@
 //!
 //! Fidelity: next-line prediction after simulated edits (the paper's protocol): the true file is the state after
 //! the edit, the cached state is the file with the edit undone (a line or a 20-200 line block missing, extra or
-//! rewritten). Each case is predicted greedily five ways from one snapshot: full recomputation, PIE, PIE after the
-//! idle refresh, the naive no-rotation baseline, and exact prefix reuse (the noise floor).
+//! rewritten). Each case is predicted greedily from one snapshot: full recomputation, PIE, PIE with each bounded
+//! correction given by `--correction` (the curve the default came from), PIE after the idle refresh, the naive
+//! no-rotation baseline, and exact prefix reuse (the noise floor).
 //!
 //! Results go to stdout as Markdown tables and, with `--out`, as JSON.
 
@@ -21,7 +22,7 @@ use anyhow::{bail, Context};
 use super::fetch::{fetch_data, resolve_model, HUMAN_EVAL, MODEL_ENV};
 use super::model::{Engine, EngineConfig, KvType};
 use super::pie::TextEdit;
-use super::session::{KvSession, UpdateMode};
+use super::session::{Correction, KvSession, UpdateMode};
 
 /// Arguments of `pie-ls bench pie`.
 #[derive(Debug, Clone, clap::Args)]
@@ -77,6 +78,30 @@ pub struct PieBenchArgs {
     /// Write all results as JSON here.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Bounded corrections to measure, as AFTER_EDIT:TAIL token counts (e.g. `0:16,16:16,32:32`): each is a way of
+    /// the fidelity part; the first is the speed part's `pie+corr` method.
+    #[arg(long, value_delimiter = ',', default_value = "16:16")]
+    pub correction: Vec<String>,
+    /// Methods of the speed part (pie, pie+corr, full, prefix, cache-reuse-256).
+    #[arg(long, value_delimiter = ',', default_value = "pie,pie+corr,full,prefix,cache-reuse-256")]
+    pub methods: Vec<String>,
+}
+
+/// Parses `AFTER_EDIT:TAIL` (a lone number is both).
+pub fn parse_correction(spec: &str) -> anyhow::Result<Correction> {
+    let num = |s: &str| s.trim().parse::<usize>().with_context(|| format!("bad correction {spec:?}: expected AFTER_EDIT:TAIL token counts"));
+    match spec.split_once(':') {
+        Some((a, t)) => Ok(Correction { after_edit: num(a)?, tail: num(t)? }),
+        None => {
+            let k = num(spec)?;
+            Ok(Correction { after_edit: k, tail: k })
+        }
+    }
+}
+
+/// The name of a correction as a way of the benchmarks.
+pub fn correction_name(c: Correction) -> String {
+    format!("pie+c{}/{}", c.after_edit, c.tail)
 }
 
 /// Small deterministic RNG (the benchmark must not depend on a dev-dependency).
@@ -320,8 +345,9 @@ fn speed_edits(text: &str, burst: usize) -> Vec<(&'static str, Vec<(String, Vec<
     out
 }
 
-const METHODS: [(&str, UpdateMode); 4] = [
+const METHODS: [(&str, UpdateMode); 5] = [
     ("pie", UpdateMode::Pie),
+    ("pie+corr", UpdateMode::Pie),
     ("full", UpdateMode::Full),
     ("prefix", UpdateMode::PrefixReuse),
     ("cache-reuse-256", UpdateMode::CacheReuse { min_chunk: 256 }),
@@ -331,9 +357,19 @@ fn speed(engine: &Engine, args: &PieBenchArgs, files: &[PathBuf]) -> anyhow::Res
     let mut rng = Rng(args.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let mut rows = Vec::new();
     let mut meta = Vec::new();
+    let corr = match args.correction.first() {
+        Some(spec) => parse_correction(spec)?,
+        None => Correction::OFF,
+    };
+    for m in &args.methods {
+        if !METHODS.iter().any(|(name, _)| name == m) {
+            bail!("unknown method {m:?} (pie, pie+corr, full, prefix, cache-reuse-256)");
+        }
+    }
     println!("## Speed: update latency until next-token logits are ready (ms, median)\n");
-    println!("| tokens | edit | PIE | full | prefix reuse | cache reuse 256 | full / PIE | PIE % of full | cache reuse / PIE | PIE tokens encoded | PIE tokens moved |");
-    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("pie+corr: PIE with the correction {} (after-edit tokens / tail tokens).\n", correction_name(corr));
+    println!("| tokens | edit | PIE | PIE+corr | full | prefix reuse | cache reuse 256 | full / PIE | PIE % of full | PIE+corr % of full | cache reuse / PIE | PIE tokens encoded | correction tokens | PIE tokens moved |");
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &n in &args.sizes {
         let text = document_of(engine, files, n, &mut rng);
         let rss_before = rss_bytes();
@@ -356,22 +392,28 @@ fn speed(engine: &Engine, args: &PieBenchArgs, files: &[PathBuf]) -> anyhow::Res
             let mut ms = serde_json::Map::new();
             let mut pie_encoded = 0;
             let mut pie_moved = 0;
-            for (name, mode) in METHODS {
+            let mut corr_tokens = 0;
+            for (name, mode) in METHODS.iter().copied().filter(|(name, _)| args.methods.iter().any(|m| m == name)) {
                 let pie = mode == UpdateMode::Pie;
+                let with_corr = name == "pie+corr";
                 let limit = if pie { steps.len() } else { steps.len().min(args.slow_burst.max(1)) };
                 // A burst is one sequence; a single update is repeated from the snapshot.
                 let reps = if steps.len() > 1 { 1 } else if pie { args.reps.max(1) } else { args.slow_reps.max(1) };
                 let mut times = Vec::new();
                 for rep in 0..reps {
                     s.restore(&snap)?;
+                    s.set_correction(if with_corr { corr } else { Correction::OFF });
                     for (new_text, edits) in steps.iter().take(limit) {
                         let t = Instant::now();
                         let r = s.update_with(new_text, edits, mode)?;
                         s.next_token_logits()?;
                         times.push(t.elapsed().as_secs_f64() * 1e3);
-                        if pie && rep == 0 {
+                        if pie && !with_corr && rep == 0 {
                             pie_encoded += r.encoded_tokens;
                             pie_moved += r.shifted_tokens;
+                        }
+                        if with_corr && rep == 0 {
+                            corr_tokens += r.correction_tokens;
                         }
                     }
                 }
@@ -380,17 +422,19 @@ fn speed(engine: &Engine, args: &PieBenchArgs, files: &[PathBuf]) -> anyhow::Res
                 ms.insert(name.to_string(), serde_json::json!(m));
             }
             let g = |k: &str| ms.get(k).and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
-            let (pie, full, prefix, reuse) = (g("pie"), g("full"), g("prefix"), g("cache-reuse-256"));
+            let (pie, pie_corr, full, prefix, reuse) = (g("pie"), g("pie+corr"), g("full"), g("prefix"), g("cache-reuse-256"));
             let per = steps.len().max(1);
             println!(
-                "| {n_tok} | {kind} | {pie:.0} | {full:.0} | {prefix:.0} | {reuse:.0} | {:.1}x | {:.2}% | {:.1}x | {} | {} |",
+                "| {n_tok} | {kind} | {pie:.0} | {pie_corr:.0} | {full:.0} | {prefix:.0} | {reuse:.0} | {:.1}x | {:.2}% | {:.2}% | {:.1}x | {} | {} | {} |",
                 full / pie,
                 100.0 * pie / full,
+                100.0 * pie_corr / full,
                 reuse / pie,
                 pie_encoded / per,
+                corr_tokens / per,
                 pie_moved / per
             );
-            rows.push(serde_json::json!({"tokens": n_tok, "edit": kind, "ms": ms, "pieEncodedPerUpdate": pie_encoded / per, "pieMovedPerUpdate": pie_moved / per}));
+            rows.push(serde_json::json!({"tokens": n_tok, "edit": kind, "ms": ms, "pieEncodedPerUpdate": pie_encoded / per, "correctionTokensPerUpdate": corr_tokens / per, "pieMovedPerUpdate": pie_moved / per}));
         }
     }
     println!("\n| tokens | context cells | prefill tok/s | decode tok/s | KV cache MiB | session RSS MiB |");
@@ -551,7 +595,6 @@ fn edit_similarity(a: &str, b: &str) -> f64 {
     1.0 - levenshtein(a, b) as f64 / m as f64
 }
 
-const WAYS: [&str; 5] = ["full", "pie", "pie+refresh", "naive", "prefix"];
 
 #[derive(Default, Clone)]
 struct Tally {
@@ -559,6 +602,8 @@ struct Tally {
     em: usize,
     es: f64,
     agree: usize,
+    /// Update until next-token logits, per case (PIE ways only).
+    ms: Vec<f64>,
 }
 
 fn fidelity(engine: &Engine, args: &PieBenchArgs, files: &[PathBuf]) -> anyhow::Result<serde_json::Value> {
@@ -570,6 +615,11 @@ fn fidelity(engine: &Engine, args: &PieBenchArgs, files: &[PathBuf]) -> anyhow::
         }
     }
     let he = docs.len();
+    let corrections = args.correction.iter().map(|c| parse_correction(c)).collect::<anyhow::Result<Vec<_>>>()?;
+    let corrections: Vec<Correction> = corrections.into_iter().filter(|c| *c != Correction::OFF).collect();
+    let mut ways: Vec<String> = vec!["full".into(), "pie".into()];
+    ways.extend(corrections.iter().map(|c| correction_name(*c)));
+    ways.extend(["pie+refresh".into(), "naive".into(), "prefix".into()]);
     let mut results = Vec::new();
     let mut tallies: std::collections::BTreeMap<(String, String), Tally> = Default::default();
     let go = AtomicBool::new(false);
@@ -590,44 +640,61 @@ fn fidelity(engine: &Engine, args: &PieBenchArgs, files: &[PathBuf]) -> anyhow::
             }
         };
         let Some(case) = make_case(engine, &doc, &source, large, args.context_tokens, &mut rng) else { continue };
-        let t = Instant::now();
+        let t_case = Instant::now();
         let mut s = KvSession::open(engine, &case.old)?;
         let snap = s.snapshot()?;
-        let mut lines: Vec<(&str, String)> = Vec::new();
-        let mut pie_ms = 0.0;
-        let mut stale = 0;
-        // PIE, then PIE after the idle refresh.
-        let r = s.update(&case.new, std::slice::from_ref(&case.edit))?;
-        pie_ms += r.ms;
-        stale += s.stats().stale_tokens;
-        lines.push(("pie", s.greedy_line(args.max_line_tokens)?));
+        let mut lines: Vec<(String, String)> = Vec::new();
+        let mut update_ms: Vec<(String, f64)> = Vec::new();
+        let edit = std::slice::from_ref(&case.edit);
+        // PIE with each correction (update until logits timed), from the same snapshot.
+        for c in &corrections {
+            s.restore(&snap)?;
+            s.set_correction(*c);
+            let t = Instant::now();
+            s.update(&case.new, edit)?;
+            s.next_token_logits()?;
+            update_ms.push((correction_name(*c), t.elapsed().as_secs_f64() * 1e3));
+            lines.push((correction_name(*c), s.greedy_line(args.max_line_tokens)?));
+        }
+        // Plain PIE, then PIE after the idle refresh.
+        s.restore(&snap)?;
+        s.set_correction(Correction::OFF);
+        let t = Instant::now();
+        let r = s.update(&case.new, edit)?;
+        s.next_token_logits()?;
+        let pie_ms = r.ms;
+        update_ms.push(("pie".into(), t.elapsed().as_secs_f64() * 1e3));
+        let stale = s.stats().stale_tokens;
+        lines.push(("pie".into(), s.greedy_line(args.max_line_tokens)?));
         s.refresh_stale(usize::MAX, &go)?;
-        lines.push(("pie+refresh", s.greedy_line(args.max_line_tokens)?));
+        lines.push(("pie+refresh".into(), s.greedy_line(args.max_line_tokens)?));
         s.restore(&snap)?;
-        s.update_with(&case.new, std::slice::from_ref(&case.edit), UpdateMode::Naive)?;
-        lines.push(("naive", s.greedy_line(args.max_line_tokens)?));
+        s.update_with(&case.new, edit, UpdateMode::Naive)?;
+        lines.push(("naive".into(), s.greedy_line(args.max_line_tokens)?));
         s.restore(&snap)?;
-        s.update_with(&case.new, std::slice::from_ref(&case.edit), UpdateMode::PrefixReuse)?;
-        lines.push(("prefix", s.greedy_line(args.max_line_tokens)?));
+        s.update_with(&case.new, edit, UpdateMode::PrefixReuse)?;
+        lines.push(("prefix".into(), s.greedy_line(args.max_line_tokens)?));
         s.full_recompute()?;
         let full = s.greedy_line(args.max_line_tokens)?;
-        lines.push(("full", full.clone()));
+        lines.push(("full".into(), full.clone()));
         drop(s);
         let mut rec = serde_json::json!({
             "source": case.source, "class": case.class, "kind": case.kind, "target": case.target,
-            "linesMoved": case.lines_moved, "staleTokens": stale, "pieMs": pie_ms, "seconds": t.elapsed().as_secs_f64(),
+            "linesMoved": case.lines_moved, "staleTokens": stale, "pieMs": pie_ms, "seconds": t_case.elapsed().as_secs_f64(),
         });
         for (way, line) in &lines {
             let em = line.trim() == case.target.trim();
             let es = edit_similarity(line, &case.target);
             let agree = line == &full;
-            rec[*way] = serde_json::json!({"line": line, "em": em, "es": es, "agreesWithFull": agree});
+            let ms = update_ms.iter().find(|(w, _)| w == way).map(|(_, ms)| *ms);
+            rec[way.as_str()] = serde_json::json!({"line": line, "em": em, "es": es, "agreesWithFull": agree, "updateMs": ms});
             for class in [case.class, "all"] {
                 let tl = tallies.entry((class.to_string(), way.to_string())).or_default();
                 tl.n += 1;
                 tl.em += em as usize;
                 tl.es += es;
                 tl.agree += agree as usize;
+                tl.ms.extend(ms);
             }
         }
         results.push(rec);
@@ -637,10 +704,10 @@ fn fidelity(engine: &Engine, args: &PieBenchArgs, files: &[PathBuf]) -> anyhow::
             args.cases,
             case.class,
             case.kind,
-            t.elapsed().as_secs_f64(),
+            t_case.elapsed().as_secs_f64(),
             full,
-            lines[0].1,
-            lines[2].1
+            lines.iter().find(|(w, _)| w == "pie").map(|(_, l)| l.as_str()).unwrap_or(""),
+            lines.iter().find(|(w, _)| w == "naive").map(|(_, l)| l.as_str()).unwrap_or("")
         );
         // Write partial results as we go, so a long run that is stopped still leaves its figures.
         if let Some(out) = &args.out {
@@ -649,21 +716,23 @@ fn fidelity(engine: &Engine, args: &PieBenchArgs, files: &[PathBuf]) -> anyhow::
         }
     }
     println!("## Fidelity: next-line prediction after edits ({} cases, {:.0} min)\n", results.len(), t_all.elapsed().as_secs_f64() / 60.0);
-    println!("| class | way | cases | exact match % | edit similarity % | agrees with full % |");
-    println!("|---|---|---:|---:|---:|---:|");
+    println!("| class | way | cases | exact match % | edit similarity % | agrees with full % | update ms (median) |");
+    println!("|---|---|---:|---:|---:|---:|---:|");
     let mut table = Vec::new();
     for class in ["small", "large", "all"] {
-        for way in WAYS {
-            if let Some(t) = tallies.get(&(class.to_string(), way.to_string())) {
+        for way in &ways {
+            if let Some(t) = tallies.get_mut(&(class.to_string(), way.to_string())) {
                 let n = t.n.max(1) as f64;
+                let ms = median(&mut t.ms);
+                let ms_text = if ms.is_nan() { "".to_string() } else { format!("{ms:.0}") };
                 println!(
-                    "| {class} | {way} | {} | {:.1} | {:.1} | {:.1} |",
+                    "| {class} | {way} | {} | {:.1} | {:.1} | {:.1} | {ms_text} |",
                     t.n,
                     100.0 * t.em as f64 / n,
                     100.0 * t.es / n,
                     100.0 * t.agree as f64 / n
                 );
-                table.push(serde_json::json!({"class": class, "way": way, "cases": t.n, "em": 100.0 * t.em as f64 / n, "es": 100.0 * t.es / n, "agree": 100.0 * t.agree as f64 / n}));
+                table.push(serde_json::json!({"class": class, "way": way, "cases": t.n, "em": 100.0 * t.em as f64 / n, "es": 100.0 * t.es / n, "agree": 100.0 * t.agree as f64 / n, "updateMsMedian": if ms.is_nan() { None } else { Some(ms) }}));
             }
         }
     }

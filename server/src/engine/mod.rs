@@ -20,6 +20,7 @@ pub mod pie;
 pub mod pool;
 pub mod sample;
 pub mod session;
+pub mod stale;
 
 pub use bench::{run_pie_bench, PieBenchArgs};
 pub use chat::ChatSlot;
@@ -28,8 +29,9 @@ pub use fetch::{cache_root, ACTION_MODEL, default_model_path, models_dir, resolv
 pub use model::{Engine, EngineConfig, KvType, ModelInfo};
 pub use pie::{TextEdit, Tok};
 pub use pool::WarmPool;
+pub use stale::{StaleSpan, Staleness};
 pub use sample::SamplingParams;
-pub use session::{CacheStats, GenerateParams, Generation, KvSession, RefreshReport, StopReason, UpdateMode, UpdateReport};
+pub use session::{CacheStats, Correction, GenerateParams, Generation, KvSession, RefreshReport, StopReason, UpdateMode, UpdateReport};
 
 /// `pie-ls model ...`
 #[derive(Debug, Clone, clap::Subcommand)]

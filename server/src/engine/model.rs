@@ -48,6 +48,13 @@ pub struct EngineConfig {
     pub kv_type: KvType,
     /// Tokens re-encoded per idle-refresh chunk (each chunk is a cancellation point).
     pub refresh_chunk: usize,
+    /// Stale tokens the idle refresh re-encodes after each pause in typing at most, nearest to their edit first
+    /// (0: no idle refresh).
+    pub refresh_tokens_per_pause: usize,
+    /// CPU time the idle refresh may use in any minute, in seconds (all threads counted).
+    pub refresh_cpu_seconds_per_minute: f64,
+    /// The bounded correction applied with every PIE update.
+    pub correction: super::session::Correction,
     /// Edit sites encoded together in one decode.
     pub max_fold_sites: usize,
     /// GPU layers to offload (only meaningful in GPU builds).
@@ -61,6 +68,11 @@ pub struct EngineConfig {
     pub use_mmap: bool,
 }
 
+/// Defaults of the correction and the idle refresh (see `docs/engine.md` for the measurements behind them).
+pub const DEFAULT_CORRECTION: super::session::Correction = super::session::Correction { after_edit: 16, tail: 16 };
+pub const DEFAULT_REFRESH_TOKENS_PER_PAUSE: usize = 256;
+pub const DEFAULT_REFRESH_CPU_SECONDS_PER_MINUTE: f64 = 6.0;
+
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
@@ -71,6 +83,9 @@ impl Default for EngineConfig {
             max_cache_mib: 1024,
             kv_type: KvType::F16,
             refresh_chunk: 64,
+            refresh_tokens_per_pause: DEFAULT_REFRESH_TOKENS_PER_PAUSE,
+            refresh_cpu_seconds_per_minute: DEFAULT_REFRESH_CPU_SECONDS_PER_MINUTE,
+            correction: DEFAULT_CORRECTION,
             max_fold_sites: 4,
             gpu_layers: 0,
             flash_attention: None,

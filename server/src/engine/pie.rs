@@ -273,7 +273,20 @@ pub fn plan(old: &TokenText, edits: &[TextEdit], tk: &dyn Tokenizer) -> Result<P
         i = j;
     }
 
-    // Read the plan off the origins.
+    let (kept, removed, sites, unchanged_prefix) = read_off(&origin, old.tokens.len());
+    Ok(Plan {
+        new: TokenText { text, tokens, offsets, n_fixed: nf },
+        origin,
+        kept,
+        removed,
+        sites,
+        unchanged_prefix,
+        widenings,
+    })
+}
+
+/// The plan's runs read off the origins: kept runs, removed old ranges, new-token sites, untouched prefix.
+fn read_off(origin: &[Option<usize>], old_len: usize) -> (Vec<KeptRun>, Vec<(usize, usize)>, Vec<NewRun>, usize) {
     let mut kept: Vec<KeptRun> = Vec::new();
     let mut sites: Vec<NewRun> = Vec::new();
     for (i, o) in origin.iter().enumerate() {
@@ -296,19 +309,39 @@ pub fn plan(old: &TokenText, edits: &[TextEdit], tk: &dyn Tokenizer) -> Result<P
         }
         next_old = r.old_start + r.len;
     }
-    if next_old < old.tokens.len() {
-        removed.push((next_old, old.tokens.len()));
+    if next_old < old_len {
+        removed.push((next_old, old_len));
     }
     let unchanged_prefix = origin.iter().enumerate().take_while(|(i, o)| **o == Some(*i)).count();
-    Ok(Plan {
-        new: TokenText { text, tokens, offsets, n_fixed: nf },
-        origin,
-        kept,
-        removed,
-        sites,
-        unchanged_prefix,
-        widenings,
-    })
+    (kept, removed, sites, unchanged_prefix)
+}
+
+impl Plan {
+    /// Bounded correction: the first `k` cached tokens after each change (an edit site, or the place where
+    /// tokens were removed) are re-encoded with the update instead of being moved. They are the tokens a stale
+    /// cache gets most wrong, and they join the site's own decode (on its scratch sequence, after its new
+    /// tokens), so they cost batch width, not another pass. Returns how many cached tokens it turned into new
+    /// ones. `old_len` is the cached list's length before the update.
+    pub fn correct_after_changes(&mut self, k: usize, old_len: usize) -> usize {
+        if k == 0 {
+            return 0;
+        }
+        let n = self.origin.len();
+        let changes: Vec<usize> =
+            (self.new.n_fixed..n).filter(|&t| self.origin[t].is_some() && super::stale::is_change(&self.origin, t)).collect();
+        let mut turned = 0;
+        for c in changes {
+            for o in self.origin[c..(c + k).min(n)].iter_mut() {
+                if o.take().is_some() {
+                    turned += 1;
+                }
+            }
+        }
+        if turned > 0 {
+            (self.kept, self.removed, self.sites, self.unchanged_prefix) = read_off(&self.origin, old_len);
+        }
+        turned
+    }
 }
 
 #[cfg(test)]
@@ -441,6 +474,32 @@ mod tests {
             assert_eq!(kept + p.new_tokens(), p.new.len());
             tt = p.new;
         }
+    }
+
+    #[test]
+    fn correction_turns_the_first_cached_tokens_after_each_change_into_new_ones() {
+        let old = TokenText::new("a b c d e f g h i j k l m n o p\n", &[], &Toy);
+        // Rewrite one word: a one-token site, the rest kept in place (delta 0) but stale.
+        let mut p = plan(&old, &[TextEdit::new(2, 3, "XX")], &Toy).unwrap();
+        assert_eq!(p.sites, vec![NewRun { start: 1, len: 1 }]);
+        assert_eq!(p.correct_after_changes(3, old.len()), 3);
+        check(&p.new);
+        assert_eq!(p.sites, vec![NewRun { start: 1, len: 4 }]);
+        assert_eq!(p.removed, vec![(1, 5)]);
+        assert_eq!(p.kept.iter().map(|r| r.len).sum::<usize>() + p.new_tokens(), p.new.len());
+        // A deletion has no site of its own; the correction makes one right after the gap.
+        let mut d = plan(&old, &[TextEdit::new(3, 5, "")], &Toy).unwrap();
+        check(&d.new);
+        let sites_before = d.new_tokens();
+        assert_eq!(d.correct_after_changes(2, old.len()), 2);
+        assert_eq!(d.new_tokens(), sites_before + 2);
+        assert_eq!(d.kept.iter().map(|r| r.len).sum::<usize>() + d.new_tokens(), d.new.len());
+        let removed: usize = d.removed.iter().map(|(a, b)| b - a).sum();
+        assert_eq!(d.kept.iter().map(|r| r.len).sum::<usize>() + removed, old.len());
+        // Nothing to correct after an edit at the end, and k = 0 changes nothing.
+        let mut e = plan(&old, &[TextEdit::new(old.text.len(), old.text.len(), "q r\n")], &Toy).unwrap();
+        assert_eq!(e.correct_after_changes(0, old.len()), 0);
+        assert_eq!(e.correct_after_changes(8, old.len()), 0);
     }
 
     #[test]

@@ -8,9 +8,11 @@
 //! sequence that shares the prefix cells (a unified cache relabels, it does not copy) and its cells are then
 //! handed to sequence 0. Up to `max_fold_sites` sites share one decode, so the cache is rotated once.
 //!
-//! Staleness: tokens at and after `fresh_upto` were not encoded with the current text before them (PIE moved
-//! them, or they were encoded next to moved tokens). `refresh_stale` re-encodes them from the front in small,
-//! cancellable chunks; `full_recompute` is the reference. The session also implements the peers the benchmark
+//! Staleness (`stale.rs`): spans of tokens that were not encoded with the current text before them (PIE moved
+//! them, or they were encoded next to moved tokens), each with its distance from the change that made it stale.
+//! The bounded correction re-encodes the most affected ones with every update (the first tokens after each change
+//! and the last tokens of the prompt, which the next prediction reads most); `refresh_stale` re-encodes the rest
+//! nearest-first in small, cancellable chunks, up to a budget; `full_recompute` is the reference. The session also implements the peers the benchmark
 //! compares against (full recomputation, prefix reuse, llama-server's cache reuse, and the naive no-rotation
 //! baseline), on the same context, so every method sees exactly the same tokens.
 
@@ -26,6 +28,7 @@ use llama_cpp_2::token::LlamaToken;
 use super::error::{EngineError, Result};
 use super::model::Engine;
 use super::pie::{plan, NewRun, Plan, TextEdit, Tok, TokenText};
+use super::stale::{StaleSpan, Staleness};
 use super::sample::{Sampler, SamplingParams};
 
 /// Main sequence; scratch sequences are `1..=max_fold_sites`.
@@ -53,6 +56,35 @@ pub struct CacheStats {
     pub last_update_ms: f64,
     /// Full recomputations (explicit, or fallbacks where shifting is impossible or the context had to grow).
     pub full_recomputes: u64,
+    /// Runs of stale tokens now (see `stale.rs`).
+    pub stale_spans: usize,
+    /// Smallest distance of a stale token from the change that made it stale (none when nothing is stale in the
+    /// first order).
+    pub nearest_stale_distance: Option<usize>,
+    /// Cached tokens re-encoded by the bounded correction at update time.
+    pub correction_tokens: u64,
+    /// Time the correction took: the tail decode, plus the corrected tokens' share (by count) of the site decodes
+    /// they joined, in milliseconds.
+    pub correction_ms: f64,
+    /// Stale tokens re-encoded by the idle refresh.
+    pub refreshed_tokens: u64,
+    /// Wall time of the idle refresh, in milliseconds.
+    pub refresh_ms: f64,
+}
+
+/// The bounded correction applied with every PIE update (see `docs/engine.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Correction {
+    /// Cached tokens re-encoded after each change (edit site or removal), in the site's own decode.
+    pub after_edit: usize,
+    /// Last tokens of the prompt (before the FIM middle marker, or before the cursor) re-encoded after the
+    /// sites, when any of them is stale.
+    pub tail: usize,
+}
+
+impl Correction {
+    pub const OFF: Correction = Correction { after_edit: 0, tail: 0 };
 }
 
 /// How an update is applied. `Pie` is the product; the others are references and peers for tests and the
@@ -83,6 +115,9 @@ pub struct UpdateReport {
     pub removed_tokens: usize,
     pub sites: usize,
     pub decodes: usize,
+    /// Cached tokens re-encoded by the bounded correction.
+    pub correction_tokens: usize,
+    pub correction_ms: f64,
     /// True when the update could not be done incrementally (context grew, shifting unsupported, or the session
     /// had to be rebuilt) and the prompt was recomputed.
     pub recomputed: bool,
@@ -141,7 +176,7 @@ static SESSION_IDS: AtomicU64 = AtomicU64::new(0);
 pub struct Snapshot {
     state: SeqState,
     doc: TokenText,
-    fresh_upto: usize,
+    stale: Staleness,
     logits: Option<Vec<f32>>,
     stats: CacheStats,
 }
@@ -153,8 +188,10 @@ pub struct KvSession {
     n_ctx: usize,
     batch: LlamaBatch<'static>,
     doc: TokenText,
-    /// Tokens `[0, fresh_upto)` are encoded exactly as a fresh encode of the current text would.
-    fresh_upto: usize,
+    /// Which cached tokens are stale, as spans with their distance from the change that made them stale.
+    stale: Staleness,
+    /// Applied with every PIE update.
+    correction: Correction,
     /// Next-token logits for the current prompt, when known.
     logits: Option<Vec<f32>>,
     stats: CacheStats,
@@ -179,8 +216,9 @@ impl KvSession {
             ctx,
             n_ctx,
             batch: LlamaBatch::new(n_batch, 1),
+            stale: Staleness::fresh(doc.len()),
+            correction: engine.config.correction,
             doc,
-            fresh_upto: 0,
             logits: None,
             stats: CacheStats::default(),
             broken: false,
@@ -225,11 +263,30 @@ impl KvSession {
     }
 
     pub fn stats(&self) -> CacheStats {
-        self.stats.clone()
+        let mut stats = self.stats.clone();
+        stats.cached_tokens = self.doc.len();
+        stats.stale_tokens = self.stale.stale_tokens();
+        stats.stale_spans = self.stale.spans().len();
+        stats.nearest_stale_distance = self.stale.nearest_distance();
+        stats
     }
 
     pub fn stale_tokens(&self) -> usize {
-        self.doc.len().saturating_sub(self.fresh_upto)
+        self.stale.stale_tokens()
+    }
+
+    /// The stale spans, each with the origin of its staleness.
+    pub fn stale_spans(&self) -> &[StaleSpan] {
+        self.stale.spans()
+    }
+
+    pub fn correction(&self) -> Correction {
+        self.correction
+    }
+
+    /// The correction applied with later PIE updates (default: the engine's).
+    pub fn set_correction(&mut self, correction: Correction) {
+        self.correction = correction;
     }
 
     /// Bytes of KV cache this session holds (its whole context, used or not).
@@ -240,6 +297,8 @@ impl KvSession {
     fn sync_stats(&mut self) {
         self.stats.cached_tokens = self.doc.len();
         self.stats.stale_tokens = self.stale_tokens();
+        self.stats.stale_spans = self.stale.spans().len();
+        self.stats.nearest_stale_distance = self.stale.nearest_distance();
     }
 
     // ----- low-level KV helpers -------------------------------------------------------------------------------
@@ -314,7 +373,7 @@ impl KvSession {
         self.logits = None;
         let toks = self.doc.tokens.clone();
         self.decode_run(&toks, 0, SEQ_MAIN, true)?;
-        self.fresh_upto = toks.len();
+        self.stale = Staleness::fresh(toks.len());
         self.broken = false;
         Ok(())
     }
@@ -354,6 +413,7 @@ impl KvSession {
                 decodes += s.len.div_ceil(nb);
                 self.seq_cp(1, SEQ_MAIN, s.start, s.start + s.len)?;
                 self.seq_rm_all(1);
+                self.stale.encoded(s.start, s.start + s.len, None);
                 i += 1;
                 continue;
             }
@@ -376,6 +436,9 @@ impl KvSession {
                 let seq = 1 + k as i32;
                 self.seq_cp(seq, SEQ_MAIN, s.start, s.start + s.len)?;
                 self.seq_rm_all(seq);
+                // A later site of the same decode did not see the earlier sites' new tokens.
+                let unseen = (k > 0).then(|| wave[k - 1].start + wave[k - 1].len);
+                self.stale.encoded(s.start, s.start + s.len, unseen);
             }
         }
         Ok(decodes)
@@ -447,12 +510,19 @@ impl KvSession {
         self.stats.last_update_ms = report.ms;
         self.stats.shifted_tokens += report.shifted_tokens as u64;
         self.stats.reused_tokens += report.reused_tokens as u64;
+        self.stats.correction_tokens += report.correction_tokens as u64;
+        self.stats.correction_ms += report.correction_ms;
         self.sync_stats();
         Ok(report)
     }
 
-    fn apply_pie(&mut self, plan: Plan, naive: bool, report: &mut UpdateReport) -> Result<()> {
+    fn apply_pie(&mut self, mut plan: Plan, naive: bool, report: &mut UpdateReport) -> Result<()> {
         self.logits = None;
+        // The correction is PIE's; the naive baseline stays what it is.
+        let correction = if naive { Correction::OFF } else { self.correction };
+        // Staleness follows the text's changes; the corrected tokens are the same text, re-encoded.
+        let changed = plan.origin.clone();
+        let widened = plan.correct_after_changes(correction.after_edit, self.doc.len());
         // 1. Drop removed cells (old positions; nothing has moved yet).
         for &(a, b) in &plan.removed {
             self.seq_rm(SEQ_MAIN, a, Some(b))?;
@@ -473,17 +543,33 @@ impl KvSession {
         report.shifted_tokens = plan.shifted_tokens();
         report.reused_tokens = plan.reused_tokens();
         report.sites = plan.sites.len();
-        // Freshness: everything before the first change stays as it was; the first site is encoded against an
-        // exact prefix when that prefix was fresh; everything after it is stale.
-        let first = plan.unchanged_prefix;
-        if self.fresh_upto >= first {
-            let first_site_len = plan.sites.first().filter(|s| s.start == first).map_or(0, |s| s.len);
-            self.fresh_upto = first + first_site_len;
-        }
+        self.stale.remap(&changed);
         let sites = plan.sites.clone();
         self.doc = plan.new;
-        // 3. Encode the new tokens (this decode also applies the pending rotation).
+        // 3. Encode the new tokens (this decode also applies the pending rotation), the corrected ones with them.
+        let t = Instant::now();
         report.decodes = self.encode_sites(&sites)?;
+        if widened > 0 {
+            let site_tokens: usize = sites.iter().map(|s| s.len).sum();
+            report.correction_ms += t.elapsed().as_secs_f64() * 1e3 * widened as f64 / site_tokens.max(1) as f64;
+        }
+        report.correction_tokens = widened;
+        // 4. The tail: the last tokens of the prompt, re-encoded on sequence 0 after the sites so that they see
+        //    every new token (a site of the same decode would not), with the next-token logits.
+        if correction.tail > 0 {
+            let n = self.doc.len();
+            let t0 = n.saturating_sub(correction.tail + 1).max(self.doc.n_fixed);
+            if let Some(t0) = self.stale.first_stale_from(t0).filter(|&t| t < n) {
+                let t = Instant::now();
+                self.seq_rm(SEQ_MAIN, t0, None)?;
+                let toks = self.doc.tokens[t0..].to_vec();
+                self.decode_run(&toks, t0, SEQ_MAIN, true)?;
+                self.stale.encoded(t0, n, None);
+                report.decodes += 2;
+                report.correction_tokens += n - 1 - t0;
+                report.correction_ms += t.elapsed().as_secs_f64() * 1e3;
+            }
+        }
         Ok(())
     }
 
@@ -495,15 +581,16 @@ impl KvSession {
         report.reused_tokens = cp;
         self.seq_rm(SEQ_MAIN, cp, None)?;
         let tail = plan.new.tokens[cp..].to_vec();
+        let origin: Vec<Option<usize>> = (0..plan.new.len()).map(|i| (i < cp).then_some(i)).collect();
+        self.stale.remap(&origin);
         self.doc = plan.new;
-        if self.fresh_upto >= cp {
-            self.fresh_upto = self.doc.len();
-        }
         if tail.is_empty() {
             return Ok(());
         }
         report.decodes = tail.len().div_ceil(self.n_batch());
-        self.decode_run(&tail, cp, SEQ_MAIN, true)
+        self.decode_run(&tail, cp, SEQ_MAIN, true)?;
+        self.stale.encoded(cp, self.doc.len(), None);
+        Ok(())
     }
 
     /// llama-server's cache reuse (`server_context::update_slots`, `n_cache_reuse`), transcribed.
@@ -514,7 +601,7 @@ impl KvSession {
         let mut n_past = cache.iter().zip(prompt.iter()).take_while(|(a, b)| a == b).count();
         let common = n_past;
         let (mut head_c, mut head_p) = (n_past, n_past);
-        let mut first_reused: Option<usize> = None;
+        let mut origin: Vec<Option<usize>> = (0..prompt.len()).map(|i| (i < common).then_some(i)).collect();
         while head_c < cache.len() && head_p < prompt.len() {
             let mut n_match = 0;
             while head_c + n_match < cache.len() && head_p + n_match < prompt.len() && cache[head_c + n_match] == prompt[head_p + n_match] {
@@ -531,8 +618,8 @@ impl KvSession {
                 }
                 for i in 0..n_match {
                     cache[head_p + i] = cache[head_c + i];
+                    origin[head_p + i] = Some(head_c + i);
                 }
-                first_reused.get_or_insert(head_p);
                 report.reused_tokens += n_match;
                 n_past += n_match;
                 head_c += n_match;
@@ -544,13 +631,12 @@ impl KvSession {
         report.reused_tokens += common;
         self.seq_rm(SEQ_MAIN, n_past, None)?;
         let tail = prompt[n_past..].to_vec();
+        self.stale.remap(&origin);
         self.doc = plan.new;
-        if self.fresh_upto >= common {
-            self.fresh_upto = first_reused.unwrap_or(self.doc.len());
-        }
         if !tail.is_empty() {
             report.decodes = tail.len().div_ceil(self.n_batch());
             self.decode_run(&tail, n_past, SEQ_MAIN, true)?;
+            self.stale.encoded(n_past, self.doc.len(), None);
         } else if n_past > 0 {
             // Nothing to decode: the moved cells still need their rotation applied before logits are read;
             // `next_token_logits` re-decodes the last token, which does it.
@@ -601,7 +687,7 @@ impl KvSession {
     /// Copy of the cache and the token mirror, to try several update methods from one starting point.
     pub fn snapshot(&self) -> Result<Snapshot> {
         let state = self.ctx.state_seq_get(SEQ_MAIN, LlamaStateSeqFlags::empty()).map_err(cache_err)?;
-        Ok(Snapshot { state, doc: self.doc.clone(), fresh_upto: self.fresh_upto, logits: self.logits.clone(), stats: self.stats.clone() })
+        Ok(Snapshot { state, doc: self.doc.clone(), stale: self.stale.clone(), logits: self.logits.clone(), stats: self.stats.clone() })
     }
 
     /// Return to a snapshot taken from this session (its context size must not have changed since).
@@ -612,7 +698,7 @@ impl KvSession {
             return Err(cache_err(e));
         }
         self.doc = snap.doc.clone();
-        self.fresh_upto = snap.fresh_upto;
+        self.stale = snap.stale.clone();
         self.logits = snap.logits.clone();
         self.stats = snap.stats.clone();
         self.broken = false;
@@ -621,8 +707,9 @@ impl KvSession {
 
     // ----- refresh and recomputation --------------------------------------------------------------------------
 
-    /// Re-encode up to `max_tokens` stale tokens from the front, in chunks of `refresh_chunk`, stopping early
-    /// (with `Cancelled`) when `cancel` is set between chunks. Work done before a cancellation is kept.
+    /// Re-encode up to `max_tokens` stale tokens, nearest to their change first (see `stale.rs`), in chunks of
+    /// `refresh_chunk`, stopping early (with `Cancelled`) when `cancel` is set between chunks. Fresh tokens are
+    /// never re-encoded; work done before a cancellation is kept.
     pub fn refresh_stale(&mut self, max_tokens: usize, cancel: &AtomicBool) -> Result<RefreshReport> {
         let t0 = Instant::now();
         let chunk = self.engine.config.refresh_chunk.clamp(1, self.n_batch());
@@ -631,13 +718,14 @@ impl KvSession {
             self.stats.full_recomputes += 1;
             self.encode_all()?;
         }
-        while self.fresh_upto < self.doc.len() && done < max_tokens {
-            if cancel.load(Ordering::Relaxed) {
-                self.sync_stats();
-                return Err(EngineError::Cancelled);
+        let result = loop {
+            if done >= max_tokens {
+                break Ok(());
             }
-            let p = self.fresh_upto;
-            let q = (p + chunk.min(max_tokens - done)).min(self.doc.len());
+            let Some((p, q)) = self.stale.next_chunk(chunk.min(max_tokens - done)) else { break Ok(()) };
+            if cancel.load(Ordering::Relaxed) {
+                break Err(EngineError::Cancelled);
+            }
             self.logits = None;
             let r = (|| {
                 self.seq_rm(SEQ_MAIN, p, Some(q))?;
@@ -645,13 +733,16 @@ impl KvSession {
             })();
             if let Err(e) = r {
                 self.broken = true;
-                return Err(e);
+                break Err(e);
             }
-            self.fresh_upto = q;
             done += q - p;
-        }
+        };
+        let ms = t0.elapsed().as_secs_f64() * 1e3;
+        self.stats.refreshed_tokens += done as u64;
+        self.stats.refresh_ms += ms;
         self.sync_stats();
-        Ok(RefreshReport { encoded_tokens: done, remaining_stale: self.stale_tokens(), ms: t0.elapsed().as_secs_f64() * 1e3 })
+        result?;
+        Ok(RefreshReport { encoded_tokens: done, remaining_stale: self.stale_tokens(), ms })
     }
 
     /// Recompute the whole cache (the quality reference).
@@ -686,6 +777,7 @@ impl KvSession {
             self.seq_rm(SEQ_MAIN, n - 1, None)?;
             self.decode(&[(last, n - 1, SEQ_MAIN)], Some(0))?;
             self.logits = Some(self.ctx.get_logits_ith(0).to_vec());
+            self.stale.encoded(n - 1, n, None);
             Ok(())
         })();
         if let Err(e) = r {

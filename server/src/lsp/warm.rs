@@ -5,8 +5,9 @@
 //! the order they were applied to the document store. The handlers send commands synchronously, right after
 //! mutating the store (before their first `.await`), so the channel order is the edit order; this thread applies
 //! them one by one. Consecutive edits of one document that queued up while the thread was busy are folded into
-//! one update (one decode, one K-shift). When no command is waiting, stale tokens are re-encoded in small chunks;
-//! any new command cancels that at the next chunk boundary.
+//! one update (one decode, one K-shift). When no command is waiting, stale tokens are re-encoded in small chunks,
+//! nearest to their edit first, within a budget (tokens per pause, CPU seconds per minute) so that the server
+//! goes quiet soon after the user does; any new command cancels that at the next chunk boundary.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -419,6 +420,7 @@ struct Warm {
     queue: VecDeque<Command>,
     /// The one conversation kept warm (the last self-debug or performance request).
     chat: engine::ChatSlot,
+    refresh_budget: RefreshBudget,
 }
 
 impl Warm {
@@ -439,6 +441,7 @@ impl Warm {
             interrupt,
             queue: VecDeque::new(),
             chat: engine::ChatSlot::new(),
+            refresh_budget: RefreshBudget::default(),
         }
     }
 
@@ -462,7 +465,7 @@ impl Warm {
                     Ok(cmd) => self.queue.push_back(cmd),
                     Err(RecvTimeoutError::Timeout) => {
                         if let Some(uri) = &last_edited {
-                            if !self.refresh(uri) {
+                            if !self.refresh(uri, last_edit_at) {
                                 last_edited = None;
                             }
                         }
@@ -737,74 +740,76 @@ impl Warm {
         }
     }
 
-    /// Re-encodes one chunk of stale tokens; returns whether more remain.
-    fn refresh(&mut self, uri: &str) -> bool {
+    /// Re-encodes one chunk of stale tokens, nearest to their edit first, if the budget allows; returns whether
+    /// to go on (more remain and the budget is not spent). `pause` is when the edit this pause follows was made.
+    fn refresh(&mut self, uri: &str, pause: Instant) -> bool {
         let Some(Ok(doc)) = self.sessions.get_mut(uri) else { return false };
         let session = &mut doc.session;
         if session.stale_tokens() == 0 {
             return false;
         }
-        let chunk = session.engine().config().refresh_chunk.max(1);
+        let config = session.engine().config().clone();
+        let Some(allowed) = self.refresh_budget.allows(&config, pause) else { return false };
+        let chunk = config.refresh_chunk.max(1).min(allowed);
+        let (cpu0, done0) = (process_cpu_seconds(), session.stats().refreshed_tokens);
         // A command sent after this point cancels the chunk; one sent just before waits for at most one chunk.
         self.interrupt.store(false, Ordering::Relaxed);
-        match session.refresh_stale(chunk, &self.interrupt) {
+        let more = match session.refresh_stale(chunk, &self.interrupt) {
             Ok(report) => report.remaining_stale > 0,
             Err(engine::EngineError::Cancelled) => true,
             Err(err) => {
                 tracing::warn!("{uri}: idle refresh failed: {err}");
                 false
             }
-        }
+        };
+        let done = session.stats().refreshed_tokens.saturating_sub(done0) as usize;
+        self.refresh_budget.spend(done, process_cpu_seconds() - cpu0);
+        more
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::document::{ContentChange, Document, DocumentLimits, LineCol, PositionEncoding};
-    use rand::{rngs::StdRng, Rng, SeedableRng};
+/// What the idle refresh may still do: an allowance of tokens per pause in typing (granted again after each
+/// edit), and CPU seconds in any minute. When either is spent the warm thread sleeps until the next command.
+#[derive(Default)]
+struct RefreshBudget {
+    /// The pause the allowance below belongs to (when the edit it follows was made).
+    pause: Option<Instant>,
+    left_this_pause: usize,
+    /// CPU seconds of recent refresh chunks, with when each ended.
+    recent: VecDeque<(Instant, f64)>,
+}
 
-    /// The warm thread's copy, kept from the byte edits alone, equals the store's text after every batch of
-    /// random edits (multi-byte characters, line endings, several changes per batch, whole replacements).
-    #[test]
-    fn the_warm_copy_follows_the_store_through_random_edits() {
-        let mut rng = StdRng::seed_from_u64(13);
-        let pieces = ["a", "é", "😀", "\n", "\r\n", "\r", "(", "  ", "fn x() {}\n", ""];
-        let start = "def f(x):\r\n    return x\n# é😀\n";
-        let limits = DocumentLimits::default();
-        let mut doc = Document::new("file:///a.py", "python", 0, start, limits);
-        let mut texts = WarmTexts::default();
-        texts.open("file:///a.py", 0, start);
-        for version in 1..400 {
-            let mut changes = Vec::new();
-            for _ in 0..rng.gen_range(1..4) {
-                let text: String = (0..rng.gen_range(0..4)).map(|_| pieces[rng.gen_range(0..pieces.len())]).collect();
-                if rng.gen_ratio(1, 50) {
-                    changes.push(ContentChange { range: None, text });
-                    continue;
-                }
-                let lines = doc.rope().len_lines() as u32 + 2;
-                let a = LineCol { line: rng.gen_range(0..lines), character: rng.gen_range(0..12) };
-                let b = LineCol { line: rng.gen_range(a.line..lines), character: rng.gen_range(0..12) };
-                let (a, b) = if (a.line, a.character) <= (b.line, b.character) { (a, b) } else { (b, a) };
-                changes.push(ContentChange { range: Some((a, b)), text });
-            }
-            // Some batches are refused (a line past the end): then nothing reaches the warm thread, as in the server.
-            let Ok(edits) = doc.apply_changes(version, &changes, PositionEncoding::Utf16, limits) else { continue };
-            let edits: Vec<TextEdit> = edits.into_iter().map(|e| TextEdit::new(e.start_byte, e.old_end_byte, e.new_text)).collect();
-            let copy = texts.apply("file:///a.py", version, &edits).expect("the edits fit the copy").to_owned();
-            assert_eq!(copy, doc.rope().to_string(), "version {version}");
-            assert_eq!(texts.check("file:///a.py", version, &doc.rope().to_string()), None);
+impl RefreshBudget {
+    /// Tokens the refresh may re-encode now, or `None` when the budget is spent.
+    fn allows(&mut self, config: &EngineConfig, pause: Instant) -> Option<usize> {
+        if self.pause != Some(pause) {
+            self.pause = Some(pause);
+            self.left_this_pause = config.refresh_tokens_per_pause;
         }
+        let now = Instant::now();
+        while self.recent.front().is_some_and(|(at, _)| now.duration_since(*at) > Duration::from_secs(60)) {
+            self.recent.pop_front();
+        }
+        let spent: f64 = self.recent.iter().map(|(_, cpu)| cpu).sum();
+        (self.left_this_pause > 0 && spent < config.refresh_cpu_seconds_per_minute).then_some(self.left_this_pause)
     }
 
-    #[test]
-    fn an_edit_that_does_not_fit_drops_the_copy_and_a_diverged_copy_is_named() {
-        let mut texts = WarmTexts::default();
-        texts.open("u", 1, "héllo");
-        assert!(texts.check("u", 1, "hello").is_some_and(|m| m.contains("differed")));
-        assert!(texts.apply("u", 2, &[TextEdit::new(2, 2, "x")]).is_err(), "inside é");
-        assert!(texts.get("u").is_none());
-        assert!(texts.apply("v", 1, &[]).is_err(), "unknown document");
+    fn spend(&mut self, tokens: usize, cpu_seconds: f64) {
+        self.left_this_pause = self.left_this_pause.saturating_sub(tokens);
+        self.recent.push_back((Instant::now(), cpu_seconds.max(0.0)));
     }
+}
+
+/// CPU time of the whole process so far (user + system, all threads: llama.cpp's workers included).
+fn process_cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_SELF, &mut usage) != 0 {
+            return 0.0;
+        }
+        usage
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
 }
