@@ -62,6 +62,7 @@ impl Command {
             Command::Edit { .. } => "edit",
             Command::Close { .. } => "close",
             Command::Stats { .. } => "stats",
+            Command::Check { .. } => "check",
             Command::Complete(_) => "complete",
             Command::Generate { .. } => "generate",
             Command::Chat { .. } => "chat",
