@@ -40,6 +40,7 @@ fn debug(candidate: &str) -> Result<pie_ls::features::selfdebug::Fix, pie_ls::fe
         test: TestTarget { file: "test_calc.py".into(), name: "test_add".into(), class: None },
         test_range: start..TEST.len(),
         rounds: 1,
+        candidates: 1,
         commands: TestCommands::default(),
         max_tokens: 256,
     };
