@@ -24,6 +24,10 @@ fn code_defaults() -> BTreeMap<String, Value> {
     value["model"]["contextLength"] = json!(engine.n_ctx);
     value["model"]["batchSize"] = json!(engine.n_batch);
     value["model"]["maxWarmDocuments"] = json!(engine.max_warm_documents);
+    value["model"]["correctionTokens"] = json!(engine.correction.after_edit);
+    value["model"]["correctionTailTokens"] = json!(engine.correction.tail);
+    value["model"]["refreshTokensPerPause"] = json!(engine.refresh_tokens_per_pause);
+    value["model"]["refreshCpuSecondsPerMinute"] = json!(engine.refresh_cpu_seconds_per_minute);
     let mut out = BTreeMap::new();
     flatten("", &value, &mut out);
     out
