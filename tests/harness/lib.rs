@@ -243,7 +243,8 @@ impl LspBuilder {
     }
 }
 
-fn merge(base: &mut Value, extra: Value) {
+/// Merges `extra` into `base` (objects key by key, anything else replaced): client settings and capabilities.
+pub fn merge(base: &mut Value, extra: Value) {
     match (base, extra) {
         (Value::Object(base), Value::Object(extra)) => {
             for (key, value) in extra {

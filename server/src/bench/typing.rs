@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use pie_ls_harness::{range_change, LspClient};
+use pie_ls_harness::{merge, range_change, LspClient};
 use serde_json::{json, Value};
 
 use super::quantile;
@@ -305,17 +305,6 @@ pub fn run(args: TypingBenchArgs) -> anyhow::Result<()> {
     println!("| stale tokens at the end | {} (nearest at distance {}) |", after["staleTokens"], after["nearestStaleDistance"]);
     let _ = lsp.shutdown();
     Ok(())
-}
-
-fn merge(base: &mut Value, extra: Value) {
-    match (base, extra) {
-        (Value::Object(base), Value::Object(extra)) => {
-            for (key, value) in extra {
-                merge(base.entry(key).or_insert(Value::Null), value);
-            }
-        }
-        (base, extra) => *base = extra,
-    }
 }
 
 /// Waits until the document is warm; returns its cache figures.
