@@ -57,6 +57,9 @@ pub struct EngineConfig {
     pub correction: super::session::Correction,
     /// Edit sites encoded together in one decode.
     pub max_fold_sites: usize,
+    /// Greedy generation drafts up to this many tokens per step from the prompt itself (prompt lookup: code
+    /// repeats its own identifiers and lines) and verifies them in the same decode as the last token; 0: off.
+    pub draft_tokens: usize,
     /// GPU layers to offload (only meaningful in GPU builds).
     pub gpu_layers: u32,
     /// Flash attention: `None` lets llama.cpp decide; `Some(false)` gives batch-size-independent attention
@@ -72,6 +75,8 @@ pub struct EngineConfig {
 pub const DEFAULT_CORRECTION: super::session::Correction = super::session::Correction { after_edit: 16, tail: 16 };
 pub const DEFAULT_REFRESH_TOKENS_PER_PAUSE: usize = 256;
 pub const DEFAULT_REFRESH_CPU_SECONDS_PER_MINUTE: f64 = 6.0;
+/// Prompt-lookup draft length (see `docs/engine.md`, "Drafts from the document").
+pub const DEFAULT_DRAFT_TOKENS: usize = 8;
 
 impl Default for EngineConfig {
     fn default() -> Self {
@@ -87,6 +92,7 @@ impl Default for EngineConfig {
             refresh_cpu_seconds_per_minute: DEFAULT_REFRESH_CPU_SECONDS_PER_MINUTE,
             correction: DEFAULT_CORRECTION,
             max_fold_sites: 4,
+            draft_tokens: DEFAULT_DRAFT_TOKENS,
             gpu_layers: 0,
             flash_attention: None,
             use_mmap: false,
@@ -132,17 +138,19 @@ pub(crate) fn backend() -> Result<&'static LlamaBackend> {
     if let Some(b) = BACKEND.get() {
         return Ok(b);
     }
+    // `LlamaBackend::init` raises its "initialised" flag before it returns, so two threads racing here (the warm
+    // thread and an action model loading on an action's thread) would see one succeed and the other fail with
+    // `BackendAlreadyInitialized` before the winner stored it. Serialise the first initialisation.
+    static INIT: Mutex<()> = Mutex::new(());
+    let _guard = INIT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(b) = BACKEND.get() {
+        return Ok(b);
+    }
     // Route llama.cpp's chatter into `tracing` (stdout belongs to the LSP protocol).
     llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
-    match LlamaBackend::init() {
-        Ok(b) => {
-            let _ = BACKEND.set(b);
-        }
-        // Another thread won the race: fine, it is set now.
-        Err(_) if BACKEND.get().is_some() => {}
-        Err(e) => return Err(EngineError::Context { reason: format!("llama.cpp backend init failed: {e}") }),
-    }
-    BACKEND.get().ok_or_else(|| EngineError::Context { reason: "llama.cpp backend init failed".into() })
+    let b = LlamaBackend::init()
+        .map_err(|e| EngineError::Context { reason: format!("llama.cpp backend init failed: {e}") })?;
+    Ok(BACKEND.get_or_init(|| b))
 }
 
 /// A loaded model plus the settings sessions are made with. Cheap to clone; `Send + Sync`.
