@@ -121,6 +121,8 @@ pub struct ModelConfig {
     pub refresh_tokens_per_pause: Option<usize>,
     /// Idle refresh: CPU seconds it may use in any minute (all threads counted).
     pub refresh_cpu_seconds_per_minute: Option<f64>,
+    /// Greedy generation: tokens drafted from the prompt per decode and verified in it (0: off).
+    pub draft_tokens: Option<usize>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -187,6 +189,9 @@ impl Config {
         }
         if let Some(cpu) = self.model.refresh_cpu_seconds_per_minute {
             config.refresh_cpu_seconds_per_minute = cpu.max(0.0);
+        }
+        if let Some(n) = self.model.draft_tokens {
+            config.draft_tokens = n;
         }
         config
     }

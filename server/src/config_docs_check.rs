@@ -28,6 +28,7 @@ fn code_defaults() -> BTreeMap<String, Value> {
     value["model"]["correctionTailTokens"] = json!(engine.correction.tail);
     value["model"]["refreshTokensPerPause"] = json!(engine.refresh_tokens_per_pause);
     value["model"]["refreshCpuSecondsPerMinute"] = json!(engine.refresh_cpu_seconds_per_minute);
+    value["model"]["draftTokens"] = json!(engine.draft_tokens);
     let mut out = BTreeMap::new();
     flatten("", &value, &mut out);
     out

@@ -35,8 +35,8 @@ pub struct DecodeBenchArgs {
     /// Repetitions per side (alternated).
     #[arg(long, default_value_t = 5)]
     pub reps: usize,
-    /// pie-ls engine variants: `default`, `flash-on`, `flash-off`, `seq1` (one sequence: no room for PIE's scratch
-    /// sequences, to see what they cost).
+    /// pie-ls engine variants: `default`, `nodraft` (no drafts from the prompt: one token per decode),
+    /// `flash-on`, `flash-off`, `seq1` (one sequence: no room for PIE's scratch sequences, to see what they cost).
     #[arg(long, value_delimiter = ',', default_value = "default")]
     pub variants: Vec<String>,
     /// The llama-server binary (default: $PIE_LS_LLAMA_SERVER); none: pie-ls alone.
@@ -60,7 +60,7 @@ pub fn run(args: DecodeBenchArgs) -> anyhow::Result<()> {
         "pie-ls bench decode: model {}, {} threads, {} tokens x {} reps per side, greedy, alternated",
         engine.info().name, args.threads, args.tokens, args.reps
     );
-    println!("{:>6} {:<22} {:>10} {:>10} {:>12} {:>10}", "tokens", "side", "tok/s_p50", "tok/s_max", "ms/token_p50", "vs server");
+    println!("{:>6} {:<22} {:>10} {:>10} {:>12} {:>10} {:>16}", "tokens", "side", "tok/s_p50", "tok/s_max", "ms/token_p50", "vs server", "draft accepted");
     for &size in &args.sizes {
         let prompt = super::completion::truncate_to_tokens(&engine, &source, size);
         let n_prompt = engine.tokenize(&prompt, false).len();
@@ -75,7 +75,8 @@ pub fn run(args: DecodeBenchArgs) -> anyhow::Result<()> {
                 "flash-on" => EngineConfig { flash_attention: Some(true), ..base.clone() },
                 "flash-off" => EngineConfig { flash_attention: Some(false), ..base.clone() },
                 "seq1" => EngineConfig { max_fold_sites: 0, ..base.clone() },
-                other => bail!("unknown variant {other:?} (default, flash-on, flash-off, seq1)"),
+                "nodraft" => EngineConfig { draft_tokens: 0, ..base.clone() },
+                other => bail!("unknown variant {other:?} (default, nodraft, flash-on, flash-off, seq1)"),
             };
             let mut session = KvSession::open(&engine.with_config(config), &prompt)?;
             session_rate(&mut session, 4)?; // warm-up: first logits, page-in
@@ -94,20 +95,26 @@ pub fn run(args: DecodeBenchArgs) -> anyhow::Result<()> {
             }
         }
         let server_p50 = (!server_rates.is_empty()).then(|| quantile(&mut server_rates.clone(), 0.5));
-        let print = |side: &str, rates: &mut Vec<f64>| {
+        let print = |side: &str, rates: &mut Vec<f64>, drafts: String| {
             let p50 = quantile(rates, 0.5);
             let max = rates.iter().cloned().fold(f64::NAN, f64::max);
             let vs = server_p50.map(|s| format!("{:.2}x", p50 / s)).unwrap_or_else(|| "-".into());
-            println!("{:>6} {:<22} {:>10.1} {:>10.1} {:>12.1} {:>10}", n_prompt, side, p50, max, 1e3 / p50, vs);
+            println!("{:>6} {:<22} {:>10.1} {:>10.1} {:>12.1} {:>10} {:>16}", n_prompt, side, p50, max, 1e3 / p50, vs, drafts);
         };
-        for (variant, _, rates) in sessions.iter_mut() {
-            print(&format!("pie-ls {variant}"), rates);
+        for (variant, session, rates) in sessions.iter_mut() {
+            let stats = session.stats();
+            let drafts = if stats.drafted_tokens == 0 {
+                "-".to_string()
+            } else {
+                format!("{}/{} ({:.0}%)", stats.accepted_draft_tokens, stats.drafted_tokens, 100.0 * stats.accepted_draft_tokens as f64 / stats.drafted_tokens as f64)
+            };
+            print(&format!("pie-ls {variant}"), rates, drafts);
         }
         if !server_rates.is_empty() {
-            print("llama-server", &mut server_rates);
+            print("llama-server", &mut server_rates, "-".into());
         }
     }
-    println!("tok/s = generated tokens after the first / their decode time; vs server = this p50 / llama-server's p50");
+    println!("tok/s = generated tokens after the first / their decode time; vs server = this p50 / llama-server's p50; draft accepted = draft tokens the model confirmed / drafted (warm-up included)");
     Ok(())
 }
 

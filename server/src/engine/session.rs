@@ -29,7 +29,7 @@ use super::error::{EngineError, Result};
 use super::model::Engine;
 use super::pie::{plan, NewRun, Plan, TextEdit, Tok, TokenText};
 use super::stale::{StaleSpan, Staleness};
-use super::sample::{Sampler, SamplingParams};
+use super::sample::{argmax, Sampler, SamplingParams};
 
 /// Main sequence; scratch sequences are `1..=max_fold_sites`.
 const SEQ_MAIN: i32 = 0;
@@ -68,6 +68,9 @@ pub struct CacheStats {
     pub correction_ms: f64,
     /// Stale tokens re-encoded by the idle refresh.
     pub refreshed_tokens: u64,
+    /// Tokens generation drafted from the prompt, and those the model confirmed (each one a decode step saved).
+    pub drafted_tokens: u64,
+    pub accepted_draft_tokens: u64,
     /// Wall time of the idle refresh, in milliseconds.
     pub refresh_ms: f64,
 }
@@ -168,6 +171,11 @@ pub struct Generation {
     pub tokens: usize,
     pub stop_reason: StopReason,
     pub ms: f64,
+    /// Decodes run (each verifies the drafted tokens that came with it).
+    pub decodes: usize,
+    /// Tokens drafted from the prompt, and how many of them the model confirmed.
+    pub drafted: usize,
+    pub accepted: usize,
 }
 
 static SESSION_IDS: AtomicU64 = AtomicU64::new(0);
@@ -791,6 +799,11 @@ impl KvSession {
 
     /// Generate after the prompt. `on_token` receives each new piece of text as it becomes valid UTF-8.
     /// The generated cells are removed afterwards, so the cache again mirrors the prompt.
+    ///
+    /// Greedy generation drafts tokens from the prompt (`draft_tokens`, see `draft_from`) and decodes them in the
+    /// same batch as the token just chosen: a decode on a memory-bound CPU costs about the same for a few tokens
+    /// as for one, and every draft token the model's own argmax confirms is a decode step saved. The text is the
+    /// model's greedy choice either way (up to the rounding of a larger batch).
     pub fn generate(&mut self, params: &GenerateParams, cancel: &AtomicBool, mut on_token: impl FnMut(&str)) -> Result<Generation> {
         let t0 = Instant::now();
         let n = self.doc.len();
@@ -798,24 +811,32 @@ impl KvSession {
             return Err(EngineError::ContextOverflow { needed: n + 1, limit: self.n_ctx });
         }
         let max_tokens = params.max_tokens.min(self.n_ctx.saturating_sub(n));
+        let max_draft = if params.sampling.temperature <= 0.0 { self.engine.config.draft_tokens.min(self.n_batch().saturating_sub(1)) } else { 0 };
         let mut logits = self.next_token_logits()?;
         let mut sampler = Sampler::new(&params.sampling);
         let mut bytes: Vec<u8> = Vec::new();
         let mut emitted = 0usize; // bytes of `bytes` already handed to on_token
-        let mut count = 0;
+        let mut generated: Vec<Tok> = Vec::new();
+        // Confirmed draft tokens, in order: already in the cache (their cells were decoded with the draft), so
+        // they are taken as they are and not decoded again; `logits` then holds the logits after the last one.
+        let mut confirmed: std::collections::VecDeque<Tok> = std::collections::VecDeque::new();
+        let (mut decodes, mut drafted, mut accepted) = (0usize, 0usize, 0usize);
         let max_stop = params.stop.iter().map(|s| s.len()).max().unwrap_or(0);
         let mut reason = StopReason::MaxTokens;
         let result = (|| {
-            while count < max_tokens {
+            while generated.len() < max_tokens {
                 if cancel.load(Ordering::Relaxed) {
                     return Err(EngineError::Cancelled);
                 }
-                let tok = sampler.sample(&logits);
+                let (tok, in_cache) = match confirmed.pop_front() {
+                    Some(t) => (t, true),
+                    None => (sampler.sample(&logits), false),
+                };
                 if self.engine.is_eog(tok) {
                     reason = StopReason::EndOfGeneration;
                     break;
                 }
-                count += 1;
+                generated.push(tok);
                 bytes.extend(self.engine.token_bytes(tok));
                 // Stop strings: search only the tail that could hold a new match.
                 if max_stop > 0 {
@@ -843,13 +864,37 @@ impl KvSession {
                         emitted = end;
                     }
                 }
+                let count = generated.len();
                 if count >= max_tokens {
                     break;
                 }
+                if in_cache {
+                    continue;
+                }
+                // Decode the chosen token at its position, with a draft of what may follow it after it.
+                let room = max_draft.min(max_tokens - count);
+                let draft = if room > 0 { draft_from(&self.doc.tokens, &generated, room) } else { Vec::new() };
+                let pos = n + count - 1;
                 self.batch.clear();
-                self.batch.add(LlamaToken(tok), (n + count - 1) as i32, &[SEQ_MAIN], true).map_err(|e| EngineError::Decode(e.to_string()))?;
+                self.batch.add(LlamaToken(tok), pos as i32, &[SEQ_MAIN], true).map_err(|e| EngineError::Decode(e.to_string()))?;
+                for (i, &d) in draft.iter().enumerate() {
+                    self.batch.add(LlamaToken(d), (pos + 1 + i) as i32, &[SEQ_MAIN], true).map_err(|e| EngineError::Decode(e.to_string()))?;
+                }
                 self.ctx.decode(&mut self.batch).map_err(|e| EngineError::Decode(e.to_string()))?;
-                logits = self.ctx.get_logits_ith(0).to_vec();
+                decodes += 1;
+                drafted += draft.len();
+                // Keep the draft's tokens as long as each is the model's argmax after the one before it.
+                let mut k = 0;
+                while k < draft.len() && argmax(self.ctx.get_logits_ith(k as i32)) == draft[k] as usize {
+                    confirmed.push_back(draft[k]);
+                    k += 1;
+                }
+                accepted += k;
+                if k < draft.len() {
+                    // The refused part of the draft leaves the cache.
+                    self.seq_rm(SEQ_MAIN, pos + 1 + k, None)?;
+                }
+                logits = self.ctx.get_logits_ith(k as i32).to_vec();
             }
             Ok(())
         })();
@@ -863,7 +908,9 @@ impl KvSession {
         if text.len() > emitted {
             on_token(&text[emitted.min(text.len())..]);
         }
-        Ok(Generation { text, tokens: count, stop_reason: reason, ms: t0.elapsed().as_secs_f64() * 1e3 })
+        self.stats.drafted_tokens += drafted as u64;
+        self.stats.accepted_draft_tokens += accepted as u64;
+        Ok(Generation { text, tokens: generated.len(), stop_reason: reason, ms: t0.elapsed().as_secs_f64() * 1e3, decodes, drafted, accepted })
     }
 
     /// Greedy next line after the prompt (stops at a newline), as the fidelity benchmark scores it.
@@ -902,6 +949,35 @@ fn trim_incomplete_utf8(bytes: &mut Vec<u8>) {
 }
 
 /// One edit that turns `old` into `new` (common prefix and suffix kept), on char boundaries.
+/// Longest n-gram looked up, and shortest: one token alone predicts too little to be worth a wider batch.
+const DRAFT_NGRAM_MAX: usize = 4;
+const DRAFT_NGRAM_MIN: usize = 2;
+
+/// A draft of up to `max` tokens to follow `generated`: where the last few tokens generated (with the prompt
+/// before them) occurred last before, what followed them there. Longer matches are tried first. The search reads
+/// the prompt and the generation as one sequence; it costs a scan of the prompt, microseconds against a decode.
+pub fn draft_from(prompt: &[Tok], generated: &[Tok], max: usize) -> Vec<Tok> {
+    let total = prompt.len() + generated.len();
+    let at = |i: usize| if i < prompt.len() { prompt[i] } else { generated[i - prompt.len()] };
+    for ngram in (DRAFT_NGRAM_MIN..=DRAFT_NGRAM_MAX).rev() {
+        if total <= ngram {
+            continue;
+        }
+        let key_start = total - ngram;
+        // The latest earlier occurrence: nearby code is the likeliest to be repeated.
+        let mut start = key_start;
+        while start > 0 {
+            start -= 1;
+            if (0..ngram).all(|j| at(start + j) == at(key_start + j)) {
+                let from = start + ngram;
+                let to = (from + max).min(total);
+                return (from..to).map(at).collect();
+            }
+        }
+    }
+    Vec::new()
+}
+
 pub fn diff_edit(old: &str, new: &str) -> TextEdit {
     let ob = old.as_bytes();
     let nb = new.as_bytes();
@@ -920,6 +996,21 @@ pub fn diff_edit(old: &str, new: &str) -> TextEdit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn drafts_continue_the_latest_earlier_occurrence_of_the_last_tokens() {
+        // prompt: a b c d e | x b c d f ; generated so far: b c
+        let prompt = [1, 2, 3, 4, 5, 9, 2, 3, 4, 6];
+        // The longest n-gram that occurred before wins, at its latest occurrence: "b c" last occurred at 6..8,
+        // followed by "d f" and then the generation itself.
+        assert_eq!(draft_from(&prompt, &[2, 3], 2), vec![4, 6]);
+        assert_eq!(draft_from(&prompt, &[2, 3], 8), vec![4, 6, 2, 3]);
+        // The last two tokens never occurred before, and one token alone is no key: no draft.
+        assert_eq!(draft_from(&prompt, &[7, 8], 4), Vec::<Tok>::new());
+        // A match inside the prompt alone (nothing generated yet ending it): the last two prompt tokens "d f".
+        assert_eq!(draft_from(&[4, 6, 1, 4, 6], &[], 3), vec![1, 4, 6]);
+        assert_eq!(draft_from(&[], &[], 3), Vec::<Tok>::new());
+    }
 
     #[test]
     fn diff_edit_roundtrip() {
