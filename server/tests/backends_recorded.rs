@@ -197,6 +197,22 @@ fn chats_stream_over_each_protocol_with_the_prefill_continued() {
         let reply = b.reply(&messages, "The bug:", &params, &cancel).unwrap();
         assert_eq!(reply, " the loop stops early.", "{kind:?}");
     }
+    // llama-server continues a final assistant message and sends it whole, prefill first: the prefill (which here
+    // contains a stop string) is not part of the reply.
+    let echoed = sse(
+        &[
+            r#"{"choices":[{"finish_reason":null,"index":0,"delta":{"role":"assistant","content":null}}],"created":1764751200,"id":"chatcmpl-x","model":"m","object":"chat.completion.chunk"}"#,
+            r#"{"choices":[{"finish_reason":null,"index":0,"delta":{"content":"The fix:\n```python\n"}}],"created":1764751200,"id":"chatcmpl-x","model":"m","object":"chat.completion.chunk"}"#,
+            r#"{"choices":[{"finish_reason":null,"index":0,"delta":{"content":"def f():\n    return 1\n"}}],"created":1764751200,"id":"chatcmpl-x","model":"m","object":"chat.completion.chunk"}"#,
+            r#"{"choices":[{"finish_reason":"stop","index":0,"delta":{}}],"created":1764751200,"id":"chatcmpl-x","model":"m","object":"chat.completion.chunk","usage":{"completion_tokens":9,"prompt_tokens":120,"total_tokens":129},"timings":{"cache_n":100,"prompt_n":20,"predicted_n":9}}"#,
+        ],
+        true,
+    );
+    let llama = HttpDouble::start(vec![("/v1/chat/completions", Reply::stream("text/event-stream", &echoed, Duration::ZERO))]);
+    let code = GenerateParams { max_tokens: 64, stop: vec!["```".into()], ..Default::default() };
+    let b = backend(BackendKind::LlamaServer, llama.url(), |_| {});
+    assert_eq!(b.reply(&messages, "The fix:\n```python\n", &code, &cancel).unwrap(), "def f():\n    return 1\n");
+
     let requests = double.requests();
     let vllm = &requests[0].body;
     assert_eq!(vllm["messages"][2], serde_json::json!({"role": "assistant", "content": "The bug:"}));

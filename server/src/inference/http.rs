@@ -86,7 +86,17 @@ impl Http<'_> {
     /// Sends and waits for the response headers; an error status becomes `Status` with the server's message.
     async fn send(&self, builder: reqwest::RequestBuilder, path: &str) -> Result<reqwest::Response, BackendError> {
         let timeout = self.config.timeout();
-        let response = match tokio::time::timeout(timeout, builder.send()).await {
+        let retry = builder.try_clone();
+        let mut sent = tokio::time::timeout(timeout, builder.send()).await;
+        // A pooled connection the server closed while idle fails before the server saw the request: once more on
+        // a fresh connection (not after a refused connection or a timeout).
+        if let (Ok(Err(err)), Some(retry)) = (&sent, retry) {
+            if !err.is_connect() && !err.is_timeout() && !err.is_status() {
+                tracing::debug!("retrying {} once on a fresh connection: {}", self.url(path), root_cause(err));
+                sent = tokio::time::timeout(timeout, retry.send()).await;
+            }
+        }
+        let response = match sent {
             Err(_) => {
                 return Err(BackendError::Timeout { url: self.url(path), what: format!("no answer within backend.timeoutMs ({} ms)", timeout.as_millis()) })
             }

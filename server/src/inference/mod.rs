@@ -261,7 +261,8 @@ impl HttpBackend {
         }
         let client = reqwest::Client::builder()
             .connect_timeout(config.timeout().min(Duration::from_secs(10)))
-            .pool_idle_timeout(Duration::from_secs(60))
+            // llama-server (cpp-httplib) closes an idle keep-alive connection after 5 s.
+            .pool_idle_timeout(Duration::from_secs(4))
             .build()
             .map_err(|e| BackendError::Config(format!("could not make an HTTP client: {e}")))?;
         Ok(HttpBackend { inner: Arc::new(Inner { config, client, detected: Mutex::new(None), served_model: Mutex::new(None) }) })
@@ -363,15 +364,17 @@ impl HttpBackend {
         let kind = self.kind().await?;
         let model = self.model(kind).await?;
         let request = protocol::chat_request(kind, model.as_deref(), messages, prefill, params);
-        let mut text = String::new();
+        let mut raw = String::new();
         let deadline = Instant::now() + Duration::from_secs(3600);
         let usage = self
             .http()
             .stream(request, routing_key, deadline, &cancel, &mut |piece| {
-                text.push_str(piece);
-                !params.stop.iter().any(|s| !s.is_empty() && text.contains(s.as_str()))
+                raw.push_str(piece);
+                let reply = without_echo(&raw, prefill);
+                !params.stop.iter().any(|s| !s.is_empty() && reply.contains(s.as_str()))
             })
             .await?;
+        let mut text = without_echo(&raw, prefill).to_owned();
         if let Some(at) = params.stop.iter().filter(|s| !s.is_empty()).filter_map(|s| text.find(s.as_str())).min() {
             text.truncate(at);
         }
@@ -424,6 +427,22 @@ impl BackendSlot {
     }
 }
 
+/// The reply without the prefill when the server repeats it (llama-server's continuation of a final assistant
+/// message returns the whole message; vLLM and Ollama return only what follows). While the echo is still
+/// arriving, nothing.
+fn without_echo<'a>(raw: &'a str, prefill: &str) -> &'a str {
+    if prefill.is_empty() {
+        return raw;
+    }
+    if let Some(rest) = raw.strip_prefix(prefill) {
+        return rest;
+    }
+    if prefill.starts_with(raw) {
+        return "";
+    }
+    raw
+}
+
 /// Whether a cancellation flag is up.
 pub(crate) fn raised(flag: &AtomicBool) -> bool {
     flag.load(Ordering::Relaxed)
@@ -463,6 +482,14 @@ mod tests {
         let err = unset.api_key().unwrap_err().to_string();
         assert!(err.contains("PIE_LS_TEST_KEY_UNSET") && !err.contains("sk-"), "{err}");
         assert_eq!(BackendConfig::default().api_key().unwrap(), None);
+    }
+
+    #[test]
+    fn a_repeated_prefill_is_not_part_of_the_reply() {
+        assert_eq!(without_echo("The bug: x\n```python\ndef f", "The bug: x\n```python\n"), "def f");
+        assert_eq!(without_echo("The bug: x\n``", "The bug: x\n```python\n"), "", "the echo still arriving");
+        assert_eq!(without_echo("def f", "The bug: x\n```python\n"), "def f", "servers that do not repeat it");
+        assert_eq!(without_echo("abc", ""), "abc");
     }
 
     #[test]
