@@ -1170,6 +1170,8 @@ impl LanguageServer for Backend {
                 warm.send(Command::Close { uri: uri.clone() });
                 self.state.warm_docs.lock().unwrap_or_else(|p| p.into_inner()).remove(&uri);
             }
+            self.state.recent_edits.lock().unwrap_or_else(|p| p.into_inner()).retain(|(u, _)| *u != uri);
+            self.state.backend_stats.lock().unwrap_or_else(|p| p.into_inner()).remove(&uri);
             result
         };
         if let Err(err) = result {
