@@ -351,3 +351,29 @@ fn self_debug_runs_over_chat_completions_on_llama_server() {
     lsp.shutdown().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn marker_text_in_user_code_stays_text_on_llama_server() {
+    // Two documents that differ only by the text `<|fim_middle|>` on the cursor's line, before the cursor (the part
+    // llama.vim sends as `prompt`, which llama-server tokenizes with special tokens). Sent as a special token it
+    // would add one prompt token (and end the prefix for the model); as text it adds several.
+    let server = LlamaServer::start(&default_model(), closed_port());
+    let mut lsp = pie_ls(&server.url(), json!({}));
+    let marker = "<|fim_middle|>";
+    let plain = "def shout(text):\n    label = \"".to_owned();
+    let with_marker = format!("{plain}{marker}");
+    let mut prompt_tokens = Vec::new();
+    for (i, text) in [plain, with_marker].iter().enumerate() {
+        let uri = format!("file:///w/marker{i}.py");
+        lsp.open(&uri, "python", text);
+        let character = text.lines().nth(1).unwrap().len() as u32;
+        let answer = inline(&mut lsp, &uri, 1, character).unwrap();
+        eprintln!("{text:?} -> {answer}");
+        let stats = lsp.cache_stats(&uri).unwrap();
+        prompt_tokens.push(stats["lastRequest"]["promptTokens"].as_u64().unwrap());
+    }
+    let added = prompt_tokens[1] - prompt_tokens[0];
+    eprintln!("prompt tokens {prompt_tokens:?}: the marker text added {added}");
+    assert!(added >= 3, "`{marker}` in the code reached the model as a special token: {prompt_tokens:?}");
+    lsp.shutdown().unwrap();
+}
