@@ -377,3 +377,72 @@ fn marker_text_in_user_code_stays_text_on_llama_server() {
     assert!(added >= 3, "`{marker}` in the code reached the model as a special token: {prompt_tokens:?}");
     lsp.shutdown().unwrap();
 }
+
+/// vLLM's streamed `/v1/completions` (recorded shape), replayed by the HTTP double: vLLM cannot run here.
+fn vllm_stream() -> Vec<String> {
+    pie_ls_harness::http_double::sse(
+        &[
+            r#"{"id":"cmpl-1","object":"text_completion","created":1764751200,"model":"Qwen/Qwen2.5-Coder-1.5B","choices":[{"index":0,"text":"return math.sqrt","logprobs":null,"finish_reason":null,"stop_reason":null}],"usage":null}"#,
+            r#"{"id":"cmpl-1","object":"text_completion","created":1764751200,"model":"Qwen/Qwen2.5-Coder-1.5B","choices":[{"index":0,"text":"(variance(xs))\n","logprobs":null,"finish_reason":"stop","stop_reason":"<|endoftext|>"}],"usage":null}"#,
+            r#"{"id":"cmpl-1","object":"text_completion","created":1764751200,"model":"Qwen/Qwen2.5-Coder-1.5B","choices":[],"usage":{"prompt_tokens":96,"total_tokens":101,"completion_tokens":5,"prompt_tokens_details":{"cached_tokens":80}}}"#,
+        ],
+        true,
+    )
+}
+
+#[test]
+fn a_vllm_shaped_server_through_lsp_with_key_and_routing_header() {
+    use pie_ls_harness::http_double::{HttpDouble, Reply};
+    let double = HttpDouble::start(vec![("/v1/completions", Reply::stream("text/event-stream", &vllm_stream(), Duration::from_millis(5)))]);
+    let secret = "sk-pie-ls-test-4f1c9e";
+    let options = json!({
+        "backend": { "kind": "openai", "url": format!("{}/v1", double.url()), "model": "Qwen/Qwen2.5-Coder-1.5B",
+                     "apiKeyEnv": "PIE_LS_TEAM_KEY", "routingHeader": "X-SMG-Routing-Key" },
+        "completion": { "firstSuggestionMs": 0 },
+    });
+    let mut lsp = LspClient::builder().init_options(options).env("PIE_LS_TEAM_KEY", secret).arg("--log-level").arg("trace").spawn().unwrap();
+    lsp.open(URI, "python", SOURCE);
+    let line = last_line() - 1;
+    lsp.edit(URI, vec![range_change((line, 0), (line, 0), "    ")]);
+    let answer = inline(&mut lsp, URI, line, 4).unwrap();
+    assert_eq!(answer["items"][0]["insertText"], "return math.sqrt(variance(xs))", "{answer}");
+    let stats = lsp.cache_stats(URI).unwrap();
+    assert_eq!(stats["lastRequest"], json!({"promptTokens": 96, "reusedTokens": 80, "evaluatedTokens": 16, "generatedTokens": 5}), "{stats}");
+    let status = lsp.wait_notification("pie/status", Duration::from_secs(5)).unwrap();
+    assert_eq!((status["backend"].as_str(), status["reusedTokens"].as_u64(), status["encodedTokens"].as_u64()), (Some("openai"), Some(80), Some(16)));
+    lsp.edit(URI, vec![range_change((line, 4), (line, 4), "x")]);
+    inline(&mut lsp, URI, line, 5).unwrap();
+    let requests = double.requests();
+    assert_eq!(requests.len(), 2);
+    for r in &requests {
+        assert_eq!(r.headers.get("authorization").map(String::as_str), Some(format!("Bearer {secret}").as_str()));
+        let prompt = r.body["prompt"].as_str().unwrap();
+        assert!(prompt.starts_with("<|fim_prefix|>import math") && prompt.ends_with("<|fim_middle|>"), "{prompt}");
+    }
+    let key = requests[0].headers.get("x-smg-routing-key").cloned().unwrap_or_default();
+    assert!(key.len() >= 16 && !key.contains("stats"), "a hash, not the URI: {key}");
+    assert_eq!(requests[1].headers.get("x-smg-routing-key"), Some(&key), "stable per document");
+    let log = lsp.stderr();
+    assert!(log.len() > 1000 && !log.contains(secret), "the key must never be logged");
+    lsp.shutdown().unwrap();
+}
+
+#[test]
+fn a_silent_or_garbage_sending_server_is_a_clear_error_and_the_server_goes_on() {
+    use pie_ls_harness::http_double::{HttpDouble, Reply};
+    let silent = HttpDouble::start(vec![("/infill", Reply { status: 200, content_type: "text/event-stream".into(), chunks: vec![(Duration::from_secs(30), vec![])], hold: Duration::ZERO })]);
+    let mut lsp = pie_ls(&silent.url(), json!({ "backend": { "timeoutMs": 500 } }));
+    lsp.open(URI, "python", SOURCE);
+    let started = Instant::now();
+    let err = inline(&mut lsp, URI, last_line() - 1, 0).unwrap_err();
+    assert!(err.message.contains("backend.timeoutMs"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    // Settings change at run time: now a server that answers HTML.
+    let html = HttpDouble::start(vec![("/infill", Reply::text(200, "text/html", "<html><body>login required</body></html>\n"))]);
+    lsp.notify("workspace/didChangeConfiguration", json!({ "settings": { "backend": { "url": html.url() } } }));
+    let err = inline(&mut lsp, URI, last_line() - 1, 0).unwrap_err();
+    assert!(err.message.contains("unexpected answer") && err.message.contains("login required"), "{err}");
+    assert_eq!(lsp.document_state(URI).unwrap()["text"], SOURCE);
+    assert!(lsp.is_alive());
+    lsp.shutdown().unwrap();
+}
