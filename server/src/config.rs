@@ -21,6 +21,8 @@ pub struct Config {
     pub self_debug: SelfDebugConfig,
     pub perf: PerfConfig,
     pub actions: ActionsConfig,
+    /// Where the model runs: in process (`local`, the default) or on an HTTP server.
+    pub backend: crate::inference::BackendConfig,
 }
 
 /// The model behind the verified actions (`actions.*`).
@@ -32,11 +34,13 @@ pub struct ActionsConfig {
     pub model: Option<String>,
     /// With an action model: also take candidates from the completion model (every other candidate).
     pub also_completion_model: bool,
+    /// The backend of the actions, over `backend` (e.g. completions local with PIE, actions on a team server).
+    pub backend: Option<crate::inference::BackendOverride>,
 }
 
 impl Default for ActionsConfig {
     fn default() -> Self {
-        ActionsConfig { model: None, also_completion_model: true }
+        ActionsConfig { model: None, also_completion_model: true, backend: None }
     }
 }
 
@@ -196,6 +200,23 @@ impl Config {
         config
     }
 
+    /// The backend completions use: `backend` with `completion.backend` over it.
+    pub fn completion_backend(&self) -> crate::inference::BackendConfig {
+        self.backend.with_override(self.completion.backend.as_ref())
+    }
+
+    /// The backend the verified actions use: `backend` with `actions.backend` over it.
+    pub fn actions_backend(&self) -> crate::inference::BackendConfig {
+        self.backend.with_override(self.actions.backend.as_ref())
+    }
+
+    /// Whether anything runs on the in-process model: only then is a local model loaded (a user with only a
+    /// remote server needs no GGUF on disk).
+    pub fn needs_local_model(&self) -> bool {
+        let completions = self.completion.enabled && self.completion_backend().is_local();
+        self.model.enabled != Some(false) && (completions || self.actions_backend().is_local())
+    }
+
     pub fn document_limits(&self) -> DocumentLimits {
         DocumentLimits { max_parse_bytes: self.documents.max_parse_bytes }
     }
@@ -253,6 +274,27 @@ mod tests {
         let reset = changed.merged_with(&json!({"completion": {"maxTokens": null}, "model": null})).unwrap();
         assert_eq!((reset.completion.max_tokens, reset.completion.multiline, reset.model.threads), (64, false, None));
         assert!(initial.merged_with(&json!({"pie-ls": 3})).is_err());
+    }
+
+    #[test]
+    fn completions_and_actions_may_use_different_backends() {
+        use crate::inference::BackendKind;
+        assert!(Config::default().needs_local_model());
+        let remote = Config::from_client_value(&json!({"backend": {"kind": "llama-server", "url": "http://gpu:8080"}})).unwrap();
+        assert_eq!(remote.completion_backend().kind, BackendKind::LlamaServer);
+        assert!(!remote.needs_local_model(), "nothing local: no model is loaded");
+        let split = Config::from_client_value(&json!({
+            "backend": {"kind": "openai", "url": "http://team:8000/v1", "apiKeyEnv": "TEAM_KEY"},
+            "completion": {"backend": {"kind": "local"}},
+        }))
+        .unwrap();
+        assert!(split.completion_backend().is_local() && split.needs_local_model());
+        assert_eq!(split.actions_backend().base_url(), "http://team:8000");
+        let actions_only = Config::from_client_value(&json!({"actions": {"backend": {"kind": "ollama", "model": "qwen2.5-coder:7b"}}})).unwrap();
+        assert_eq!((actions_only.actions_backend().kind, actions_only.completion_backend().kind), (BackendKind::Ollama, BackendKind::Local));
+        let off = Config::from_client_value(&json!({"model": {"enabled": false}})).unwrap();
+        assert!(!off.needs_local_model());
+        assert!(Config::from_client_value(&json!({"backend": {"kind": "tgi"}})).is_err());
     }
 
     #[test]

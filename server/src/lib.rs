@@ -7,6 +7,7 @@ pub mod config;
 pub mod document;
 pub mod engine;
 pub mod features;
+pub mod inference;
 pub mod lsp;
 pub mod runner;
 pub mod syntax;

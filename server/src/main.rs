@@ -43,6 +43,9 @@ enum BenchCommand {
     Keystroke(pie_ls::bench::keystroke::KeystrokeArgs),
     /// Keystroke-to-suggestion latency: PIE vs prefix-only reuse vs the llama.vim layout.
     Completion(pie_ls::bench::completion::CompletionBenchArgs),
+    /// The same typing trace through the in-process engine, through pie-ls on a real llama-server, and with
+    /// llama.vim's request shape on the same server: keystroke-to-suggestion, first token, tokens evaluated.
+    Backends(pie_ls::bench::backends::BackendsBenchArgs),
     /// Decode rate of pie-ls's generation loop against llama.cpp's llama-server, side by side.
     Decode(pie_ls::bench::decode::DecodeBenchArgs),
     /// Completion quality on HumanEval infilling: pass@1 with a PIE-maintained cache vs full recomputation.
@@ -81,6 +84,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Model(cmd) => pie_ls::engine::run_model_command(cmd),
         Command::Bench(BenchCommand::Keystroke(args)) => pie_ls::bench::keystroke::run(args),
         Command::Bench(BenchCommand::Completion(args)) => pie_ls::bench::completion::run(args),
+        Command::Bench(BenchCommand::Backends(args)) => pie_ls::bench::backends::run(args),
         Command::Bench(BenchCommand::Decode(args)) => pie_ls::bench::decode::run(args),
         Command::Bench(BenchCommand::Infill(args)) => pie_ls::bench::infill::run(args),
         Command::Bench(BenchCommand::Pie(args)) => pie_ls::engine::run_pie_bench(args),

@@ -12,6 +12,7 @@
 //! automatically and recorded; notifications are queued until a test takes them. Every wait has a timeout, so a
 //! hung server fails the test instead of hanging it.
 
+pub mod http_double;
 pub mod trace;
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -85,6 +85,9 @@ export function serverSettings(): object {
       },
       selfDebug: pick(['rounds'], 'selfDebug'),
       perf: pick(['candidates', 'runs'], 'perf'),
+      backend: pick(['kind', 'url', 'model', 'apiKeyEnv', 'timeoutMs', 'routingHeader', 'fim'], 'backend'),
+      ...(c.get<object>('completion.backend') ? { completion: { backend: c.get<object>('completion.backend') } } : {}),
+      ...(c.get<object>('actions.backend') ? { actions: { backend: c.get<object>('actions.backend') } } : {}),
     },
   };
 }

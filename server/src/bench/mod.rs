@@ -2,6 +2,7 @@
 //! in timed unit tests.
 
 pub mod alloc;
+pub mod backends;
 pub mod completion;
 pub mod decode;
 pub mod infill;

@@ -54,7 +54,47 @@ struct ServerState {
     /// Documents the warm thread holds a copy of (sent `Open`, not `Close` since): only these get `Edit`s. Locked
     /// only while `docs` is held, so it changes in store order.
     warm_docs: Mutex<std::collections::HashSet<String>>,
+    /// The HTTP backends of completions and actions (`backend.*`), kept while their settings stay the same.
+    completion_backend: crate::inference::BackendSlot,
+    actions_backend: crate::inference::BackendSlot,
+    /// Where each document was last edited (byte offset), most recent last: other files' code around their last
+    /// edit goes first in an HTTP backend's prompt. O(1) per keystroke; the text is read at request time.
+    recent_edits: Mutex<std::collections::VecDeque<(String, usize)>>,
+    /// What the HTTP backend reported for each document's completions (`pie/cacheStats`).
+    backend_stats: Mutex<std::collections::HashMap<String, BackendStats>>,
 }
+
+/// `pie/cacheStats` of a document whose completions run on an HTTP backend: prompt tokens as the server
+/// reported them, for the last request and summed over all.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendStats {
+    pub backend: String,
+    pub url: String,
+    pub requests: u64,
+    pub last_request: crate::inference::Usage,
+    /// Sums over the requests whose figure the server reported.
+    pub prompt_tokens: u64,
+    pub reused_tokens: u64,
+    pub evaluated_tokens: u64,
+    pub generated_tokens: u64,
+}
+
+impl BackendStats {
+    fn add(&mut self, usage: &crate::inference::Usage) {
+        self.requests += 1;
+        self.last_request = usage.clone();
+        self.prompt_tokens += usage.prompt_tokens.unwrap_or(0);
+        self.reused_tokens += usage.reused_tokens.unwrap_or(0);
+        self.evaluated_tokens += usage.evaluated_tokens.unwrap_or(0);
+        self.generated_tokens += usage.generated_tokens.unwrap_or(0);
+    }
+}
+
+/// Other documents whose code goes first in an HTTP prompt, and the lines around each one's last edit.
+const CONTEXT_DOCS: usize = 2;
+const CONTEXT_LINES_BEFORE: usize = 24;
+const CONTEXT_LINES_AFTER: usize = 8;
 
 impl Backend {
     pub fn new(client: Client, options: ServeOptions) -> Backend {
@@ -205,7 +245,10 @@ impl Backend {
         if !config.completion.enabled {
             return Ok(None);
         }
-        let Some(warm) = self.warm() else { return Ok(None) };
+        let over_http = !config.completion_backend().is_local();
+        if !over_http && self.warm().is_none() {
+            return Ok(None);
+        }
         let started = std::time::Instant::now();
         let (version, text, cursor) = {
             let docs = self.docs();
@@ -227,6 +270,10 @@ impl Backend {
             self.send_status(uri, 0, 0, started.elapsed().as_secs_f64() * 1e3, None, 0).await;
             return Ok(Some(suggestion));
         }
+        if over_http {
+            return self.suggest_http(uri, position, version, text, cursor, &config, started).await;
+        }
+        let Some(warm) = self.warm() else { return Ok(None) };
         // `cancel` is raised by a keystroke (and ends the suggestion's extension too); `abandoned` when this
         // handler is dropped ($/cancelRequest) or done, which only matters until the answer.
         let cancel = Arc::new(AtomicBool::new(false));
@@ -263,6 +310,112 @@ impl Backend {
         Ok(Some(completion::Suggestion { text: outcome.text, position }))
     }
 
+    /// A suggestion from the HTTP backend of completions: the prompt's parts (other files, the file from an
+    /// anchored start line, the text after the cursor), streamed, cut at the end of the block; a keystroke in the
+    /// document or `$/cancelRequest` drops the request.
+    #[allow(clippy::too_many_arguments)]
+    async fn suggest_http(
+        &self,
+        uri: &str,
+        position: Position,
+        version: i32,
+        text: String,
+        cursor: usize,
+        config: &Config,
+        started: std::time::Instant,
+    ) -> Result<Option<completion::Suggestion>> {
+        let backend_config = config.completion_backend();
+        let backend = self.state.completion_backend.get(&backend_config).map_err(|e| server_error(format!("completion backend: {e}")))?;
+        let job = self.completion_job(uri, &text, cursor, config, started);
+        let cancel = Arc::new(AtomicBool::new(false));
+        self.state.in_flight.lock().unwrap_or_else(|p| p.into_inner()).insert(uri.to_owned(), Arc::clone(&cancel));
+        // Dropping this future ($/cancelRequest) aborts the request on the HTTP runtime, closing the connection.
+        let done = match backend.complete_detached(job, cancel).await {
+            Ok(done) => done,
+            Err(crate::inference::BackendError::Cancelled) => return Ok(None),
+            Err(err) => {
+                let message = format!("{}: {err}", backend.describe());
+                tracing::warn!("completion failed: {message}");
+                return Err(server_error(message));
+            }
+        };
+        {
+            let mut stats = self.state.backend_stats.lock().unwrap_or_else(|p| p.into_inner());
+            let entry = stats.entry(uri.to_owned()).or_default();
+            entry.backend = backend_config.kind.name().to_owned();
+            entry.url = backend_config.base_url();
+            entry.add(&done.usage);
+        }
+        tracing::debug!("completion over {}: {}", backend.describe(), done.usage.describe());
+        self.send_status_json(serde_json::json!({
+            "uri": uri,
+            "backend": backend_config.kind.name(),
+            "encodedTokens": done.usage.evaluated_tokens,
+            "reusedTokens": done.usage.reused_tokens,
+            "promptTokens": done.usage.prompt_tokens,
+            "latencyMs": done.latency_ms,
+            "firstTokenMs": done.first_token_ms,
+            "generatedTokens": done.usage.generated_tokens.unwrap_or(done.pieces as u64),
+        }))
+        .await;
+        let current = self.docs().get(uri).map(|d| d.version()).ok();
+        if current != Some(version) || done.text.is_empty() {
+            return Ok(None);
+        }
+        let growing = completion::Growing::default();
+        growing.set(&done.text);
+        self.state.last_suggestion.lock().unwrap_or_else(|p| p.into_inner()).insert(uri.to_owned(), completion::Shown::new(&text, cursor, growing));
+        Ok(Some(completion::Suggestion { text: done.text, position }))
+    }
+
+    /// The request to an HTTP backend: stable parts first (other documents' code around their last edit, then
+    /// this file from a start line rounded to 64 lines), the text after the cursor to an end line rounded alike.
+    fn completion_job(&self, uri: &str, text: &str, cursor: usize, config: &Config, started: std::time::Instant) -> crate::inference::CompletionJob {
+        let markers = crate::features::completion::Markers { prefix: String::new(), suffix: String::new(), middle: String::new() };
+        let window = crate::features::completion::PromptBuilder::new(Some(markers), config.completion.prefix_bytes, config.completion.suffix_bytes).build(text, cursor);
+        let cursor = cursor.clamp(window.window_start, window.window_end);
+        let line_start = text[..cursor].rfind('\n').map(|i| i + 1).unwrap_or(0);
+        let line_end = text[cursor..].find('\n').map(|i| cursor + i).unwrap_or(text.len());
+        let name = |u: &str| u.rsplit('/').next().unwrap_or(u).to_owned();
+        let others: Vec<(String, usize)> = {
+            let recent = self.state.recent_edits.lock().unwrap_or_else(|p| p.into_inner());
+            let mut others: Vec<(String, usize)> = recent.iter().rev().filter(|(u, _)| u != uri).take(CONTEXT_DOCS).cloned().collect();
+            others.reverse();
+            others
+        };
+        let extra = {
+            let docs = self.docs();
+            others
+                .into_iter()
+                .filter_map(|(other, at)| {
+                    let doc = docs.get(&other).ok().filter(|d| !d.is_binary())?;
+                    let rope = doc.rope();
+                    let line = rope.byte_to_line(at.min(rope.len_bytes()));
+                    let first = line.saturating_sub(CONTEXT_LINES_BEFORE);
+                    let last = (line + CONTEXT_LINES_AFTER).min(rope.len_lines());
+                    let chunk = rope.slice(rope.line_to_char(first)..rope.line_to_char(last)).to_string();
+                    Some((name(&other), chunk))
+                })
+                .collect()
+        };
+        crate::inference::CompletionJob {
+            parts: crate::inference::FimParts { extra, file_name: name(uri), prefix: text[window.window_start..cursor].to_owned(), suffix: text[cursor..window.window_end].to_owned() },
+            line_before_cursor: text[line_start..cursor].to_owned(),
+            rest_of_line: text[cursor..line_end].to_owned(),
+            max_tokens: config.completion.max_tokens.max(1),
+            multiline: config.completion.multiline,
+            started,
+            budget: std::time::Duration::from_millis(config.completion.time_budget_ms.max(1)),
+            routing_key: crate::inference::routing_key(uri),
+        }
+    }
+
+    async fn send_status_json(&self, status: serde_json::Value) {
+        if self.caps().status_notification {
+            self.client.send_notification::<completion::StatusNotification>(status).await;
+        }
+    }
+
     async fn send_status(&self, uri: &str, encoded: u64, reused: u64, latency_ms: f64, first_token_ms: Option<f64>, generated: usize) {
         // A custom notification only for clients that asked for it (as rust-analyzer's `experimental/serverStatus`).
         if !self.caps().status_notification {
@@ -280,15 +433,24 @@ impl Backend {
     }
 
     /// `pie/cacheStats`: what PIE did for the document's warm KV cache.
-    pub async fn cache_stats(&self, params: DocumentStateParams) -> Result<CacheStats> {
+    /// With an HTTP backend for completions: the prompt tokens the server reported it reused and evaluated
+    /// (`BackendStats`).
+    pub async fn cache_stats(&self, params: DocumentStateParams) -> Result<serde_json::Value> {
         let uri = params.text_document.uri.to_string();
+        let backend = self.config().completion_backend();
+        if !backend.is_local() {
+            self.docs().get(&uri).map_err(invalid_params)?;
+            let stats = self.state.backend_stats.lock().unwrap_or_else(|p| p.into_inner()).get(&uri).cloned();
+            let stats = stats.unwrap_or_else(|| BackendStats { backend: backend.kind.name().to_owned(), url: backend.base_url(), ..Default::default() });
+            return serde_json::to_value(stats).map_err(|e| server_error(e.to_string()));
+        }
         let Some(warm) = self.warm() else {
             return Err(server_error("no model: the server runs with model.enabled = false".into()));
         };
         let (reply, answer) = tokio::sync::oneshot::channel();
         warm.send(Command::Stats { uri, reply });
         match answer.await {
-            Ok(Ok(stats)) => Ok(stats),
+            Ok(Ok(stats)) => serde_json::to_value::<CacheStats>(stats).map_err(|e| server_error(e.to_string())),
             Ok(Err(reason)) => Err(server_error(reason)),
             Err(_) => Err(server_error("the warm-document thread stopped".into())),
         }
@@ -369,15 +531,23 @@ impl ServerState {
         let encoding = *self.encoding.read().unwrap_or_else(|p| p.into_inner());
         let mut docs = self.docs();
         let edits = docs.change(uri, version, changes, encoding, limits)?;
+        // A keystroke makes any suggestion in flight for this document outdated: latest wins.
+        if let Some(flag) = self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(uri) {
+            flag.store(true, Ordering::Relaxed);
+        }
+        if let Some(last) = edits.last() {
+            let mut recent = self.recent_edits.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(i) = recent.iter().position(|(u, _)| u == uri) {
+                recent.remove(i);
+            }
+            recent.push_back((uri.to_owned(), last.start_byte + last.new_text.len()));
+            if recent.len() > CONTEXT_DOCS + 1 {
+                recent.pop_front();
+            }
+        }
         let (Some(warm), Ok(doc)) = (self.warm.get(), docs.get(uri)) else { return Ok(()) };
         let eligible = warm_eligible_within(doc, max_warm_bytes);
         let mut tracked = self.warm_docs.lock().unwrap_or_else(|p| p.into_inner());
-        if eligible {
-            // A keystroke makes any suggestion in flight for this document outdated: latest wins.
-            if let Some(flag) = self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(uri) {
-                flag.store(true, Ordering::Relaxed);
-            }
-        }
         match (eligible, tracked.contains(uri)) {
             (true, true) => {
                 let edits = edits.into_iter().map(|e| TextEdit::new(e.start_byte, e.old_end_byte, e.new_text)).collect();
@@ -565,6 +735,15 @@ impl Backend {
         Ok(edit)
     }
 
+    /// The HTTP backend of the actions, when `actions.backend` (or `backend`) is not local.
+    fn actions_http(&self, config: &Config) -> Result<Option<crate::inference::HttpBackend>> {
+        let backend = config.actions_backend();
+        if backend.is_local() {
+            return Ok(None);
+        }
+        self.state.actions_backend.get(&backend).map(Some).map_err(|e| server_error(format!("actions backend: {e}")))
+    }
+
     /// The action model the settings name (the same one while the setting stays the same), if any.
     fn action_model(&self, config: &Config) -> Option<Arc<super::action_model::ActionModel>> {
         let spec = config.actions.model.clone().filter(|s| !s.trim().is_empty())?;
@@ -577,9 +756,10 @@ impl Backend {
 
     async fn resolve_self_debug(&self, action: CodeAction, data: super::verified::ActionData) -> Result<CodeAction> {
         let config = self.config();
-        let action_model = self.action_model(&config);
-        let warm = self.warm().cloned();
-        if warm.is_none() && action_model.is_none() {
+        let http = self.actions_http(&config)?;
+        let action_model = if http.is_some() { None } else { self.action_model(&config) };
+        let warm = if http.is_some() { None } else { self.warm().cloned() };
+        if warm.is_none() && action_model.is_none() && http.is_none() {
             return Err(server_error("self-debug needs the model, and none is running".into()));
         }
         let (root, rel, overlays, text) = self.action_context(&data)?;
@@ -617,7 +797,11 @@ impl Backend {
                     progress("loading the action model (first use only)", 1);
                     model.get().map_err(|e| crate::features::selfdebug::NoFix { reason: format!("the action model could not be loaded: {e}"), rounds: Vec::new() })?;
                 }
-                let sources = super::action_model::sources(action_model.as_deref(), chat.as_ref(), also);
+                let label = http.as_ref().map(|b| b.describe()).unwrap_or_default();
+                let sources = match &http {
+                    Some(backend) => vec![(label.as_str(), backend as &dyn crate::features::chat::ChatModel)],
+                    None => super::action_model::sources(action_model.as_deref(), chat.as_ref(), also),
+                };
                 crate::features::selfdebug::self_debug_with(&job, &sources, &flag, progress)
             })
             .await?;
@@ -652,9 +836,10 @@ impl Backend {
 
     async fn resolve_faster(&self, action: CodeAction, data: super::verified::ActionData) -> Result<CodeAction> {
         let config = self.config();
-        let action_model = self.action_model(&config);
-        let warm = self.warm().cloned();
-        if warm.is_none() && action_model.is_none() {
+        let http = self.actions_http(&config)?;
+        let action_model = if http.is_some() { None } else { self.action_model(&config) };
+        let warm = if http.is_some() { None } else { self.warm().cloned() };
+        if warm.is_none() && action_model.is_none() && http.is_none() {
             return Err(server_error("finding a faster version needs the model, and none is running".into()));
         }
         let (root, rel, overlays, _text) = self.action_context(&data)?;
@@ -680,7 +865,11 @@ impl Backend {
                     progress("loading the action model (first use only)", 1);
                     model.get().map_err(|e| crate::features::perf::NoFaster { reason: format!("the action model could not be loaded: {e}"), candidates: Vec::new() })?;
                 }
-                let sources = super::action_model::sources(action_model.as_deref(), chat.as_ref(), also);
+                let label = http.as_ref().map(|b| b.describe()).unwrap_or_default();
+                let sources = match &http {
+                    Some(backend) => vec![(label.as_str(), backend as &dyn crate::features::chat::ChatModel)],
+                    None => super::action_model::sources(action_model.as_deref(), chat.as_ref(), also),
+                };
                 crate::features::perf::find_faster_with(&job, &sources, &flag, progress)
             })
             .await?;
@@ -821,7 +1010,8 @@ impl LanguageServer for Backend {
 
     async fn initialized(&self, _: InitializedParams) {
         let config = self.config();
-        if config.model.enabled != Some(false) {
+        // Only when something runs on the in-process model: a user with only a remote server needs no GGUF.
+        if config.needs_local_model() {
             self.start_warm(&config);
         }
     }
@@ -844,9 +1034,9 @@ impl LanguageServer for Backend {
     async fn code_action(&self, params: CodeActionParams) -> Result<Option<CodeActionResponse>> {
         let snapshot = self.snapshot(&params.text_document.uri).await?;
         let mut actions = super::code_action::code_actions(&snapshot, &params)?.unwrap_or_default();
-        let model = match self.warm() {
-            Some(_) => Ok(()),
-            None => Err("the model is disabled (model.enabled = false) or not started".to_owned()),
+        let model = match (self.warm(), self.config().actions_backend().is_local()) {
+            (_, false) | (Some(_), true) => Ok(()),
+            (None, true) => Err("the model is disabled (model.enabled = false) or not started".to_owned()),
         };
         let mut offers = super::verified::offers(&snapshot, &params, model);
         // A faster version already verified for this function at this version is offered as measured.
@@ -980,6 +1170,8 @@ impl LanguageServer for Backend {
                 warm.send(Command::Close { uri: uri.clone() });
                 self.state.warm_docs.lock().unwrap_or_else(|p| p.into_inner()).remove(&uri);
             }
+            self.state.recent_edits.lock().unwrap_or_else(|p| p.into_inner()).retain(|(u, _)| *u != uri);
+            self.state.backend_stats.lock().unwrap_or_else(|p| p.into_inner()).remove(&uri);
             result
         };
         if let Err(err) = result {
@@ -1001,6 +1193,12 @@ impl LanguageServer for Backend {
             Ok(changed) => {
                 if changed {
                     tracing::info!("configuration updated");
+                    // A backend switched to local starts the in-process model now.
+                    let config = self.config();
+                    if config.needs_local_model() && self.warm().is_none() {
+                        self.start_warm(&config);
+                        self.state.resync_warm();
+                    }
                 }
             }
             Err(err) => {

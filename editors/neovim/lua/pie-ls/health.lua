@@ -38,8 +38,12 @@ function M.check()
   health.start("model")
   local settings = pie.settings()
   local model = settings.model or {}
+  local backend = settings.backend or {}
   if model.enabled == false then
     health.info("model.enabled = false: documents are tracked, nothing needs the model")
+  elseif backend.kind and backend.kind ~= "local" then
+    health.info(("backend.kind = %s at %s: the model runs on that server, none is loaded locally"):format(
+      backend.kind, backend.url or "its default local port"))
   else
     local argv = { cmd[1], "model", "path" }
     local configured = model.path

@@ -21,7 +21,8 @@ M.defaults = {
   root_markers = { ".git", "Cargo.toml", "pyproject.toml", "package.json", "go.mod" },
   --- Server settings (docs/editors.md): model = { path, threads, contextLength, batchSize, maxWarmDocuments,
   --- enabled }, documents = { maxParseBytes, maxWarmBytes }, commands = { test = { python = "pytest -q" },
-  --- bench = { ... } }. Sent as initializationOptions and workspace/didChangeConfiguration.
+  --- bench = { ... } }, backend = { kind, url, model, apiKeyEnv, timeoutMs, routingHeader, fim } (docs/backends.md).
+  --- Sent as initializationOptions and workspace/didChangeConfiguration.
   settings = {},
   completion = {
     enabled = true, -- vim.lsp.completion in attached buffers

@@ -33,6 +33,8 @@ pub struct CompletionConfig {
     pub suffix_bytes: usize,
     /// Offer multi-line suggestions (continue a block); off: stop at the end of the line.
     pub multiline: bool,
+    /// The backend of completions, over `backend`.
+    pub backend: Option<crate::inference::BackendOverride>,
 }
 
 impl Default for CompletionConfig {
@@ -45,6 +47,7 @@ impl Default for CompletionConfig {
             prefix_bytes: 12_000,
             suffix_bytes: 4_000,
             multiline: true,
+            backend: None,
         }
     }
 }
