@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 use sha2::{Digest, Sha256};
 
 use super::error::{EngineError, Result};
+use super::hub::{self, DownloadEvent, HubSource};
 
 /// Environment variable naming the model (a path or an `hf:` spec); read by the server's config layer.
 pub const MODEL_ENV: &str = "PIE_LS_MODEL";
@@ -313,8 +314,7 @@ impl HfSpec {
 
     /// Download address; `HF_ENDPOINT` (the Hub's own convention) points at a mirror.
     pub fn url(&self) -> String {
-        let base = std::env::var("HF_ENDPOINT").unwrap_or_else(|_| "https://huggingface.co".to_string());
-        format!("{}/{}/{}/resolve/{}/{}", base.trim_end_matches('/'), self.owner, self.repo, self.revision, self.file)
+        HubSource::from_env().url(&self.owner, &self.repo, &self.revision, &self.file)
     }
 
     /// Where the downloaded file is kept.
@@ -328,8 +328,27 @@ impl HfSpec {
 }
 
 /// Resolve a model spec to a local GGUF file: a path, an `hf:` spec (downloaded once into the cache), or `None`
-/// for the default model in the cache. A missing default model says exactly what to run.
+/// for the default model in the cache. A missing default model says exactly what to run. A download shows a
+/// progress bar when stderr is a terminal.
 pub fn resolve_model(spec: Option<&str>) -> Result<PathBuf> {
+    let mut bar: Option<Progress> = None;
+    resolve_model_reporting(spec, &mut |event| match event {
+        DownloadEvent::Start { url, total, .. } => bar = Some(Progress::new(&format!("downloading {url}"), total.unwrap_or(0))),
+        DownloadEvent::Bytes { done, .. } => {
+            if let Some(b) = bar.as_mut() {
+                b.set(done)
+            }
+        }
+        DownloadEvent::Verifying => {
+            if let Some(mut b) = bar.take() {
+                b.finish()
+            }
+        }
+    })
+}
+
+/// `resolve_model`, with a download's progress given to `report` (the server turns it into `$/progress`).
+pub fn resolve_model_reporting(spec: Option<&str>, report: &mut (dyn FnMut(DownloadEvent) + Send)) -> Result<PathBuf> {
     match spec.map(str::trim).filter(|s| !s.is_empty()) {
         None => {
             let p = default_model_path();
@@ -345,7 +364,7 @@ pub fn resolve_model(spec: Option<&str>) -> Result<PathBuf> {
             if dest.is_file() {
                 return Ok(dest);
             }
-            download_hf(&hf, s, &dest)?;
+            hub::download(&HubSource::from_env(), &hf.url(), &dest, report).map_err(|reason| EngineError::HubDownload { spec: s.to_string(), reason })?;
             Ok(dest)
         }
         Some(s) => {
@@ -366,32 +385,6 @@ fn expand_home(s: &str) -> PathBuf {
         }
     }
     PathBuf::from(s)
-}
-
-/// Download from the Hub with the system's `curl` (present on every desktop OS), resumable, into `dest`.
-/// Kept out of process on purpose: no TLS stack is linked into the server for a one-time download.
-fn download_hf(hf: &HfSpec, spec: &str, dest: &Path) -> Result<()> {
-    let err = |reason: String| EngineError::HubDownload { spec: spec.to_string(), reason };
-    let parent = dest.parent().ok_or_else(|| err("bad cache path".into()))?;
-    std::fs::create_dir_all(parent).map_err(|e| EngineError::io(parent, e))?;
-    let part = dest.with_extension("gguf.part");
-    let mut cmd = Command::new("curl");
-    cmd.args(["-fL", "--retry", "2", "--connect-timeout", "20", "-C", "-", "-o"]).arg(&part);
-    if let Ok(tok) = std::env::var("HF_TOKEN") {
-        cmd.arg("-H").arg(format!("Authorization: Bearer {tok}"));
-    }
-    cmd.arg(if std::io::stderr().is_terminal() { "-#" } else { "-sS" });
-    cmd.arg(hf.url()).stdout(Stdio::null());
-    let status = cmd.status().map_err(|e| err(format!("could not run curl ({e}); download {} by hand and pass its path", hf.url())))?;
-    if !status.success() {
-        return Err(err(format!(
-            "curl exited with {status} for {} (is the Hub reachable from here? Set HF_ENDPOINT for a mirror, HF_TOKEN for gated models, or download the file and pass its path)",
-            hf.url()
-        )));
-    }
-    check_gguf_magic(&part).map_err(|e| err(e.to_string()))?;
-    std::fs::rename(&part, dest).map_err(|e| EngineError::io(dest, e))?;
-    Ok(())
 }
 
 /// Cheap sanity check before llama.cpp sees a file: the GGUF magic.

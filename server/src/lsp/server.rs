@@ -151,7 +151,16 @@ impl Backend {
                             })
                             .await;
                     }
-                    Notice::ProgressBegin { .. } | Notice::ProgressEnd { .. } => {}
+                    Notice::ProgressReport { token, message, percentage } if progress => {
+                        let report = WorkDoneProgressReport { message: Some(message), percentage, ..Default::default() };
+                        client
+                            .send_notification::<notification::Progress>(ProgressParams {
+                                token: NumberOrString::String(token),
+                                value: ProgressParamsValue::WorkDone(WorkDoneProgress::Report(report)),
+                            })
+                            .await;
+                    }
+                    Notice::ProgressBegin { .. } | Notice::ProgressReport { .. } | Notice::ProgressEnd { .. } => {}
                     Notice::Restarted { first, message } => {
                         // The restarted thread has no documents: give it every warm one again, in store order.
                         state.resync_warm();
