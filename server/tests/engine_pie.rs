@@ -8,7 +8,7 @@ mod engine_common;
 use std::sync::atomic::AtomicBool;
 
 use engine_common::*;
-use pie_ls::engine::{Correction, KvSession, TextEdit, UpdateMode};
+use pie_ls::engine::{Correction, Engine, EngineConfig, KvSession, KvType, TextEdit, UpdateMode};
 use rand::{Rng, SeedableRng};
 
 /// Logits after a full recomputation of `text` (a fresh session).
@@ -222,6 +222,44 @@ fn idle_refresh_restores_full_recompute_logits() {
     let k_naive = kl(&full, &naive_refreshed);
     assert_eq!(argmax(&naive_refreshed), argmax(&full));
     assert!(k_naive < 1e-2, "naive after refresh: KL {k_naive}");
+}
+
+#[test]
+fn a_refresh_stopped_inside_its_decode_leaves_the_cache_as_it_was() {
+    // One chunk as wide as a batch (256 tokens), so that its decode takes long enough to be stopped inside.
+    let e = Engine::load(&test_model_path(), EngineConfig { refresh_chunk: 256, ..config(KvType::F32) }).unwrap();
+    let mut s = KvSession::open(&e, SOURCE).unwrap();
+    let (text, edit) = insert_lines_edit(SOURCE, 3, "import os\nimport sys\n");
+    s.update(&text, &[edit]).unwrap();
+    let stale = s.stats().stale_tokens;
+    assert!(stale > 512, "the edit near the top left the file stale: {stale}");
+    let cached = s.tokens().to_vec();
+
+    // The flag is set while the first chunk decodes (256 tokens of a 135M model take far longer than 5 ms on a CPU).
+    let cancel = std::sync::Arc::new(AtomicBool::new(false));
+    let setter = {
+        let cancel = std::sync::Arc::clone(&cancel);
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+        })
+    };
+    let started = std::time::Instant::now();
+    let stopped = s.refresh_stale(usize::MAX, &cancel);
+    let took = started.elapsed();
+    setter.join().unwrap();
+    assert!(matches!(stopped, Err(pie_ls::engine::EngineError::Cancelled)), "{stopped:?}");
+    assert_eq!(s.stats().refreshed_tokens, 0, "no chunk finished: the decode itself was stopped (after {took:?})");
+    assert_eq!(s.stats().stale_tokens, stale, "nothing counts as refreshed");
+    assert_eq!(s.tokens(), &cached[..]);
+
+    // The cache is whole: a refresh to the end then matches full recomputation, as an uninterrupted one does.
+    let rest = s.refresh_stale(usize::MAX, &AtomicBool::new(false)).unwrap();
+    assert_eq!(rest.remaining_stale, 0);
+    let refreshed = s.next_token_logits().unwrap();
+    let full = full_logits(&text);
+    assert_eq!(argmax(&refreshed), argmax(&full));
+    assert!(kl(&full, &refreshed) < 1e-2, "KL {}", kl(&full, &refreshed));
 }
 
 #[test]

@@ -35,8 +35,13 @@ fn warm_stats(lsp: &mut LspClient, uri: &str) -> Value {
 #[test]
 fn typing_encodes_only_the_edit_and_reuses_the_rest() {
     // The CPU budget of the refresh is lifted so that only its per-pause token budget binds (a loaded machine
-    // would otherwise spend the CPU budget first).
-    let mut lsp = LspClient::builder().model(&default_model()).init_options(json!({ "model": { "refreshCpuSecondsPerMinute": 600 } })).spawn().unwrap();
+    // would otherwise spend the CPU budget first). The bounded correction (off by default) is on, to check that
+    // it stays bounded.
+    let mut lsp = LspClient::builder()
+        .model(&default_model())
+        .init_options(json!({ "model": { "refreshCpuSecondsPerMinute": 600, "correctionTokens": 16, "correctionTailTokens": 16 } }))
+        .spawn()
+        .unwrap();
     let text = source();
     lsp.open(URI, "python", &text);
     let opened = warm_stats(&mut lsp, URI);
@@ -60,7 +65,7 @@ fn typing_encodes_only_the_edit_and_reuses_the_rest() {
     assert!((1..=typed.len() as u64).contains(&updates), "keystrokes fold into at most one update each: {after}");
     let encoded = after["encodedTokens"].as_u64().unwrap() - moved["encodedTokens"].as_u64().unwrap();
     // Per keystroke: the edit's few tokens, and the bounded correction (a window after the edit and the prompt's
-    // tail, 16 + 16 by default), never the file.
+    // tail, 16 + 16 here), never the file.
     let corrected = after["correctionTokens"].as_u64().unwrap() - moved["correctionTokens"].as_u64().unwrap();
     assert!(corrected > 0 && corrected <= 40 * typed.len() as u64, "correction per keystroke is bounded: {after}");
     assert!(encoded <= (16 + 40) * typed.len() as u64, "{encoded} tokens encoded for {} keystrokes (file: {file_tokens}): {after}", typed.len());

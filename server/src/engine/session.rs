@@ -26,6 +26,7 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::token::LlamaToken;
 
 use super::error::{EngineError, Result};
+use super::model::AbortGate;
 use super::model::Engine;
 use super::pie::{plan, NewRun, Plan, TextEdit, Tok, TokenText};
 use super::stale::{StaleSpan, Staleness};
@@ -193,6 +194,9 @@ pub struct Snapshot {
 pub struct KvSession {
     engine: Engine,
     ctx: LlamaContext<'static>,
+    /// Lets the idle refresh's decode be stopped mid-way. Boxed so its address, which the context holds, stays
+    /// put; declared after `ctx` so that the context is dropped first.
+    gate: Box<AbortGate>,
     n_ctx: usize,
     batch: LlamaBatch<'static>,
     doc: TokenText,
@@ -217,11 +221,13 @@ impl KvSession {
     pub fn open(engine: &Engine, text: &str) -> Result<KvSession> {
         let doc = TokenText::new(text, &engine.bos_prefix(), engine);
         let n_ctx = Self::size_for(engine, doc.len())?;
-        let ctx = engine.new_context(n_ctx)?;
+        let gate = Box::<AbortGate>::default();
+        let ctx = engine.new_context(n_ctx, &gate)?;
         let n_batch = engine.config.n_batch.clamp(1, n_ctx);
         let mut s = KvSession {
             engine: engine.clone(),
             ctx,
+            gate,
             n_ctx,
             batch: LlamaBatch::new(n_batch, 1),
             stale: Staleness::fresh(doc.len()),
@@ -343,6 +349,8 @@ impl KvSession {
             llama_cpp_2::DecodeError::NoKvCacheSlot => {
                 EngineError::ContextOverflow { needed: self.doc.len() + items.len(), limit: self.n_ctx }
             }
+            // Only an armed `AbortGate` stops a decode (llama.cpp's status 2).
+            llama_cpp_2::DecodeError::Unknown(2) => EngineError::Cancelled,
             other => EngineError::Decode(other.to_string()),
         })?;
         self.stats.encoded_tokens += items.len() as u64;
@@ -397,7 +405,7 @@ impl KvSession {
         }
         tracing::debug!(session = self.id, from = self.n_ctx, to = size, "growing context");
         // Drop the old context first: two at once may not fit in memory.
-        let fresh = self.engine.new_context(size)?;
+        let fresh = self.engine.new_context(size, &self.gate)?;
         self.ctx = fresh;
         self.n_ctx = size;
         self.batch = LlamaBatch::new(self.n_batch(), 1);
@@ -735,15 +743,15 @@ impl KvSession {
                 break Err(EngineError::Cancelled);
             }
             self.logits = None;
-            let r = (|| {
-                self.seq_rm(SEQ_MAIN, p, Some(q))?;
-                self.encode_sites(&[NewRun { start: p, len: q - p }])
-            })();
-            if let Err(e) = r {
-                self.broken = true;
-                break Err(e);
+            match self.refresh_span(p, q, cancel) {
+                Ok(()) => done += q - p,
+                // Stopped mid-decode by a keystroke: the main sequence was not touched.
+                Err(EngineError::Cancelled) => break Err(EngineError::Cancelled),
+                Err(e) => {
+                    self.broken = true;
+                    break Err(e);
+                }
             }
-            done += q - p;
         };
         let ms = t0.elapsed().as_secs_f64() * 1e3;
         self.stats.refreshed_tokens += done as u64;
@@ -751,6 +759,33 @@ impl KvSession {
         self.sync_stats();
         result?;
         Ok(RefreshReport { encoded_tokens: done, remaining_stale: self.stale_tokens(), ms })
+    }
+
+    /// Re-encode the cached tokens `p..q` (at most one batch) so that they see the text before them as it is now.
+    /// They are decoded on scratch sequence 1 next to the old cells, with the decode armed to stop when `cancel`
+    /// is set; only a finished decode replaces the main sequence's cells, so a stopped one leaves the cache as it
+    /// was (llama.cpp has already dropped the scratch cells of the stopped batch; the rest go here).
+    fn refresh_span(&mut self, p: usize, q: usize, cancel: &AtomicBool) -> Result<()> {
+        self.seq_cp(SEQ_MAIN, 1, 0, p)?;
+        let toks = self.doc.tokens[p..q].to_vec();
+        let items: Vec<(Tok, usize, i32)> = toks.iter().enumerate().map(|(k, &t)| (t, p + k, 1)).collect();
+        let decoded = {
+            let gate = std::mem::take(&mut self.gate);
+            let armed = gate.arm(cancel);
+            let r = self.decode(&items, None);
+            drop(armed);
+            self.gate = gate;
+            r
+        };
+        if let Err(e) = decoded {
+            self.seq_rm_all(1);
+            return Err(e);
+        }
+        self.seq_rm(SEQ_MAIN, p, Some(q))?;
+        self.seq_cp(1, SEQ_MAIN, p, q)?;
+        self.seq_rm_all(1);
+        self.stale.encoded(p, q, None);
+        Ok(())
     }
 
     /// Recompute the whole cache (the quality reference).
