@@ -51,6 +51,13 @@ pub struct CompletionBenchArgs {
     /// Through LSP: the pause after each answer before the next keystroke, in milliseconds.
     #[arg(long, default_value_t = 600)]
     pub think_ms: u64,
+    /// Through LSP: extra server settings (JSON, merged into `initializationOptions` of both runs), e.g.
+    /// '{"model":{"refreshTokensPerPause":0}}' to see what the idle refresh costs the next keystroke.
+    #[arg(long)]
+    pub settings: Option<String>,
+    /// Through LSP: only the run at the default `firstSuggestionMs` (skip the "before" run).
+    #[arg(long)]
+    pub default_only: bool,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -201,6 +208,10 @@ struct GhostFigures {
     paused_chars: Vec<f64>,
     empty: usize,
     generated_tokens: Vec<f64>,
+    /// The server's own figures (pie/status): from receiving the request to the first token, and prompt tokens
+    /// it encoded for the request.
+    server_first_ms: Vec<f64>,
+    encoded: Vec<f64>,
 }
 
 /// Keystroke to ghost text through the real server: a `didChange` of one character, then
@@ -229,17 +240,27 @@ fn run_through_lsp(args: &CompletionBenchArgs) -> anyhow::Result<()> {
         "pie-ls bench completion --through-lsp: model {}, {} threads, {} positions x {} keystrokes, {} ms pause after each answer; server defaults otherwise (maxTokens {}, firstSuggestionMs {})",
         path.display(), args.threads, args.positions, args.keystrokes, args.think_ms, defaults.max_tokens, defaults.first_suggestion_ms
     );
-    println!("{:>6} {:<28} {:>10} {:>10} {:>10} {:>12} {:>13} {:>7} {:>11}", "tokens", "setting", "ghost_p50", "ghost_p95", "ghost_max", "chars_first", "chars_paused", "empty", "gen_tokens");
+    if let Some(extra) = &args.settings {
+        println!("settings: {extra}");
+    }
+    println!("{:>6} {:<28} {:>10} {:>10} {:>10} {:>12} {:>13} {:>7} {:>11} {:>14} {:>8}", "tokens", "setting", "ghost_p50", "ghost_p95", "ghost_max", "chars_first", "chars_paused", "empty", "gen_tokens", "srv_first_p50", "encoded");
     for (tokens, doc) in &docs {
         for (name, first_ms) in [("firstSuggestionMs 0 (before)", Some(0u64)), ("default (first in time)", None)] {
+            if args.default_only && first_ms.is_some() {
+                continue;
+            }
             let mut completion = json!({});
             if let Some(ms) = first_ms {
                 completion["firstSuggestionMs"] = json!(ms);
             }
+            let mut options = json!({ "model": { "path": path.display().to_string(), "threads": args.threads }, "completion": completion });
+            if let Some(extra) = &args.settings {
+                pie_ls_harness::merge(&mut options, serde_json::from_str(extra).context("--settings is not JSON")?);
+            }
             let mut lsp = LspClient::builder()
                 .binary(&server)
                 .capabilities(json!({ "experimental": { "pieStatusNotification": true } }))
-                .init_options(json!({ "model": { "path": path.display().to_string(), "threads": args.threads }, "completion": completion }))
+                .init_options(options)
                 .spawn()?;
             let uri = "file:///bench/ghost.py";
             lsp.open(uri, "python", doc);
@@ -281,6 +302,10 @@ fn run_through_lsp(args: &CompletionBenchArgs) -> anyhow::Result<()> {
                     lsp.pump();
                     if let Some(status) = lsp.take_notifications("pie/status").last() {
                         f.generated_tokens.push(status["generatedTokens"].as_f64().unwrap_or(0.0));
+                        if let Some(ms) = status["firstTokenMs"].as_f64() {
+                            f.server_first_ms.push(ms);
+                        }
+                        f.encoded.push(status["encodedTokens"].as_f64().unwrap_or(0.0));
                     }
                     let shown = result["items"][0]["insertText"].as_str().unwrap_or_default().chars().count();
                     if shown == 0 {
@@ -296,7 +321,7 @@ fn run_through_lsp(args: &CompletionBenchArgs) -> anyhow::Result<()> {
             let _ = lsp.shutdown();
             let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
             println!(
-                "{:>6} {:<28} {:>8.0}ms {:>8.0}ms {:>8.0}ms {:>12.1} {:>13.1} {:>7} {:>11.1}",
+                "{:>6} {:<28} {:>8.0}ms {:>8.0}ms {:>8.0}ms {:>12.1} {:>13.1} {:>7} {:>11.1} {:>12.0}ms {:>8.1}",
                 tokens,
                 name,
                 quantile(&mut f.ghost_ms, 0.5),
@@ -306,10 +331,12 @@ fn run_through_lsp(args: &CompletionBenchArgs) -> anyhow::Result<()> {
                 mean(&f.paused_chars),
                 f.empty,
                 mean(&f.generated_tokens),
+                quantile(&mut f.server_first_ms, 0.5),
+                mean(&f.encoded),
             );
         }
     }
-    println!("ghost = keystroke sent to inline-completion answer received (client side); chars_first = length of that answer; chars_paused = length when asked again after the pause (the extension); empty = answers without a suggestion; gen_tokens = tokens generated before the answer (pie/status)");
+    println!("ghost = keystroke sent to inline-completion answer received (client side); chars_first = length of that answer; chars_paused = length when asked again after the pause (the extension); empty = answers without a suggestion; gen_tokens = tokens generated before the answer (pie/status); srv_first = the server's time from receiving the request to the first token; encoded = prompt tokens the server encoded for the request (pie/status)");
     Ok(())
 }
 

@@ -67,10 +67,19 @@ pub fn generate_streaming(
     let mut first_sent = false;
     let mut cancelled = false;
     let mut shown = String::new();
+    // The longest wait between two pieces so far: what the next decode step will take, about. The first answer
+    // goes out when the next step would end past `first_after`, so that it arrives by then rather than a step
+    // later.
+    let (mut last_piece, mut step) = (None::<Duration>, Duration::ZERO);
     let budget = Duration::from_millis(config.time_budget_ms);
     let params = GenerateParams { max_tokens: config.max_tokens, sampling: SamplingParams::greedy(), stop: Vec::new() };
     let result = session.generate(&params, &stop_now, |piece| {
         first_token_ms.get_or_insert_with(|| started.elapsed().as_secs_f64() * 1e3);
+        let now = started.elapsed();
+        if let Some(last) = last_piece {
+            step = step.max(now.saturating_sub(last));
+        }
+        last_piece = Some(now);
         generated.push_str(piece);
         pieces += 1;
         let finished = block.cut(&generated).is_some() || started.elapsed() > budget;
@@ -80,7 +89,7 @@ pub fn generate_streaming(
                 stop_now.store(true, Ordering::Relaxed);
                 return;
             }
-            if !finished && streaming.first_after.is_some_and(|after| started.elapsed() >= after) {
+            if !finished && streaming.first_after.is_some_and(|after| now + step >= after) {
                 // In time: the complete lines so far, or the line being written when none is complete yet.
                 let upto = generated.rfind('\n').map(|i| i + 1).unwrap_or(generated.len());
                 let text = finish_suggestion(&generated[..upto], &block, rest_of_line);
