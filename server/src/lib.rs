@@ -11,3 +11,4 @@ pub mod inference;
 pub mod lsp;
 pub mod runner;
 pub mod syntax;
+pub mod warm;

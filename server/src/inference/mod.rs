@@ -1,6 +1,6 @@
 //! Inference over HTTP: the backends that run the model in another process (llama.cpp's `llama-server`, an
 //! OpenAI-compatible server such as vLLM or SGLang, Ollama), beside the in-process engine (`backend.kind =
-//! "local"`, the warm thread in `lsp/warm.rs`).
+//! "local"`, the warm thread in `warm/`).
 //!
 //! The features call two things: a fill-in-the-middle completion (`HttpBackend::complete`, streamed and cut at
 //! the end of the block like the local path) and a chat turn (`HttpBackend` implements `ChatModel`). Everything

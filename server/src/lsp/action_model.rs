@@ -12,7 +12,7 @@ use crate::engine::{self, Engine, EngineConfig, GenerateParams};
 use crate::features::chat::{ChatMessage, ChatModel, LocalChat};
 use crate::features::selfdebug::Source;
 
-use super::warm::WarmChat;
+use crate::warm::WarmChat;
 
 /// Chat prompts of the actions are a few thousand tokens; a smaller context than a warm document's keeps the
 /// action model's KV cache small (28 KiB per token for the 1.5B model at f16).

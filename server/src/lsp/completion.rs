@@ -2,6 +2,7 @@
 //! `lsp-types` predates it), the completion item for clients without inline completion, the `pie/status`
 //! notification, and serving a suggestion the user is typing along without generating again.
 
+use crate::warm::Growing;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -113,22 +114,6 @@ pub struct CancelOnDrop(pub Arc<AtomicBool>);
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         self.0.store(true, Ordering::Relaxed);
-    }
-}
-
-/// A suggestion that may still grow: the warm thread extends it after its first part was answered.
-#[derive(Clone, Default, Debug)]
-pub struct Growing(Arc<std::sync::Mutex<String>>);
-
-impl Growing {
-    pub fn set(&self, text: &str) {
-        let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        held.clear();
-        held.push_str(text);
-    }
-
-    pub fn get(&self) -> String {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 

@@ -17,11 +17,10 @@ mod guard;
 mod server;
 mod transport;
 mod verified;
-mod warm;
 
 pub use ext::{DocumentState, DocumentStateParams, SyntaxTreeResult};
 pub use server::SyncPath;
-pub use warm::{Command as WarmCommand, WarmHandle, WarmTexts};
+pub use crate::warm::{Command as WarmCommand, WarmHandle, WarmTexts};
 
 use tower_lsp::{LspService, Server};
 

@@ -13,7 +13,7 @@ use tower_lsp::{Client, LanguageServer};
 use super::completion;
 use super::convert;
 use super::ext::{DocumentState, DocumentStateParams, SyntaxTreeResult};
-use super::warm::{self, Command, Notice, WarmHandle};
+use crate::warm::{self, Command, Notice, WarmHandle};
 use super::ServeOptions;
 use crate::engine::{CacheStats, TextEdit};
 use crate::config::Config;
@@ -289,7 +289,7 @@ impl Backend {
         let abandoned = Arc::new(AtomicBool::new(false));
         self.state.in_flight.lock().unwrap_or_else(|p| p.into_inner()).insert(uri.to_owned(), Arc::clone(&cancel));
         let _cancel_on_drop = completion::CancelOnDrop(Arc::clone(&abandoned));
-        let growing = completion::Growing::default();
+        let growing = warm::Growing::default();
         let (reply, answer) = tokio::sync::oneshot::channel();
         warm.send(Command::Complete(warm::CompleteRequest {
             uri: uri.to_owned(),
@@ -371,7 +371,7 @@ impl Backend {
         if current != Some(version) || done.text.is_empty() {
             return Ok(None);
         }
-        let growing = completion::Growing::default();
+        let growing = warm::Growing::default();
         growing.set(&done.text);
         self.state.last_suggestion.lock().unwrap_or_else(|p| p.into_inner()).insert(uri.to_owned(), completion::Shown::new(&text, cursor, growing));
         Ok(Some(completion::Suggestion { text: done.text, position }))

@@ -7,7 +7,11 @@
 //! them one by one. Consecutive edits of one document that queued up while the thread was busy are folded into
 //! one update (one decode, one K-shift). When no command is waiting, stale tokens are re-encoded in small chunks,
 //! nearest to their edit first, within a budget (tokens per pause, CPU seconds per minute) so that the server
-//! goes quiet soon after the user does; any new command cancels that at the next chunk boundary.
+//! goes quiet soon after the user does; any new command stops that, inside the running decode.
+//!
+//! Not LSP code: it knows documents by URI string and edits by byte offsets; `lsp/` turns LSP messages into its
+//! commands and its notices into LSP notifications. The HTTP backends (`inference/`) are the other side of the
+//! same seam: the LSP layer sends a completion either here or to a backend.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,7 +22,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use crate::engine::{self, CacheStats, Engine, EngineConfig, GenerateParams, KvSession, SamplingParams, TextEdit, WarmPool};
-use super::completion::Growing;
 use crate::features::chat::{render, ChatMessage};
 use crate::features::completion::{generate_streaming, prompt_edits, CompletionConfig, CrossFileContext, Markers, Prompt, PromptBuilder, Streaming};
 
@@ -861,4 +864,20 @@ fn process_cpu_seconds() -> f64 {
     };
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
     secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+/// A suggestion that may still grow: the warm thread extends it after its first part was answered.
+#[derive(Clone, Default, Debug)]
+pub struct Growing(Arc<std::sync::Mutex<String>>);
+
+impl Growing {
+    pub fn set(&self, text: &str) {
+        let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        held.clear();
+        held.push_str(text);
+    }
+
+    pub fn get(&self) -> String {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
