@@ -348,7 +348,7 @@ pub fn resolve_model(spec: Option<&str>) -> Result<PathBuf> {
 }
 
 /// `resolve_model`, with a download's progress given to `report` (the server turns it into `$/progress`).
-pub fn resolve_model_reporting(spec: Option<&str>, report: &mut (dyn FnMut(DownloadEvent) + Send)) -> Result<PathBuf> {
+pub fn resolve_model_reporting(spec: Option<&str>, report: &mut dyn FnMut(DownloadEvent)) -> Result<PathBuf> {
     match spec.map(str::trim).filter(|s| !s.is_empty()) {
         None => {
             let p = default_model_path();

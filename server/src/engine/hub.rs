@@ -4,12 +4,11 @@
 //! `$/progress` in the LSP). `HF_ENDPOINT` points at a mirror and `HF_TOKEN` opens gated or private repos, as
 //! with the Hub's own tools; the token goes only into the `Authorization` header, never into a message.
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures::StreamExt;
-use sha2::{Digest, Sha256};
 
 /// What a download reports while it runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,16 +58,20 @@ struct Metadata {
 
 /// Download `url` into `dest` (through `dest` + `.part`, kept between attempts so that a second call resumes),
 /// check the sha256 the Hub published, and move it into place. Runs its own small runtime on a thread of its own,
-/// so it can be called from any thread, inside a tokio runtime or not.
-pub fn download(source: &HubSource, url: &str, dest: &Path, report: &mut (dyn FnMut(DownloadEvent) + Send)) -> Result<(), String> {
+/// so it can be called from any thread, inside a tokio runtime or not; `report` is called on the caller's thread,
+/// as the events come.
+pub fn download(source: &HubSource, url: &str, dest: &Path, report: &mut dyn FnMut(DownloadEvent)) -> Result<(), String> {
+    let (tx, rx) = std::sync::mpsc::channel();
     std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| format!("could not start the download runtime: {e}"))?;
-                rt.block_on(download_async(source, url, dest, report))
-            })
-            .join()
-            .unwrap_or_else(|_| Err("the download thread panicked".to_string()))
+        // `tx` moves into the worker and is dropped when it returns, which ends the loop below.
+        let worker = scope.spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| format!("could not start the download runtime: {e}"))?;
+            rt.block_on(download_async(source, url, dest, &mut |event| drop(tx.send(event))))
+        });
+        for event in rx {
+            report(event);
+        }
+        worker.join().unwrap_or_else(|_| Err("the download thread panicked".to_string()))
     })
 }
 
@@ -96,7 +99,7 @@ async fn download_async(source: &HubSource, url: &str, dest: &Path, report: &mut
     }
 
     report(DownloadEvent::Verifying);
-    let got = sha256_of(&part)?;
+    let got = super::fetch::sha256_file(&part, |_| {}).map_err(|e| e.to_string())?;
     if let Some(want) = &meta.sha256 {
         if &got != want {
             let _ = std::fs::remove_file(&part);
@@ -105,11 +108,9 @@ async fn download_async(source: &HubSource, url: &str, dest: &Path, report: &mut
     } else {
         tracing::warn!("the Hub gave no sha256 for {url}; the file was checked only for the GGUF header");
     }
-    let mut magic = [0u8; 4];
-    let n = std::fs::File::open(&part).and_then(|mut f| f.read(&mut magic)).map_err(|e| e.to_string())?;
-    if n < 4 || &magic != b"GGUF" {
+    if let Err(e) = super::fetch::check_gguf_magic(&part) {
         let _ = std::fs::remove_file(&part);
-        return Err("the downloaded file is not a GGUF model (no GGUF header); is the path in the spec right?".into());
+        return Err(format!("{e}; is the path in the spec right?"));
     }
     std::fs::rename(&part, dest).map_err(|e| format!("cannot move the download to {}: {e}", dest.display()))?;
     Ok(())
@@ -213,26 +214,14 @@ async fn fetch_body(source: &HubSource, url: &str, part: &Path, have: u64, total
     Ok(())
 }
 
-fn sha256_of(path: &Path) -> Result<String, String> {
-    let mut f = std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(|e| e.to_string())?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
-}
-
 #[cfg(test)]
 mod tests {
     //! The Hub cannot be reached from here: these tests put a small HTTP server on 127.0.0.1 in its place that
     //! answers the way the Hub does (a HEAD redirect carrying `X-Linked-Etag`/`X-Linked-Size`, then ranged GETs
     //! from the storage address).
     use super::*;
+    use crate::runner::Scratch;
+    use sha2::{Digest, Sha256};
     use std::io::BufRead;
     use std::net::TcpListener;
     use std::sync::{Arc, Mutex};
@@ -296,26 +285,6 @@ mod tests {
         FakeHub { endpoint, seen }
     }
 
-    /// A directory of its own under the system's temp dir, removed at the end of the test.
-    struct Scratch(PathBuf);
-    impl Scratch {
-        fn new() -> Scratch {
-            static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let p = std::env::temp_dir().join(format!("pie-ls-hub-test-{}-{n}", std::process::id()));
-            std::fs::create_dir_all(&p).unwrap();
-            Scratch(p)
-        }
-        fn path(&self) -> &Path {
-            &self.0
-        }
-    }
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
     fn listener_addr(stream: &std::net::TcpStream) -> String {
         stream.local_addr().unwrap().to_string()
     }
@@ -334,7 +303,7 @@ mod tests {
     fn downloads_resumes_and_checks_the_published_sha256() {
         let body = model_bytes(3 << 20);
         let hub = fake_hub(body.clone(), sha(&body), true);
-        let dir = Scratch::new();
+        let dir = Scratch::empty("hub-test").unwrap();
         let dest = dir.path().join("sub/m.gguf");
         let source = HubSource { endpoint: hub.endpoint.clone(), token: Some("secret".into()) };
         let url = source.url("o", "r", "main", "m.gguf");
@@ -359,7 +328,7 @@ mod tests {
     fn a_file_that_does_not_match_the_published_sha256_is_refused_and_removed() {
         let body = model_bytes(100_000);
         let hub = fake_hub(body, "ab".repeat(32), false);
-        let dir = Scratch::new();
+        let dir = Scratch::empty("hub-test").unwrap();
         let dest = dir.path().join("m.gguf");
         let source = HubSource { endpoint: hub.endpoint.clone(), token: None };
         let err = download(&source, &source.url("o", "r", "main", "m.gguf"), &dest, &mut |_| {}).unwrap_err();
@@ -371,7 +340,7 @@ mod tests {
     fn a_gated_repository_says_to_set_hf_token_without_showing_one() {
         let body = model_bytes(1000);
         let hub = fake_hub(body.clone(), sha(&body), true);
-        let dir = Scratch::new();
+        let dir = Scratch::empty("hub-test").unwrap();
         let source = HubSource { endpoint: hub.endpoint.clone(), token: Some("wrong-token".into()) };
         let err = download(&source, &source.url("o", "r", "main", "m.gguf"), &dir.path().join("m.gguf"), &mut |_| {}).unwrap_err();
         assert!(err.contains("401") && err.contains("HF_TOKEN"), "{err}");
@@ -386,7 +355,7 @@ mod tests {
     fn a_hub_that_is_down_gives_a_clear_error() {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let source = HubSource { endpoint: format!("http://127.0.0.1:{port}"), token: None };
-        let dir = Scratch::new();
+        let dir = Scratch::empty("hub-test").unwrap();
         let err = download(&source, &source.url("o", "r", "main", "m.gguf"), &dir.path().join("m.gguf"), &mut |_| {}).unwrap_err();
         assert!(err.contains("could not reach") && err.contains("HF_ENDPOINT"), "{err}");
     }

@@ -194,9 +194,10 @@ pub struct Snapshot {
 pub struct KvSession {
     engine: Engine,
     ctx: LlamaContext<'static>,
-    /// Lets the idle refresh's decode be stopped mid-way. Boxed so its address, which the context holds, stays
-    /// put; declared after `ctx` so that the context is dropped first.
-    gate: Box<AbortGate>,
+    /// Lets the idle refresh's decode be stopped mid-way. Behind an `Arc` so its address, which the context
+    /// holds, stays put (and a decode can hold it while `self` is borrowed mutably); declared after `ctx` so that
+    /// the context is dropped first.
+    gate: std::sync::Arc<AbortGate>,
     n_ctx: usize,
     batch: LlamaBatch<'static>,
     doc: TokenText,
@@ -221,7 +222,7 @@ impl KvSession {
     pub fn open(engine: &Engine, text: &str) -> Result<KvSession> {
         let doc = TokenText::new(text, &engine.bos_prefix(), engine);
         let n_ctx = Self::size_for(engine, doc.len())?;
-        let gate = Box::<AbortGate>::default();
+        let gate = std::sync::Arc::<AbortGate>::default();
         let ctx = engine.new_context(n_ctx, &gate)?;
         let n_batch = engine.config.n_batch.clamp(1, n_ctx);
         let mut s = KvSession {
@@ -770,12 +771,9 @@ impl KvSession {
         let toks = self.doc.tokens[p..q].to_vec();
         let items: Vec<(Tok, usize, i32)> = toks.iter().enumerate().map(|(k, &t)| (t, p + k, 1)).collect();
         let decoded = {
-            let gate = std::mem::take(&mut self.gate);
-            let armed = gate.arm(cancel);
-            let r = self.decode(&items, None);
-            drop(armed);
-            self.gate = gate;
-            r
+            let gate = std::sync::Arc::clone(&self.gate);
+            let _armed = gate.arm(cancel);
+            self.decode(&items, None)
         };
         if let Err(e) = decoded {
             self.seq_rm_all(1);

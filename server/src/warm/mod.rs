@@ -374,47 +374,39 @@ fn test_panic(kind: &str) {
 
 /// Resolve the model spec; an `hf:` download shows as `$/progress` (begin, a report per percent, end).
 fn resolve_reporting(spec: Option<&str>, notify: &dyn Fn(Notice)) -> Result<std::path::PathBuf, String> {
+    use engine::hub::DownloadEvent;
     let token = "pie-ls/download-model".to_owned();
-    let (tx, rx) = std::sync::mpsc::channel::<engine::hub::DownloadEvent>();
-    // The download reports from its own thread; the notices are sent from this one, as they happen.
-    let result = std::thread::scope(|scope| {
-        // `tx` moves into the worker and is dropped when it returns, which ends the loop below.
-        let worker = scope.spawn(move || engine::resolve_model_reporting(spec, &mut |event| drop(tx.send(event))).map_err(|e| e.to_string()));
-        let (mut begun, mut last_pct) = (false, None);
-        for event in rx {
-            match event {
-                engine::hub::DownloadEvent::Start { url, total, resumed_at } => {
-                    let size = total.map(|t| format!(" ({} MB)", t >> 20)).unwrap_or_default();
-                    let what = if resumed_at > 0 { format!("resuming {url}{size} at {} MB", resumed_at >> 20) } else { format!("{url}{size}") };
-                    if !begun {
-                        notify(Notice::ProgressBegin { token: token.clone(), title: "pie-ls: downloading model".into(), message: what });
-                        begun = true;
-                    }
-                }
-                engine::hub::DownloadEvent::Bytes { done, total } => {
-                    let pct = total.filter(|t| *t > 0).map(|t| (done.saturating_mul(100) / t).min(100) as u32);
-                    if begun && (pct != last_pct || pct.is_none()) {
-                        last_pct = pct;
-                        notify(Notice::ProgressReport { token: token.clone(), message: format!("{} MB", done >> 20), percentage: pct });
-                    }
-                }
-                engine::hub::DownloadEvent::Verifying => {
-                    if begun {
-                        notify(Notice::ProgressReport { token: token.clone(), message: "checking sha256".into(), percentage: Some(100) });
-                    }
-                }
+    let (mut begun, mut last_pct) = (false, None);
+    let result = engine::resolve_model_reporting(spec, &mut |event| match event {
+        DownloadEvent::Start { url, total, resumed_at } => {
+            let size = total.map(|t| format!(" ({} MB)", t >> 20)).unwrap_or_default();
+            let what = if resumed_at > 0 { format!("resuming {url}{size} at {} MB", resumed_at >> 20) } else { format!("{url}{size}") };
+            if !begun {
+                notify(Notice::ProgressBegin { token: token.clone(), title: "pie-ls: downloading model".into(), message: what });
+                begun = true;
             }
         }
-        let result = worker.join().unwrap_or_else(|_| Err("the model download panicked".into()));
-        if begun {
-            let message = match &result {
-                Ok(_) => "downloaded".to_string(),
-                Err(e) => format!("failed: {e}"),
-            };
-            notify(Notice::ProgressEnd { token: token.clone(), message });
+        DownloadEvent::Bytes { done, total } => {
+            let pct = total.filter(|t| *t > 0).map(|t| (done.saturating_mul(100) / t).min(100) as u32);
+            if begun && (pct != last_pct || pct.is_none()) {
+                last_pct = pct;
+                notify(Notice::ProgressReport { token: token.clone(), message: format!("{} MB", done >> 20), percentage: pct });
+            }
         }
-        result
-    });
+        DownloadEvent::Verifying => {
+            if begun {
+                notify(Notice::ProgressReport { token: token.clone(), message: "checking sha256".into(), percentage: Some(100) });
+            }
+        }
+    })
+    .map_err(|e| e.to_string());
+    if begun {
+        let message = match &result {
+            Ok(_) => "downloaded".to_string(),
+            Err(e) => format!("failed: {e}"),
+        };
+        notify(Notice::ProgressEnd { token, message });
+    }
     result
 }
 

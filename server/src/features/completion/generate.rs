@@ -82,7 +82,7 @@ pub fn generate_streaming(
         last_piece = Some(now);
         generated.push_str(piece);
         pieces += 1;
-        let finished = block.cut(&generated).is_some() || started.elapsed() > budget;
+        let finished = block.cut(&generated).is_some() || now > budget;
         if !first_sent {
             if cancel() {
                 cancelled = true;
