@@ -206,9 +206,13 @@ fn nth_line_start(text: &str, n: usize) -> usize {
 /// Sequential edits (each in the coordinates left by the previous ones) that turn `old` into `new`: one per
 /// changed run of lines, so a keystroke is one site and a window move is one more.
 pub fn prompt_edits(old: &str, new: &str) -> Vec<TextEdit> {
-    let diff = TextDiff::configure().timeout(std::time::Duration::from_millis(20)).diff_lines(old, new);
     let old_lines: Vec<usize> = line_offsets(old);
     let new_lines: Vec<usize> = line_offsets(new);
+    // Diff our own '\n' lines: `similar`'s `diff_lines` also ends a line at a lone '\r', and its line indices
+    // would then not match these offsets (the soak found a prompt edit at byte 2^64 - 31 that way).
+    let old_slices = line_slices(old, &old_lines);
+    let new_slices = line_slices(new, &new_lines);
+    let diff = TextDiff::configure().timeout(std::time::Duration::from_millis(20)).diff_slices(&old_slices, &new_slices);
     let mut edits = Vec::new();
     let mut delta: isize = 0;
     for op in diff.ops() {
@@ -229,6 +233,10 @@ pub fn prompt_edits(old: &str, new: &str) -> Vec<TextEdit> {
         delta += new_text.len() as isize - (old_end - old_start) as isize;
     }
     edits
+}
+
+fn line_slices<'a>(text: &'a str, offsets: &[usize]) -> Vec<&'a str> {
+    offsets.windows(2).map(|w| &text[w[0]..w[1]]).collect()
 }
 
 /// Byte offset of the start of each line, plus the text's length at the end.
@@ -268,6 +276,25 @@ mod tests {
         assert_eq!(typed.len(), 1);
         assert_eq!(apply("", &[]), "");
         assert_eq!(apply("abc", &prompt_edits("abc", "abd")), "abd");
+    }
+
+    #[test]
+    fn prompt_edits_handle_lone_carriage_returns_and_any_line_endings() {
+        // A lone '\r' is a line end to `similar` but not to us; the edits must still apply to the bytes.
+        let cases = [
+            ("a\rb\nc\n", "a\rb\nC\n"),
+            ("x\ry\rz\n1\n2\n", "x\ry\n1\n2\n3"),
+            ("p\r\nq\r\n", "p\r\nQ\rq\r\n"),
+            ("\r\r\r", "\r\n\r"),
+            ("one\ntwo", "one\rtwo\n"),
+        ];
+        for (old, new) in cases {
+            let edits = prompt_edits(old, new);
+            for e in &edits {
+                assert!(e.start_byte <= e.old_end_byte, "{old:?} -> {new:?}: {e:?}");
+            }
+            assert_eq!(apply(old, &edits), new, "{old:?} -> {new:?}");
+        }
     }
 
     #[test]
