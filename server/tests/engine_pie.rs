@@ -263,6 +263,36 @@ fn a_refresh_stopped_inside_its_decode_leaves_the_cache_as_it_was() {
 }
 
 #[test]
+fn a_generation_step_stopped_inside_its_decode_leaves_the_prompt_cached() {
+    use pie_ls::engine::{GenerateParams, SamplingParams};
+    let e = engine();
+    let mut s = KvSession::open(&e, SOURCE).unwrap();
+    let params = GenerateParams { max_tokens: 12, sampling: SamplingParams::greedy(), stop: vec![] };
+    let never = AtomicBool::new(false);
+    let reference = s.generate(&params, &never, |_| {}).unwrap();
+    assert!(reference.tokens >= 2, "the model wrote something to compare: {reference:?}");
+    let cached = s.tokens().to_vec();
+
+    // Raised but not enabled (the first part of a suggestion is not out yet): every step runs to its end.
+    let (raised, off, on) = (AtomicBool::new(true), AtomicBool::new(false), AtomicBool::new(true));
+    let same = s.generate_interruptible(&params, &never, Some((&raised, &off)), |_| {}).unwrap();
+    assert_eq!(same.text, reference.text);
+
+    // Raised and enabled: the first decode step stops between two graph nodes; the first token, sampled from the
+    // prompt's logits, was already handed over.
+    let mut pieces = Vec::new();
+    let stopped = s.generate_interruptible(&params, &never, Some((&raised, &on)), |p| pieces.push(p.to_owned()));
+    assert!(matches!(stopped, Err(pie_ls::engine::EngineError::Cancelled)), "{stopped:?}");
+    assert!(pieces.len() <= 1, "nothing after the stopped step: {pieces:?}");
+    assert_eq!(s.tokens(), &cached[..]);
+
+    // The cache mirrors the prompt again: the same generation gives the same text.
+    let again = s.generate(&params, &never, |_| {}).unwrap();
+    assert_eq!(again.text, reference.text);
+    assert_eq!(s.stats().full_recomputes, 0, "no recomputation was needed");
+}
+
+#[test]
 fn peers_produce_the_same_prompt_and_close_logits() {
     let e = engine();
     let block = "    def count(self) -> int:\n        return len(self.items)\n\n";

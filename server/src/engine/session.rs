@@ -210,6 +210,9 @@ pub struct KvSession {
     stats: CacheStats,
     /// Set when a KV operation failed half-way: the next update recomputes from scratch.
     broken: bool,
+    /// How long the last generation's decode steps took (a moving average, milliseconds; 0 before the first): a
+    /// streaming caller uses it to judge whether waiting one more step keeps it in time.
+    step_ms: f64,
     id: u64,
 }
 
@@ -237,6 +240,7 @@ impl KvSession {
             logits: None,
             stats: CacheStats::default(),
             broken: false,
+            step_ms: 0.0,
             id: SESSION_IDS.fetch_add(1, Ordering::Relaxed),
         };
         s.encode_all()?;
@@ -258,6 +262,11 @@ impl KvSession {
 
     pub fn text(&self) -> &str {
         &self.doc.text
+    }
+
+    /// About how long one generation step takes here (the recent average; zero before the first generation).
+    pub fn step_estimate(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.step_ms / 1e3)
     }
 
     pub fn tokens(&self) -> &[Tok] {
@@ -837,7 +846,20 @@ impl KvSession {
     /// same batch as the token just chosen: a decode on a memory-bound CPU costs about the same for a few tokens
     /// as for one, and every draft token the model's own argmax confirms is a decode step saved. The text is the
     /// model's greedy choice either way (up to the rounding of a larger batch).
-    pub fn generate(&mut self, params: &GenerateParams, cancel: &AtomicBool, mut on_token: impl FnMut(&str)) -> Result<Generation> {
+    pub fn generate(&mut self, params: &GenerateParams, cancel: &AtomicBool, on_token: impl FnMut(&str)) -> Result<Generation> {
+        self.generate_interruptible(params, cancel, None, on_token)
+    }
+
+    /// `generate`, where `interrupt` = `(flag, enabled)` also stops a running decode step (not only between
+    /// steps) once `flag` is raised while `enabled` is: a suggestion already answered and now being extended
+    /// gives way to the next keystroke at once. Such a stop ends in `Err(Cancelled)`, as `cancel` does.
+    pub fn generate_interruptible(
+        &mut self,
+        params: &GenerateParams,
+        cancel: &AtomicBool,
+        interrupt: Option<(&AtomicBool, &AtomicBool)>,
+        mut on_token: impl FnMut(&str),
+    ) -> Result<Generation> {
         let t0 = Instant::now();
         let n = self.doc.len();
         if n + params.max_tokens.min(1) > self.n_ctx {
@@ -846,6 +868,7 @@ impl KvSession {
         let max_tokens = params.max_tokens.min(self.n_ctx.saturating_sub(n));
         let max_draft = if params.sampling.temperature <= 0.0 { self.engine.config.draft_tokens.min(self.n_batch().saturating_sub(1)) } else { 0 };
         let mut logits = self.next_token_logits()?;
+        tracing::trace!(ms = t0.elapsed().as_secs_f64() * 1e3, "generate: logits after the prompt");
         let mut sampler = Sampler::new(&params.sampling);
         let mut bytes: Vec<u8> = Vec::new();
         let mut emitted = 0usize; // bytes of `bytes` already handed to on_token
@@ -913,7 +936,18 @@ impl KvSession {
                 for (i, &d) in draft.iter().enumerate() {
                     self.batch.add(LlamaToken(d), (pos + 1 + i) as i32, &[SEQ_MAIN], true).map_err(|e| EngineError::Decode(e.to_string()))?;
                 }
-                self.ctx.decode(&mut self.batch).map_err(|e| EngineError::Decode(e.to_string()))?;
+                let step_started = Instant::now();
+                let decoded = {
+                    let gate = std::sync::Arc::clone(&self.gate);
+                    let _armed = interrupt.map(|(flag, enabled)| gate.arm_while(flag, enabled));
+                    self.ctx.decode(&mut self.batch)
+                };
+                decoded.map_err(|e| match e {
+                    llama_cpp_2::DecodeError::Unknown(2) => EngineError::Cancelled,
+                    other => EngineError::Decode(other.to_string()),
+                })?;
+                let step = step_started.elapsed().as_secs_f64() * 1e3;
+                self.step_ms = if self.step_ms > 0.0 { 0.7 * self.step_ms + 0.3 * step } else { step };
                 decodes += 1;
                 drafted += draft.len();
                 // Keep the draft's tokens as long as each is the model's argmax after the one before it.

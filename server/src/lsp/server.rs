@@ -1157,6 +1157,7 @@ impl LanguageServer for Backend {
     async fn did_change(&self, params: DidChangeTextDocumentParams) {
         let uri = params.text_document.uri.to_string();
         let version = params.text_document.version;
+        tracing::trace!(version, "didChange");
         let changes: Vec<_> = params.content_changes.into_iter().map(convert::content_change).collect();
         // Synchronous, before the first `.await`: see the module invariants in `lsp/mod.rs`.
         let result = self.state.apply_change(&uri, version, &changes);

@@ -521,6 +521,7 @@ impl Warm {
             // Take everything already waiting, so consecutive edits can be folded.
             self.queue.extend(rx.try_iter());
             let Some(cmd) = self.queue.pop_front() else { continue };
+            tracing::trace!(kind = cmd.kind(), "warm: command");
             test_panic(cmd.kind());
             match cmd {
                 Command::Open { uri, version, text } => {
@@ -547,7 +548,9 @@ impl Warm {
                             continue;
                         }
                     };
+                    let t = Instant::now();
                     self.edit(&uri, version, text, &edits);
+                    tracing::debug!(version, edits = edits.len(), ms = t.elapsed().as_secs_f64() * 1e3, "warm: edit applied");
                     last_edited = Some(uri);
                     last_edit_at = Instant::now();
                 }
@@ -707,10 +710,13 @@ impl Warm {
                 }
             }
         };
+        let waited_ms = started.elapsed().as_secs_f64() * 1e3;
+        let t = Instant::now();
         if let Err(err) = self.move_to(&uri, version, text, cursor) {
             self.sessions.insert(uri.clone(), Err(err.clone()));
             return Some((reply, Err(err)));
         }
+        tracing::debug!(version, waited_ms, move_ms = t.elapsed().as_secs_f64() * 1e3, "warm: completion starts");
         let interrupt = Arc::clone(&self.interrupt);
         let Some(Ok(doc)) = self.sessions.get_mut(uri.as_str()) else { return Some((reply, Err("not warm".into()))) };
         let line_start = doc.text[..doc.cursor].rfind('\n').map(|i| i + 1).unwrap_or(0);
@@ -732,13 +738,19 @@ impl Warm {
         let first_after = config.first_suggestion_after();
         let stop_extension = || !may_extend || cancel.load(Ordering::Relaxed) || interrupt.load(Ordering::Relaxed);
         let mut on_first = |generated: &crate::features::completion::Generated| {
+            tracing::debug!(
+                first_token_ms = generated.first_token_ms,
+                answered_ms = started.elapsed().as_secs_f64() * 1e3,
+                tokens = generated.tokens,
+                "warm: first answer"
+            );
             growing.set(&generated.text);
             if let Some(reply) = reply.take() {
                 let _ = reply.send(Ok(outcome(generated)));
             }
         };
         let mut on_extended = |text: &str| growing.set(text);
-        let mut streaming = Streaming { first_after, stop_extension: &stop_extension, on_first: &mut on_first, on_extended: &mut on_extended };
+        let mut streaming = Streaming { first_after, stop_extension: &stop_extension, interrupt: Some(&*interrupt), on_first: &mut on_first, on_extended: &mut on_extended };
         let result = generate_streaming(&mut doc.session, &doc.text[line_start..doc.cursor], rest_of_line, &config, &cancelled, started, &mut streaming);
         let reply = reply?;
         match result {

@@ -31,7 +31,7 @@ pub fn generate_suggestion(
     cancel: &AtomicBool,
     started: Instant,
 ) -> Result<Generated, EngineError> {
-    let mut never = Streaming { first_after: None, stop_extension: &|| false, on_first: &mut |_| {}, on_extended: &mut |_| {} };
+    let mut never = Streaming { first_after: None, stop_extension: &|| false, interrupt: None, on_first: &mut |_| {}, on_extended: &mut |_| {} };
     generate_streaming(session, line_before_cursor, rest_of_line, config, &|| cancel.load(Ordering::Relaxed), started, &mut never)
 }
 
@@ -41,6 +41,9 @@ pub struct Streaming<'a> {
     pub first_after: Option<Duration>,
     /// Polled after the first part went out: true ends the extension (a keystroke, other work waiting).
     pub stop_extension: &'a dyn Fn() -> bool,
+    /// Raised from another thread when other work arrives: once the first part went out it also stops the decode
+    /// step under way (the abort gate), so a keystroke does not wait for an extension step to end.
+    pub interrupt: Option<&'a AtomicBool>,
     /// Called exactly once with the first part (the whole suggestion when it finished before the time).
     pub on_first: &'a mut dyn FnMut(&Generated),
     /// After the first part: the cleaned suggestion each time it grew.
@@ -67,13 +70,16 @@ pub fn generate_streaming(
     let mut first_sent = false;
     let mut cancelled = false;
     let mut shown = String::new();
-    // The longest wait between two pieces so far: what the next decode step will take, about. The first answer
-    // goes out when the next step would end past `first_after`, so that it arrives by then rather than a step
-    // later.
-    let (mut last_piece, mut step) = (None::<Duration>, Duration::ZERO);
+    // What the next decode step will take, about: the session's recent steps at first, then the longest wait
+    // between two pieces of this generation. The first answer goes out when the next step would end past
+    // `first_after`, so that it arrives by then rather than a step later (also at the very first piece).
+    let (mut last_piece, mut step) = (None::<Duration>, session.step_estimate());
     let budget = Duration::from_millis(config.time_budget_ms);
     let params = GenerateParams { max_tokens: config.max_tokens, sampling: SamplingParams::greedy(), stop: Vec::new() };
-    let result = session.generate(&params, &stop_now, |piece| {
+    // Raised with the first answer: from then on `streaming.interrupt` may stop a decode step midway.
+    let extending = AtomicBool::new(false);
+    let interrupt = streaming.interrupt.map(|flag| (flag, &extending));
+    let result = session.generate_interruptible(&params, &stop_now, interrupt, |piece| {
         first_token_ms.get_or_insert_with(|| started.elapsed().as_secs_f64() * 1e3);
         let now = started.elapsed();
         if let Some(last) = last_piece {
@@ -96,6 +102,7 @@ pub fn generate_streaming(
                 let text = if text.is_empty() { finish_suggestion(&generated, &block, rest_of_line) } else { text };
                 if !text.is_empty() {
                     first_sent = true;
+                    extending.store(true, Ordering::Relaxed);
                     let first_token_ms = first_token_ms;
                     (streaming.on_first)(&Generated { text: text.clone(), tokens: pieces, first_token_ms });
                     shown = text;
