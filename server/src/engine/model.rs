@@ -153,8 +153,10 @@ pub(crate) fn backend() -> Result<&'static LlamaBackend> {
     if let Some(b) = BACKEND.get() {
         return Ok(b);
     }
-    // Route llama.cpp's chatter into `tracing` (stdout belongs to the LSP protocol).
+    // Route llama.cpp's chatter into `tracing` (stdout belongs to the LSP protocol), less the lines a decode we
+    // stopped ourselves makes (see `AbortGate`).
     llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+    quiet_stopped_decodes();
     let b = LlamaBackend::init()
         .map_err(|e| EngineError::Context { reason: format!("llama.cpp backend init failed: {e}") })?;
     Ok(BACKEND.get_or_init(|| b))
@@ -383,6 +385,7 @@ pub(crate) struct Armed<'a>(&'a AbortGate);
 
 impl Drop for Armed<'_> {
     fn drop(&mut self) {
+        STOPPING.store(false, Ordering::Relaxed);
         self.0.armed.store(std::ptr::null_mut(), Ordering::Release);
         self.0.only_while.store(std::ptr::null_mut(), Ordering::Release);
     }
@@ -417,13 +420,50 @@ impl AbortGate {
     }
 }
 
+/// Raised by `abort_if_armed` when it stops a decode, lowered when the gate is disarmed: while it is up, the
+/// error lines llama.cpp logs for that decode ("failed to decode, ret = 2", ...) are expected and dropped.
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+/// The log callback `send_logs_to_tracing` installed, which `drop_stopped_decode_lines` forwards to.
+static FORWARD: std::sync::OnceLock<(llama_cpp_sys_2::ggml_log_callback, usize)> = std::sync::OnceLock::new();
+
+fn quiet_stopped_decodes() {
+    let mut callback: llama_cpp_sys_2::ggml_log_callback = None;
+    let mut data: *mut std::ffi::c_void = std::ptr::null_mut();
+    // SAFETY: plain reads of llama.cpp's logger, then a callback that forwards to it with its own data.
+    unsafe { llama_cpp_sys_2::llama_log_get(&mut callback, &mut data) };
+    if callback.is_none() || FORWARD.set((callback, data as usize)).is_err() {
+        return;
+    }
+    unsafe { llama_cpp_sys_2::llama_log_set(Some(drop_stopped_decode_lines), std::ptr::null_mut()) };
+}
+
+unsafe extern "C" fn drop_stopped_decode_lines(level: llama_cpp_sys_2::ggml_log_level, text: *const std::ffi::c_char, _: *mut std::ffi::c_void) {
+    if STOPPING.load(Ordering::Relaxed) && !text.is_null() {
+        // SAFETY: llama.cpp passes a NUL-terminated string.
+        let line = unsafe { std::ffi::CStr::from_ptr(text) }.to_string_lossy();
+        const EXPECTED: [&str; 4] =
+            ["failed to decode, ret = 2", "failed with error 1", "compute status: 1", "removing memory module entries"];
+        if EXPECTED.iter().any(|e| line.contains(e)) {
+            return;
+        }
+    }
+    if let Some((Some(forward), data)) = FORWARD.get() {
+        unsafe { forward(level, text, *data as *mut std::ffi::c_void) };
+    }
+}
+
 unsafe extern "C" fn abort_if_armed(data: *mut std::ffi::c_void) -> bool {
     // SAFETY: `data` is the `AbortGate` the context was made with, which outlives it (`KvSession` drops its
     // context first); an armed pointer is valid until the guard that armed it is dropped, after the decode.
     let gate = unsafe { &*(data as *const AbortGate) };
     let flag = gate.armed.load(Ordering::Acquire);
     let enabled = gate.only_while.load(Ordering::Acquire);
-    !flag.is_null()
+    let stop = !flag.is_null()
         && unsafe { (*flag).load(Ordering::Relaxed) }
-        && (enabled.is_null() || unsafe { (*enabled).load(Ordering::Relaxed) })
+        && (enabled.is_null() || unsafe { (*enabled).load(Ordering::Relaxed) });
+    if stop {
+        STOPPING.store(true, Ordering::Relaxed);
+    }
+    stop
 }
