@@ -252,10 +252,21 @@ async function resetFile() {
       await until('the server to log the new configuration', 30000, async () => updates() > before);
       // a client switch: the status-bar item goes away
       const bar = await setting('pie-ls.statusBar.enabled');
-      await bar.locator('.setting-value-checkbox').first().click();
+      const box = bar.locator('.setting-value-checkbox').first();
+      // A click that lands while the settings tree re-renders is lost (seen once: the box stayed clear and the
+      // item never came back), so each click is checked on the box itself and repeated if it did not take.
+      const tick = async (want) => {
+        const ticked = async () => (await box.getAttribute('aria-checked')) === String(want);
+        for (let attempt = 0; attempt < 3 && !(await ticked()); attempt++) {
+          await box.click();
+          await until(`the checkbox to read ${want}`, 3000, ticked).catch(() => {});
+        }
+        if (!(await ticked())) throw new Error(`the statusBar.enabled checkbox would not become ${want}`);
+      };
+      await tick(false);
       await until('the status-bar item to hide', 10000, async () => (await statusItem().count()) === 0);
       await page.screenshot({ path: path.join(SHOTS, 'vscode-settings.png') });
-      await bar.locator('.setting-value-checkbox').first().click();
+      await tick(true);
       await until('the status-bar item to come back', 10000, async () => (await statusItem().count()) === 1);
     });
   } catch (e) {

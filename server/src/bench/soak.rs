@@ -10,7 +10,7 @@
 //! At the end every document's text and version (`pie/documentState`) must equal the client's, and every warm
 //! cache (`pie/cacheCheck`) must hold a fresh tokenization of its prompt and the document's current text. The
 //! server's resident memory is sampled throughout; the stated bound: after the warm-up (the first 30% of the
-//! run), RSS stays below the warm-up's peak plus 10% (at least 64 MiB). No error response or error log is
+//! run), RSS stays below the warm-up's peak plus 10% (at least `--rss-slack-mib`, 64 MiB). No error response or error log is
 //! allowed except the expected ones (a cancelled request, a cache query for a document that has no warm cache).
 //! Prints the figures and a `soak-result {json}` line; exits non-zero when a check failed.
 
@@ -46,6 +46,10 @@ pub struct SoakArgs {
     pub prefix_bytes: usize,
     #[arg(long, default_value_t = 1000)]
     pub suffix_bytes: usize,
+    /// Least growth of RSS over the warm-up's peak that is allowed after it, in MiB (the bound is the larger of
+    /// this and 10%).
+    #[arg(long, default_value_t = 64)]
+    pub rss_slack_mib: u64,
     /// Server binary (default: this executable).
     #[arg(long)]
     pub server: Option<PathBuf>,
@@ -286,7 +290,7 @@ pub fn run(args: SoakArgs) -> anyhow::Result<()> {
     let warmup_end = elapsed.as_secs_f64() * 0.3;
     let peak = |after: bool| fig.rss.iter().filter(|(t, _)| (*t > warmup_end) == after).map(|(_, r)| *r).max().unwrap_or(0);
     let (warmup_peak, later_peak) = (peak(false), peak(true));
-    let bound = warmup_peak + (warmup_peak / 10).max(64 << 20);
+    let bound = warmup_peak + (warmup_peak / 10).max(args.rss_slack_mib << 20);
     let rss_ok = later_peak <= bound && warmup_peak > 0;
     if !rss_ok {
         fig.unexpected(format!("RSS grew after warm-up: peak {} MiB, bound {} MiB", later_peak >> 20, bound >> 20));
