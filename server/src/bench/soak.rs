@@ -10,8 +10,8 @@
 //! At the end every document's text and version (`pie/documentState`) must equal the client's, and every warm
 //! cache (`pie/cacheCheck`) must hold a fresh tokenization of its prompt and the document's current text. The
 //! server's resident memory is sampled throughout; the stated bound: after the warm-up (the first 30% of the
-//! run), RSS stays below the warm-up's peak plus 10% (at least `--rss-slack-mib`, 64 MiB). No error response or error log is
-//! allowed except the expected ones (a cancelled request, a cache query for a document that has no warm cache).
+//! run), RSS stays below the warm-up's peak plus 10% (at least `--rss-slack-mib`, 64 MiB). No error response or
+//! error log is allowed except the expected ones (a cancelled request, a cache query for a document that has no warm cache).
 //! Prints the figures and a `soak-result {json}` line; exits non-zero when a check failed.
 
 use std::collections::BTreeMap;

@@ -438,7 +438,11 @@ fn quiet_stopped_decodes() {
     unsafe { llama_cpp_sys_2::llama_log_set(Some(drop_stopped_decode_lines), std::ptr::null_mut()) };
 }
 
-unsafe extern "C" fn drop_stopped_decode_lines(level: llama_cpp_sys_2::ggml_log_level, text: *const std::ffi::c_char, _: *mut std::ffi::c_void) {
+unsafe extern "C" fn drop_stopped_decode_lines(
+    level: llama_cpp_sys_2::ggml_log_level,
+    text: *const std::ffi::c_char,
+    _: *mut std::ffi::c_void,
+) {
     if STOPPING.load(Ordering::Relaxed) && !text.is_null() {
         // SAFETY: llama.cpp passes a NUL-terminated string.
         let line = unsafe { std::ffi::CStr::from_ptr(text) }.to_string_lossy();
