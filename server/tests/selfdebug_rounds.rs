@@ -86,3 +86,64 @@ fn rounds_explore_and_never_run_a_candidate_twice() {
     assert!(round_2.contains("test_add` still fails") && round_2.contains("assert"), "and how it failed: {round_2}");
     assert!(round_2.contains("Do not repeat them"), "{round_2}");
 }
+
+// A documented function with two failing tests: the target and a sibling that calls the same function.
+const MEDIAN: &str = "def median(xs):\n    \"\"\"The middle value.\n    >>> median([3, 1, 2])\n    2\n    \"\"\"\n    xs = sorted(xs)\n    return xs[len(xs) // 2 + 1]\n";
+const MEDIAN_TESTS: &str = "from stats import median\n\n\ndef test_three():\n    assert median([3, 1, 2]) == 2\n\n\ndef test_five():\n    assert median([5, 1, 4, 2, 3]) == 3\n\n\ndef test_ties():\n    assert median([1, 2, 2, 2]) == 2\n";
+
+fn median_job(ws: &Scratch, rounds: usize) -> Job {
+    ws.write("stats.py".as_ref(), MEDIAN).unwrap();
+    ws.write("test_stats.py".as_ref(), MEDIAN_TESTS).unwrap();
+    let start = MEDIAN_TESTS.find("def test_three").unwrap();
+    let end = MEDIAN_TESTS.find("\n\n\ndef test_five").unwrap();
+    Job {
+        language: Language::Python,
+        root: ws.path().to_owned(),
+        overlays: Vec::new(),
+        test: TestTarget { file: "test_stats.py".into(), name: "test_three".into(), class: None },
+        test_range: start..end,
+        rounds,
+        candidates: 1,
+        commands: TestCommands::default(),
+        max_tokens: 128,
+    }
+}
+
+// A fix that only special-cases the target's input is not offered while a round can still find a full one; the next
+// round is told which sibling still fails. The model writes only the body: the signature and docstring are given.
+#[test]
+fn a_fix_that_leaves_other_tests_of_the_function_failing_is_not_a_full_fix() {
+    let ws = Scratch::empty("selfdebug-siblings").unwrap();
+    let job = median_job(&ws, 3);
+    let special_case = "    if xs == [3, 1, 2]:\n        return 2\n    xs = sorted(xs)\n    return xs[len(xs) // 2 + 1]";
+    let right = "    xs = sorted(xs)\n    return xs[len(xs) // 2]";
+    let replies: Vec<String> = [candidate("it is off for three.", special_case), candidate("the index is one too far.", right)].into_iter().flatten().collect();
+    let model = ScriptedChat::new(replies);
+    let fix = self_debug_with(&job, &[("scripted", &model)], &Arc::new(AtomicBool::new(false)), &mut |_, _| {}).expect("a verified fix");
+    assert_eq!(fix.round(), 2);
+    assert!(fix.still_failing.is_empty(), "{:?}", fix.still_failing);
+    let head = "def median(xs):\n    \"\"\"The middle value.\n    >>> median([3, 1, 2])\n    2\n    \"\"\"\n";
+    assert_eq!(fix.new_function, format!("{head}{right}"));
+    assert!(model.asked().iter().filter(|(_, prefill)| prefill.contains("```python\n")).all(|(_, prefill)| prefill.ends_with(head)), "the code block opens with the signature and docstring");
+    let verdicts: Vec<&str> = fix.rounds.iter().map(|r| r.verdict.as_str()).collect();
+    assert!(verdicts[0].contains("other tests of `median` still fail") && verdicts[0].contains("test_five"), "{verdicts:?}");
+    assert!(!verdicts[0].contains("test_ties"), "test_ties passed before: it is no sibling to fix: {verdicts:?}");
+    let asked = model.asked();
+    let round_2 = &asked.last().unwrap().0[1].content;
+    assert!(round_2.contains("other tests of `median` still fail: test_five") && round_2.contains("if xs == [3, 1, 2]"), "{round_2}");
+    assert!(fix.evidence.iter().any(|e| e.contains("failed before pass too") && e.contains("test_five")), "{:?}", fix.evidence);
+}
+
+// When no round finds a full fix, the special-cased one is offered as what it is: partial, naming what still fails.
+#[test]
+fn a_partial_fix_is_offered_last_and_says_what_still_fails() {
+    let ws = Scratch::empty("selfdebug-partial").unwrap();
+    let job = median_job(&ws, 1);
+    let special_case = "    if xs == [3, 1, 2]:\n        return 2\n    return sorted(xs)[len(xs) // 2 + 1]";
+    let model = ScriptedChat::new(candidate("it is off for three.", special_case));
+    let fix = self_debug_with(&job, &[("scripted", &model)], &Arc::new(AtomicBool::new(false)), &mut |_, _| {}).expect("a partial fix");
+    assert_eq!(fix.still_failing, vec!["test_stats.py::test_five".to_owned()]);
+    assert!(fix.evidence.iter().any(|e| e.starts_with("not a full fix") && e.contains("test_five")), "{:?}", fix.evidence);
+    assert_eq!(fix.rounds.len(), 1);
+    assert!(fix.new_function.ends_with(special_case));
+}

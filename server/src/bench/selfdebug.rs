@@ -52,6 +52,29 @@ pub struct SelfDebugBenchArgs {
     /// Print every round's explanation and code for the first N mutants.
     #[arg(long, default_value_t = 1)]
     pub transcripts: usize,
+    /// Append each mutant's outcome to this JSON-lines file, and skip the mutants it already holds (same model):
+    /// a long run can stop and resume, and the summary covers every recorded mutant.
+    #[arg(long)]
+    pub record: Option<PathBuf>,
+}
+
+/// One mutant's outcome, as `--record` keeps it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Outcome {
+    mutant: String,
+    family: String,
+    model: String,
+    /// "fixed", "partial" (the target passes, other tests of the function still fail), "none", "skipped".
+    status: String,
+    /// Round of the offered fix (0 when none).
+    round: usize,
+    /// Whether the offered fix passes the dataset's hidden full tests.
+    full_pass: bool,
+    /// Candidates run.
+    candidates: usize,
+    /// Source of the offered fix.
+    source: String,
+    secs: f64,
 }
 
 pub fn run(args: SelfDebugBenchArgs) -> anyhow::Result<()> {
@@ -85,59 +108,63 @@ pub fn run(args: SelfDebugBenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(!dirs.is_empty(), "no mutants in {}", args.mutants.display());
     println!("self-debug on {} mutants, model {name}, {} rounds, {} candidates per round, {} threads", dirs.len(), args.rounds, args.candidates, args.threads);
     let commands = TestCommands { timeout_ms: 20_000, ..Default::default() };
+    let mut outcomes: Vec<Outcome> = match &args.record {
+        Some(path) if path.exists() => std::fs::read_to_string(path)?
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Outcome>(l).ok())
+            .filter(|o| o.model == name)
+            .collect(),
+        _ => Vec::new(),
+    };
+    if !outcomes.is_empty() {
+        println!("{} mutants already recorded for this model; running the rest", outcomes.len());
+    }
     let started = Instant::now();
-    let (mut fixed_at, mut gate_only, mut errors, mut total) = (vec![0usize; args.rounds + 1], 0usize, 0usize, 0usize);
-    let mut by_family: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
-    let mut by_source: std::collections::BTreeMap<String, usize> = Default::default();
-    let mut fix_secs: Vec<f64> = Vec::new();
     let mut later_round_transcript: Option<String> = None;
     for (i, dir) in dirs.iter().enumerate() {
+        let label = dir.file_name().unwrap().to_string_lossy().into_owned();
+        if outcomes.iter().any(|o| o.mutant == label) {
+            continue;
+        }
         let family = std::fs::read_to_string(dir.join("meta.json"))
             .ok()
             .and_then(|m| serde_json::from_str::<serde_json::Value>(&m).ok())
             .and_then(|v| v.get("family").and_then(|f| f.as_str()).map(str::to_owned))
             .unwrap_or_else(|| "?".into());
+        let mut outcome = Outcome { mutant: label.clone(), family: family.clone(), model: name.clone(), status: "skipped".into(), round: 0, full_pass: false, candidates: 0, source: String::new(), secs: 0.0 };
         // The user's workspace holds the solution and the example tests only: the dataset's full tests stay hidden.
-        let workspace = match user_workspace(dir) {
-            Ok(w) => w,
+        let job = user_workspace(dir).and_then(|w| job_for(w.path(), &commands, args.rounds, args.candidates, args.max_tokens).map(|j| (w, j)));
+        let (_workspace, job) = match job {
+            Ok(j) => j,
             Err(e) => {
-                println!("{:>3} skipped: {e}", i + 1);
-                errors += 1;
+                println!("{:>3} {label:<22} skipped: {e}", i + 1);
+                record(&args.record, &outcome)?;
+                outcomes.push(outcome);
                 continue;
             }
         };
-        let job = match job_for(workspace.path(), &commands, args.rounds, args.candidates, args.max_tokens) {
-            Ok(job) => job,
-            Err(e) => {
-                println!("{:>3} {:<22} skipped: {e}", i + 1, dir.file_name().unwrap().to_string_lossy());
-                errors += 1;
-                continue;
-            }
-        };
-        total += 1;
         let t0 = Instant::now();
         let cancel = Arc::new(AtomicBool::new(false));
         let result = self_debug_with(&job, &sources, &cancel, &mut |_, _| {});
-        let entry = by_family.entry(family.clone()).or_default();
-        entry.0 += 1;
-        let label = dir.file_name().unwrap().to_string_lossy().into_owned();
+        outcome.secs = t0.elapsed().as_secs_f64();
         let (verdict, rounds) = match &result {
             Ok(fix) => {
-                let full = full_tests_pass(dir, fix);
-                let r = fix.round();
-                fixed_at[r] += 1;
-                fix_secs.push(t0.elapsed().as_secs_f64());
-                *by_source.entry(fix.rounds.last().map(|c| c.source.clone()).unwrap_or_default()).or_default() += 1;
-                if full {
-                    entry.1 += 1;
-                } else {
-                    gate_only += 1;
-                }
-                (format!("fixed in round {r} ({} candidates run); full tests {}", fix.rounds.len(), if full { "pass" } else { "FAIL (gate-only fix)" }), &fix.rounds)
+                outcome.full_pass = full_tests_pass(dir, fix);
+                outcome.round = fix.round();
+                outcome.candidates = fix.rounds.len();
+                outcome.source = fix.rounds.last().map(|c| c.source.clone()).unwrap_or_default();
+                outcome.status = if fix.still_failing.is_empty() { "fixed" } else { "partial" }.into();
+                let kind = if fix.still_failing.is_empty() { "fixed" } else { "partial fix offered" };
+                let full = if outcome.full_pass { "pass" } else if fix.still_failing.is_empty() { "FAIL (false pass)" } else { "fail" };
+                (format!("{kind} in round {} ({} candidates run); full tests {full}", outcome.round, outcome.candidates), &fix.rounds)
             }
-            Err(no) => (format!("not fixed: {}", no.reason), &no.rounds),
+            Err(no) => {
+                outcome.status = "none".into();
+                outcome.candidates = no.rounds.len();
+                (format!("not fixed: {}", no.reason), &no.rounds)
+            }
         };
-        println!("{:>3} {label:<22} {family:<16} {:>5.1} s  {verdict}", i + 1, t0.elapsed().as_secs_f64());
+        println!("{:>3} {label:<22} {family:<16} {:>5.1} s  {verdict}", i + 1, outcome.secs);
         let transcript = rounds
             .iter()
             .map(|r| format!("      round {} ({}): {}\n      explanation: {}\n      code:\n{}", r.round, r.source, r.verdict, r.explanation.replace('\n', " "), indent(r.candidate.as_deref().unwrap_or("(none)"))))
@@ -146,36 +173,80 @@ pub fn run(args: SelfDebugBenchArgs) -> anyhow::Result<()> {
         if i < args.transcripts {
             println!("{transcript}");
         }
-        if later_round_transcript.is_none() && result.as_ref().is_ok_and(|f| f.round() > 1) {
+        let round_one_failed = rounds.iter().any(|r| r.round == 1);
+        if later_round_transcript.is_none() && outcome.status == "fixed" && outcome.full_pass && outcome.round > 1 && round_one_failed {
             later_round_transcript = Some(format!("{label} ({family}):\n{transcript}"));
         }
+        record(&args.record, &outcome)?;
+        outcomes.push(outcome);
     }
-    let after = |k: usize| fixed_at[1..=k.min(args.rounds)].iter().sum::<usize>();
-    let fixes = after(args.rounds);
-    println!("\n## self-debug, {} ({} mutants, {:.1} min)", name, total, started.elapsed().as_secs_f64() / 60.0);
-    println!("| rounds allowed | fixes offered (pass the gate) | fix rate | also pass the full tests |");
-    println!("|---|---|---|---|");
-    for k in [1, 2, args.rounds].into_iter().filter(|&k| k <= args.rounds).collect::<std::collections::BTreeSet<_>>() {
-        // Which of the first-k-round fixes were gate-only is not tracked per round; the full-test column is exact
-        // only for the last row.
-        let n = after(k);
-        println!("| {k} | {n} | {:.1}% | {} |", 100.0 * n as f64 / total.max(1) as f64, if k == args.rounds { format!("{} ({:.1}%)", n - gate_only, 100.0 * (n - gate_only) as f64 / total.max(1) as f64) } else { "-".into() });
-    }
-    println!("false passes (passed the gate, fail the full tests): {gate_only} of {fixes} fixes ({:.1}%)", 100.0 * gate_only as f64 / fixes.max(1) as f64);
-    println!("skipped mutants: {errors}");
-    let mean_fix = fix_secs.iter().sum::<f64>() / fix_secs.len().max(1) as f64;
-    println!("time per fix (mean over fixed mutants): {mean_fix:.1} s; whole run per mutant: {:.1} s", started.elapsed().as_secs_f64() / total.max(1) as f64);
-    if by_source.len() > 1 || args.with_completion_model {
-        println!("fixes by the source of the winning candidate: {}", by_source.iter().map(|(s, n)| format!("{s} {n}")).collect::<Vec<_>>().join(", "));
-    }
+    summary(&name, &outcomes, args.rounds, started.elapsed().as_secs_f64(), args.with_completion_model);
     if let Some(t) = &later_round_transcript {
         println!("\nA fix found after round 1 failed:\n{t}");
+    }
+    Ok(())
+}
+
+fn record(path: &Option<PathBuf>, outcome: &Outcome) -> anyhow::Result<()> {
+    let Some(path) = path else { return Ok(()) };
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("opening {}", path.display()))?;
+    writeln!(file, "{}", serde_json::to_string(outcome)?)?;
+    Ok(())
+}
+
+/// The tables, over every outcome (recorded earlier or run now).
+fn summary(name: &str, outcomes: &[Outcome], rounds: usize, secs_now: f64, show_sources: bool) {
+    let ran: Vec<&Outcome> = outcomes.iter().filter(|o| o.status != "skipped").collect();
+    let total = ran.len();
+    let skipped = outcomes.len() - total;
+    let pct = |n: usize| 100.0 * n as f64 / total.max(1) as f64;
+    let full_fixes = |k: usize| ran.iter().filter(|o| o.status == "fixed" && o.round <= k).count();
+    let minutes: f64 = ran.iter().map(|o| o.secs).sum::<f64>() / 60.0;
+    println!("\n## self-debug, {name} ({total} mutants, {minutes:.1} min of self-debug; {:.1} min this run)", secs_now / 60.0);
+    println!("| rounds allowed | fixes offered (pass the gate) | fix rate | also pass the hidden full tests |");
+    println!("|---|---|---|---|");
+    for k in [1, 2, rounds].into_iter().filter(|&k| k <= rounds).collect::<std::collections::BTreeSet<_>>() {
+        let n = full_fixes(k);
+        let correct = ran.iter().filter(|o| o.status == "fixed" && o.round <= k && o.full_pass).count();
+        println!("| {k} | {n} | {:.1}% | {correct} ({:.1}%) |", pct(n), pct(correct));
+    }
+    let fixes = full_fixes(rounds);
+    let false_passes = ran.iter().filter(|o| o.status == "fixed" && !o.full_pass).count();
+    println!("false passes (passed the gate, fail the hidden full tests): {false_passes} of {fixes} fixes ({:.1}%)", 100.0 * false_passes as f64 / fixes.max(1) as f64);
+    let partial: Vec<&&Outcome> = ran.iter().filter(|o| o.status == "partial").collect();
+    println!(
+        "partial fixes offered (target passes, other tests of the function still fail; shown as such, not counted above): {} ({} of them pass the hidden full tests)",
+        partial.len(),
+        partial.iter().filter(|o| o.full_pass).count()
+    );
+    println!("skipped mutants: {skipped}");
+    let fix_secs: Vec<f64> = ran.iter().filter(|o| o.status == "fixed").map(|o| o.secs).collect();
+    let mut sorted = fix_secs.clone();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    let median = sorted.get(sorted.len() / 2).copied().unwrap_or(0.0);
+    println!(
+        "time per fix: median {median:.1} s, mean {:.1} s over fixed mutants; per mutant (all): {:.1} s",
+        (fix_secs.iter().sum::<f64>() + 0.0) / fix_secs.len().max(1) as f64,
+        60.0 * minutes / total.max(1) as f64
+    );
+    let mut by_source: std::collections::BTreeMap<&str, usize> = Default::default();
+    for o in ran.iter().filter(|o| o.status == "fixed") {
+        *by_source.entry(o.source.as_str()).or_default() += 1;
+    }
+    if by_source.len() > 1 || show_sources {
+        println!("fixes by the source of the winning candidate: {}", by_source.iter().map(|(s, n)| format!("{s} {n}")).collect::<Vec<_>>().join(", "));
+    }
+    let mut by_family: std::collections::BTreeMap<&str, (usize, usize)> = Default::default();
+    for o in &ran {
+        let e = by_family.entry(o.family.as_str()).or_default();
+        e.0 += 1;
+        e.1 += usize::from(o.status == "fixed" && o.full_pass);
     }
     println!("\n| mutation family | mutants | correct fixes (full tests pass) |\n|---|---|---|");
     for (family, (n, ok)) in &by_family {
         println!("| {family} | {n} | {ok} |");
     }
-    Ok(())
 }
 
 fn natural_key(p: &Path) -> (String, u64, String) {

@@ -219,6 +219,7 @@ pub fn explain_then_code(
     fence: &str,
     sampling: crate::engine::SamplingParams,
     max_tokens: usize,
+    code_head: Option<&str>,
     cancel: &Arc<AtomicBool>,
 ) -> Result<ExplainedCode, String> {
     let explain = GenerateParams {
@@ -228,10 +229,13 @@ pub fn explain_then_code(
     };
     let lead = format!("{lead} ");
     let explanation = model.reply(conversation.messages(), &lead, &explain, cancel)?.trim().to_owned();
-    let opened = format!("{lead}{explanation}\n\n{code_intro}\n```{fence}\n");
+    // `code_head` (e.g. the signature and docstring, which a fix keeps anyway) is written for the model: it costs no
+    // generated tokens and cannot be garbled.
+    let head = code_head.unwrap_or("");
+    let opened = format!("{lead}{explanation}\n\n{code_intro}\n```{fence}\n{head}");
     let code_params = GenerateParams { max_tokens, sampling, stop: vec!["```".into(), "<|im_end|>".into(), "<|endoftext|>".into()] };
     let code = model.reply(conversation.messages(), &opened, &code_params, cancel)?;
-    let code = code.trim_end().to_owned();
+    let code = format!("{head}{}", code.trim_end());
     let turn = format!("{opened}{code}\n```");
     Ok(ExplainedCode { explanation, code, turn })
 }

@@ -821,18 +821,25 @@ impl Backend {
             Ok(fix) => {
                 let edit = self.checked_edit(&root, &fix.file, &fix.original_text, &[(fix.range.clone(), fix.new_function.clone())])?;
                 let round = fix.round();
+                // A partial fix (other tests of the function still fail) says so first, in the message and the status.
+                let caveat = if fix.still_failing.is_empty() {
+                    String::new()
+                } else {
+                    format!(" Not a full fix: {} still fail.", fix.still_failing.iter().map(|t| t.rsplit("::").next().unwrap_or(t)).collect::<Vec<_>>().join(", "))
+                };
                 let message = format!(
-                    "{} passes after fixing `{}` (round {round}). {} Evidence: {}",
+                    "{} passes after fixing `{}` (round {round}).{caveat} {} Evidence: {}",
                     data.name,
                     fix.function,
                     fix.explanation,
                     fix.evidence.join("; ")
                 );
-                self.end_progress(token, format!("{} passes (round {round})", data.name)).await;
-                self.client.show_message(MessageType::INFO, format!("pie-ls: {message}")).await;
+                self.end_progress(token, format!("{} passes (round {round}){}", data.name, if caveat.is_empty() { "" } else { "; partial fix" })).await;
+                self.client.show_message(if caveat.is_empty() { MessageType::INFO } else { MessageType::WARNING }, format!("pie-ls: {message}")).await;
                 let result = serde_json::json!({
-                    "status": "fixed", "function": fix.function, "file": fix.file, "explanation": fix.explanation,
-                    "evidence": fix.evidence, "rounds": rounds_json(&fix.rounds),
+                    "status": if fix.still_failing.is_empty() { "fixed" } else { "partial" }, "function": fix.function, "file": fix.file,
+                    "explanation": fix.explanation, "evidence": fix.evidence, "rounds": rounds_json(&fix.rounds),
+                    "stillFailing": fix.still_failing,
                 });
                 Ok(super::verified::accepted(action, data, edit, result))
             }

@@ -180,7 +180,7 @@ pub fn find_faster_with(job: &Job, sources: &[crate::features::selfdebug::Source
             } else {
                 SamplingParams { temperature: 0.8 + 0.1 * draw as f32, seed: 77 + 100 * draw + k as u64, ..Default::default() }
             };
-            let turn = explain_then_code(model, &conversation, "What makes the current version slow:", &format!("A faster `{}` with exactly the same behaviour:", job.function), "python", sampling, job.max_tokens, cancel)
+            let turn = explain_then_code(model, &conversation, "What makes the current version slow:", &format!("A faster `{}` with exactly the same behaviour:", job.function), "python", sampling, job.max_tokens, None, cancel)
                 .map_err(|e| NoFaster { reason: format!("the model failed: {e}"), candidates: candidates.clone() })?;
             let key = candidate_edits(&original, &function, &turn.code, &job.function)
                 .and_then(|e| e.last().map(|l| crate::features::selfdebug::normalised(lang, &l.1)));

@@ -12,6 +12,10 @@
 //!
 //! Invariants: only the one function is replaced (tests are never edited, a test function is never the target);
 //! a `Fix` is returned only when the target test passes and every test that passed before still passes.
+//! The other tests of the same function are evidence too: a candidate that makes the target pass while another
+//! failing test of that function still fails usually special-cases the target's input, so it is told to the next
+//! round like a failure and kept only as a fallback, offered (with `still_failing` named) when no round finds a
+//! candidate that passes all of them.
 //! Every run goes through `runner` (scratch copy, timeout, memory cap, process-group kill).
 
 mod locate;
@@ -75,6 +79,9 @@ pub struct Fix {
     pub evidence: Vec<String>,
     /// Every candidate tried, in order (the last one is the fix).
     pub rounds: Vec<Round>,
+    /// Other tests of the same function that failed before and still fail with this fix (empty for a full fix;
+    /// non-empty only for the fallback offered when no candidate passed them all).
+    pub still_failing: Vec<String>,
 }
 
 impl Fix {
@@ -170,6 +177,11 @@ pub fn self_debug_with(job: &Job, sources: &[Source], cancel: &Arc<AtomicBool>, 
         output = clean(&before),
     );
     let old_errors = parse(job.language, &target.text).map(|t| count_syntax_errors(&t)).unwrap_or(0);
+    let code_head = signature_and_docstring(job.language, &original_function, &target.function.indent);
+    // The suite's other failing tests that call the function: a full fix makes them pass too.
+    let siblings = failing_tests_of(job.language, &test_text, &failed(&suite_before), &job.test.name, &name);
+    // The first candidate that passed the gate but left siblings failing, offered only if nothing better is found.
+    let mut fallback: Option<Fix> = None;
     let mut rounds: Vec<Round> = Vec::new();
     let mut attempts: Vec<Attempt> = Vec::new();
     // Normalised code of everything tried (the original included: returning it unchanged is no fix).
@@ -197,7 +209,7 @@ pub fn self_debug_with(job: &Job, sources: &[Source], cancel: &Arc<AtomicBool>, 
                 } else {
                     SamplingParams { temperature: 0.7 + 0.15 * draw as f32, seed: 1000 * round as u64 + 10 * k as u64 + draw, ..Default::default() }
                 };
-                let turn = match explain_then_code(model, &conversation, &format!("The bug in `{name}`:"), &format!("The corrected function `{name}`:"), fence, sampling, job.max_tokens, cancel) {
+                let turn = match explain_then_code(model, &conversation, &format!("The bug in `{name}`:"), &format!("The corrected function `{name}`:"), fence, sampling, job.max_tokens, code_head.as_deref(), cancel) {
                     Ok(turn) => turn,
                     Err(e) => {
                         if cancel.load(Ordering::Relaxed) {
@@ -272,7 +284,18 @@ pub fn self_debug_with(job: &Job, sources: &[Source], cancel: &Arc<AtomicBool>, 
                 );
                 continue;
             }
-            rounds.push(Round { round, source: source.clone(), explanation: explanation.clone(), candidate: Some(new_function.clone()), verdict: "the test passes and nothing regressed".into() });
+            let still_failing: Vec<String> = if siblings.is_empty() {
+                Vec::new()
+            } else {
+                let failed_after = failed(&suite_after);
+                siblings.iter().filter(|t| failed_after.contains(*t)).cloned().collect()
+            };
+            let verdict = if still_failing.is_empty() {
+                "the test passes and nothing regressed".to_owned()
+            } else {
+                format!("{} passes, but other tests of `{name}` still fail: {}", job.test.name, short_names(&still_failing))
+            };
+            rounds.push(Round { round, source: source.clone(), explanation: explanation.clone(), candidate: Some(new_function.clone()), verdict });
             let isolation = after.isolation();
             let mut evidence = vec![
                 format!("{}: failed before ({}), passes after round {round} ({:.1} s, {isolation})", job.test.name, short_status(&before), after.duration.as_secs_f64()),
@@ -291,20 +314,75 @@ pub fn self_debug_with(job: &Job, sources: &[Source], cancel: &Arc<AtomicBool>, 
             if sources.len() > 1 {
                 evidence.push(format!("written by the {source}"));
             }
-            progress("verified", 100);
-            return Ok(Fix {
+            if !siblings.is_empty() && still_failing.is_empty() {
+                evidence.push(format!("other tests of `{name}` that failed before pass too: {}", short_names(&siblings)));
+            }
+            let fix = Fix {
                 file: target.file.clone(),
                 original_text: target.text.clone(),
                 range: target.function.range.clone(),
-                new_function,
-                function: name,
-                explanation,
+                new_function: new_function.clone(),
+                function: name.clone(),
+                explanation: explanation.clone(),
                 evidence,
-                rounds,
+                rounds: rounds.clone(),
+                still_failing: still_failing.clone(),
+            };
+            if still_failing.is_empty() {
+                progress("verified", 100);
+                return Ok(fix);
+            }
+            // Told to the next round as a failure: the model sees which sibling still fails and how.
+            attempts.push(Attempt {
+                code: new_function.clone(),
+                failure: format!(
+                    "`{}` passes, but these other tests of `{name}` still fail: {}\n```\n{}\n```",
+                    job.test.name,
+                    short_names(&still_failing),
+                    clean(&suite_after)
+                ),
             });
+            fallback.get_or_insert(fix);
         }
     }
+    if let Some(mut fix) = fallback {
+        // Offered for what it verifiably does (the target passes, nothing regressed), with the tests it leaves failing.
+        fix.evidence.push(format!("not a full fix: other tests of `{}` still fail: {}", fix.function, short_names(&fix.still_failing)));
+        fix.rounds = rounds;
+        let kept = fix.rounds.iter().rposition(|r| r.candidate.as_deref() == Some(fix.new_function.as_str()));
+        if let Some(i) = kept {
+            // The fix is the last entry of `rounds` (as for a full fix): move it there.
+            let r = fix.rounds.remove(i);
+            fix.rounds.push(r);
+        }
+        progress("verified (partial)", 100);
+        return Ok(fix);
+    }
     Err(NoFix { reason: format!("no verified fix for {} after {} rounds", job.test.name, total_rounds), rounds })
+}
+
+/// Tests of `failing` (outcome names, e.g. `test_x.py::test_b`), other than `target`, whose body in `test_text`
+/// calls `function`. Only Python test files are read; for other languages this is empty.
+fn failing_tests_of(lang: Language, test_text: &str, failing: &BTreeSet<String>, target: &str, function: &str) -> Vec<String> {
+    if lang != Language::Python || failing.is_empty() {
+        return Vec::new();
+    }
+    let Some(tree) = parse(lang, test_text) else { return Vec::new() };
+    failing
+        .iter()
+        .filter(|full| {
+            let short = full.rsplit("::").next().unwrap_or(full);
+            let short = short.split('[').next().unwrap_or(short);
+            short != target
+                && find_function(lang, test_text, &tree, short).is_some_and(|f| mentions(f.text(test_text), function))
+        })
+        .cloned()
+        .collect()
+}
+
+/// Test names without their file prefix, comma-separated.
+fn short_names(names: &[String]) -> String {
+    names.iter().map(|n| n.rsplit("::").next().unwrap_or(n)).collect::<Vec<_>>().join(", ")
 }
 
 /// A round's conversation: the task, and (after round 1) the failed attempts so far with how each failed, as the
@@ -422,6 +500,16 @@ pub(crate) fn keep_docstring(lang: Language, original: &str, candidate: &str) ->
     out
 }
 
+/// A top-level Python function's text up to the end of its docstring, with a line break: the part a fix keeps, which
+/// the model is spared from copying (a HumanEval docstring is 100-200 tokens of every candidate).
+fn signature_and_docstring(lang: Language, function: &str, indent: &str) -> Option<String> {
+    if lang != Language::Python || !indent.is_empty() {
+        return None;
+    }
+    let range = docstring_range(function)?;
+    Some(format!("{}\n", &function[..range.end]))
+}
+
 /// Byte range of a Python function's docstring (the string that opens its body).
 fn docstring_range(function: &str) -> Option<std::ops::Range<usize>> {
     let tree = parse(Language::Python, function)?;
@@ -438,6 +526,10 @@ fn is_test_file_function(target: &Target, test: &TestTarget) -> bool {
 
 fn passed(out: &RunOutput) -> BTreeSet<String> {
     parse_outcomes(&out.output).into_iter().filter(|o| o.status == TestStatus::Passed).map(|o| o.name).collect()
+}
+
+fn failed(out: &RunOutput) -> BTreeSet<String> {
+    parse_outcomes(&out.output).into_iter().filter(|o| o.status == TestStatus::Failed).map(|o| o.name).collect()
 }
 
 fn check_ran(out: &RunOutput, cancel: &AtomicBool) -> Result<(), NoFix> {
@@ -499,5 +591,9 @@ mod tests {
         let candidate = "def f(x):\n    \"\"\"Adds.\"\"\"\n    return x + 1";
         assert_eq!(keep_docstring(Language::Python, original, candidate), "def f(x):\n    \"\"\"Adds one.\n    >>> f(1)\n    2\n    \"\"\"\n    return x + 1");
         assert_eq!(keep_docstring(Language::Python, original, "def f(x):\n    return x + 1"), "def f(x):\n    return x + 1");
+        let head = signature_and_docstring(Language::Python, original, "").unwrap();
+        assert_eq!(head, "def f(x):\n    \"\"\"Adds one.\n    >>> f(1)\n    2\n    \"\"\"\n");
+        assert_eq!(signature_and_docstring(Language::Python, original, "    "), None);
+        assert_eq!(signature_and_docstring(Language::Python, "def f(x):\n    return x\n", ""), None);
     }
 }
