@@ -101,7 +101,7 @@ pub fn run(args: SelfDebugBenchArgs) -> anyhow::Result<()> {
         .with_context(|| format!("reading {} (make it with tests/eval/make_mutants.py)", args.mutants.display()))?
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.join("test_solution.py").is_file())
+        .filter(|p| Flavour::of(p).is_some())
         .collect();
     dirs.sort_by_key(|p| natural_key(p));
     dirs.truncate(args.limit);
@@ -133,7 +133,8 @@ pub fn run(args: SelfDebugBenchArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|| "?".into());
         let mut outcome = Outcome { mutant: label.clone(), family: family.clone(), model: name.clone(), status: "skipped".into(), round: 0, full_pass: false, candidates: 0, source: String::new(), secs: 0.0 };
         // The user's workspace holds the solution and the example tests only: the dataset's full tests stay hidden.
-        let job = user_workspace(dir).and_then(|w| job_for(w.path(), &commands, args.rounds, args.candidates, args.max_tokens).map(|j| (w, j)));
+        let flavour = Flavour::of(dir).expect("filtered above");
+        let job = user_workspace(dir, flavour).and_then(|w| job_for(w.path(), flavour, &commands, args.rounds, args.candidates, args.max_tokens).map(|j| (w, j)));
         let (_workspace, job) = match job {
             Ok(j) => j,
             Err(e) => {
@@ -149,7 +150,7 @@ pub fn run(args: SelfDebugBenchArgs) -> anyhow::Result<()> {
         outcome.secs = t0.elapsed().as_secs_f64();
         let (verdict, rounds) = match &result {
             Ok(fix) => {
-                outcome.full_pass = full_tests_pass(dir, fix);
+                outcome.full_pass = full_tests_pass(dir, flavour, fix);
                 outcome.round = fix.round();
                 outcome.candidates = fix.rounds.len();
                 outcome.source = fix.rounds.last().map(|c| c.source.clone()).unwrap_or_default();
@@ -259,9 +260,29 @@ fn indent(code: &str) -> String {
     code.lines().map(|l| format!("        {l}")).collect::<Vec<_>>().join("\n")
 }
 
-fn user_workspace(dir: &Path) -> Result<crate::runner::Scratch, String> {
+/// A mutant's language and file names: Python (`make_mutants.py`) or JavaScript (`make_js_mutants.py`).
+#[derive(Clone, Copy, Debug)]
+struct Flavour {
+    language: Language,
+    id: &'static str,
+    solution: &'static str,
+    tests: &'static str,
+    full: &'static str,
+}
+
+impl Flavour {
+    fn of(dir: &Path) -> Option<Flavour> {
+        const ALL: [Flavour; 2] = [
+            Flavour { language: Language::Python, id: "python", solution: "solution.py", tests: "test_solution.py", full: "python3 full_test.py" },
+            Flavour { language: Language::JavaScript, id: "javascript", solution: "solution.js", tests: "solution.test.js", full: "node full_test.js" },
+        ];
+        ALL.into_iter().find(|f| dir.join(f.tests).is_file())
+    }
+}
+
+fn user_workspace(dir: &Path, flavour: Flavour) -> Result<crate::runner::Scratch, String> {
     let ws = crate::runner::Scratch::empty("selfdebug-user")?;
-    for f in ["solution.py", "test_solution.py"] {
+    for f in [flavour.solution, flavour.tests] {
         let text = std::fs::read_to_string(dir.join(f)).map_err(|e| format!("{f}: {e}"))?;
         ws.write(f.as_ref(), &text)?;
     }
@@ -269,24 +290,28 @@ fn user_workspace(dir: &Path) -> Result<crate::runner::Scratch, String> {
 }
 
 /// The job a user would start: "Fix so that <first failing example test> passes".
-fn job_for(dir: &Path, commands: &TestCommands, rounds: usize, candidates: usize, max_tokens: usize) -> Result<Job, String> {
-    let probe = TestTarget { file: "test_solution.py".into(), name: String::new(), class: None };
+fn job_for(dir: &Path, flavour: Flavour, commands: &TestCommands, rounds: usize, candidates: usize, max_tokens: usize) -> Result<Job, String> {
+    let probe = TestTarget { file: flavour.tests.into(), name: String::new(), class: None };
     let cancel = AtomicBool::new(false);
-    let suite = commands.run_suite("python", dir, &probe, &cancel)?;
+    let suite = commands.run_suite(flavour.id, dir, &probe, &cancel)?;
     let failing = parse_outcomes(&suite.output)
         .into_iter()
         .find(|o| o.status == TestStatus::Failed)
         .ok_or_else(|| format!("no failing gate test ({})", suite.summary()))?;
     let name = failing.name.rsplit("::").next().unwrap_or("").to_owned();
-    let text = std::fs::read_to_string(dir.join("test_solution.py")).map_err(|e| e.to_string())?;
-    let tree = parse(Language::Python, &text).ok_or("test file does not parse")?;
-    let at = text.find(&format!("def {name}(")).ok_or("failing test not found in the file")?;
-    let test = test_at(Language::Python, &text, &tree, at + 4).ok_or("no test at the failing test's position")?;
+    let text = std::fs::read_to_string(dir.join(flavour.tests)).map_err(|e| e.to_string())?;
+    let tree = parse(flavour.language, &text).ok_or("test file does not parse")?;
+    let at = match flavour.language {
+        Language::Python => text.find(&format!("def {name}(")).map(|i| i + 4),
+        _ => text.find(&format!("'{name}'")).map(|i| i + 1),
+    };
+    let at = at.ok_or("failing test not found in the file")?;
+    let test = test_at(flavour.language, &text, &tree, at).ok_or("no test at the failing test's position")?;
     Ok(Job {
-        language: Language::Python,
+        language: flavour.language,
         root: dir.to_owned(),
         overlays: Vec::new(),
-        test: TestTarget { file: "test_solution.py".into(), name: test.name, class: test.class },
+        test: TestTarget { file: flavour.tests.into(), name: test.name, class: test.class },
         test_range: test.range,
         rounds,
         candidates,
@@ -296,10 +321,10 @@ fn job_for(dir: &Path, commands: &TestCommands, rounds: usize, candidates: usize
 }
 
 /// Whether the fixed solution passes the dataset's full tests (`python3 full_test.py`, in a scratch copy).
-fn full_tests_pass(dir: &Path, fix: &crate::features::selfdebug::Fix) -> bool {
+fn full_tests_pass(dir: &Path, flavour: Flavour, fix: &crate::features::selfdebug::Fix) -> bool {
     let mut text = fix.original_text.clone();
     text.replace_range(fix.range.clone(), &fix.new_function);
     let Ok(scratch) = crate::runner::Scratch::copy_of(dir, &[(fix.file.clone(), text)], "selfdebug-full", Default::default()) else { return false };
     let limits = Limits { timeout: Duration::from_secs(20), ..Limits::default() };
-    run_shell("python3 full_test.py", scratch.path(), &[], &limits, &AtomicBool::new(false)).success()
+    run_shell(flavour.full, scratch.path(), &[], &limits, &AtomicBool::new(false)).success()
 }

@@ -362,19 +362,29 @@ pub fn self_debug_with(job: &Job, sources: &[Source], cancel: &Arc<AtomicBool>, 
 }
 
 /// Tests of `failing` (outcome names, e.g. `test_x.py::test_b`), other than `target`, whose body in `test_text`
-/// calls `function`. Only Python test files are read; for other languages this is empty.
+/// calls `function`. A test is found by its name (Python `def name(`, a JavaScript `test('name', ...)`, a Rust or Go
+/// test function); tests not found are left out.
 fn failing_tests_of(lang: Language, test_text: &str, failing: &BTreeSet<String>, target: &str, function: &str) -> Vec<String> {
-    if lang != Language::Python || failing.is_empty() {
+    if failing.is_empty() {
         return Vec::new();
     }
     let Some(tree) = parse(lang, test_text) else { return Vec::new() };
+    let body_of = |short: &str| -> Option<&str> {
+        let at = match lang {
+            Language::JavaScript | Language::TypeScript | Language::Tsx => {
+                ['\'', '"', '`'].iter().find_map(|q| test_text.find(&format!("{q}{short}{q}"))).map(|i| i + 1)
+            }
+            _ => ["def ", "fn ", "func "].iter().find_map(|kw| test_text.find(&format!("{kw}{short}("))).map(|i| i + test_text[i..].find(' ').unwrap_or(0) + 1),
+        }?;
+        let test = crate::features::code::test_at(lang, test_text, &tree, at)?;
+        (test.name == short).then(|| test_text.get(test.range).unwrap_or(""))
+    };
     failing
         .iter()
         .filter(|full| {
             let short = full.rsplit("::").next().unwrap_or(full);
             let short = short.split('[').next().unwrap_or(short);
-            short != target
-                && find_function(lang, test_text, &tree, short).is_some_and(|f| mentions(f.text(test_text), function))
+            short != target && body_of(short).is_some_and(|body| mentions(body, function))
         })
         .cloned()
         .collect()
