@@ -147,3 +147,35 @@ fn a_partial_fix_is_offered_last_and_says_what_still_fails() {
     assert_eq!(fix.rounds.len(), 1);
     assert!(fix.new_function.ends_with(special_case));
 }
+
+// The same rule for a JavaScript suite (`node:test`): the sibling is found by its test name.
+#[test]
+fn a_javascript_fix_must_pass_the_other_tests_of_the_function_too() {
+    let ws = Scratch::empty("selfdebug-js-siblings").unwrap();
+    let source = "function median(xs) {\n  const s = [...xs].sort((a, b) => a - b);\n  return s[Math.floor(s.length / 2) + 1];\n}\n\nmodule.exports = { median };\n";
+    let tests = "const test = require('node:test');\nconst assert = require('node:assert');\nconst { median } = require('./stats');\n\ntest('three', () => {\n  assert.strictEqual(median([3, 1, 2]), 2);\n});\n\ntest('five', () => {\n  assert.strictEqual(median([5, 1, 4, 2, 3]), 3);\n});\n";
+    ws.write("stats.js".as_ref(), source).unwrap();
+    ws.write("stats.test.js".as_ref(), tests).unwrap();
+    let start = tests.find("test('three'").unwrap();
+    let end = tests.find("\n\ntest('five'").unwrap();
+    let job = Job {
+        language: Language::JavaScript,
+        root: ws.path().to_owned(),
+        overlays: Vec::new(),
+        test: TestTarget { file: "stats.test.js".into(), name: "three".into(), class: None },
+        test_range: start..end,
+        rounds: 2,
+        candidates: 1,
+        commands: TestCommands::default(),
+        max_tokens: 128,
+    };
+    let special_case = "function median(xs) {\n  if (xs.length === 3) return 2;\n  const s = [...xs].sort((a, b) => a - b);\n  return s[Math.floor(s.length / 2) + 1];\n}";
+    let right = "function median(xs) {\n  const s = [...xs].sort((a, b) => a - b);\n  return s[Math.floor(s.length / 2)];\n}";
+    let replies: Vec<String> = [candidate("three is off.", special_case), candidate("one too far.", right)].into_iter().flatten().collect();
+    let model = ScriptedChat::new(replies);
+    let fix = self_debug_with(&job, &[("scripted", &model)], &Arc::new(AtomicBool::new(false)), &mut |_, _| {}).expect("a verified fix");
+    assert_eq!(fix.round(), 2, "{:#?}", fix.rounds);
+    assert!(fix.still_failing.is_empty());
+    assert!(fix.rounds[0].verdict.contains("other tests of `median` still fail: five"), "{:#?}", fix.rounds);
+    assert_eq!(fix.new_function, right);
+}
