@@ -334,9 +334,15 @@ fn self_debug_runs_over_chat_completions_on_llama_server() {
     for round in rounds {
         assert!(round["source"].as_str().unwrap().contains("llama-server backend at"), "{round}");
     }
-    // The model's code reached the fix loop (llama-server repeats the prefill, which holds the opening fence: a
-    // client that kept it would stop at once and never see code).
-    assert!(rounds.iter().any(|r| r["code"].as_str().is_some_and(|c| c.contains("def below_zero"))), "{result}");
+    // The model's code reached the fix loop (llama-server repeats the prefill, which holds the opening fence and
+    // the given signature and docstring: a client that kept it would stop at once and never see code). The body
+    // after the docstring is the model's.
+    let docstring_end = BANK.find("zero.\"\"\"\n").unwrap() + "zero.\"\"\"\n".len();
+    let head = &BANK[..docstring_end];
+    assert!(
+        rounds.iter().any(|r| r["code"].as_str().is_some_and(|c| c.starts_with(head) && c[head.len()..].contains("return"))),
+        "{result}"
+    );
     let tasks = server.log_text().matches("processing task").count();
     assert!(tasks >= 2, "an explanation and a fix per candidate went to the server: {tasks} tasks");
     if result["status"] == "fixed" {
