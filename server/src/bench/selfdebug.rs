@@ -176,6 +176,8 @@ pub fn run(args: SelfDebugBenchArgs) -> anyhow::Result<()> {
         }
         let round_one_failed = rounds.iter().any(|r| r.round == 1);
         if later_round_transcript.is_none() && outcome.status == "fixed" && outcome.full_pass && outcome.round > 1 && round_one_failed {
+            // Printed at once too: a long run stopped before its summary still shows it.
+            println!("      (the first fix found after round 1 failed; every round:)\n{transcript}");
             later_round_transcript = Some(format!("{label} ({family}):\n{transcript}"));
         }
         record(&args.record, &outcome)?;
