@@ -225,12 +225,10 @@ fn summary(name: &str, outcomes: &[Outcome], rounds: usize, secs_now: f64, show_
     );
     println!("skipped mutants: {skipped}");
     let fix_secs: Vec<f64> = ran.iter().filter(|o| o.status == "fixed").map(|o| o.secs).collect();
-    let mut sorted = fix_secs.clone();
-    sorted.sort_by(|a, b| a.total_cmp(b));
-    let median = sorted.get(sorted.len() / 2).copied().unwrap_or(0.0);
+    let median = if fix_secs.is_empty() { 0.0 } else { super::quantile(&mut fix_secs.clone(), 0.5) };
     println!(
         "time per fix: median {median:.1} s, mean {:.1} s over fixed mutants; per mutant (all): {:.1} s",
-        (fix_secs.iter().sum::<f64>() + 0.0) / fix_secs.len().max(1) as f64,
+        if fix_secs.is_empty() { 0.0 } else { fix_secs.iter().sum::<f64>() / fix_secs.len() as f64 },
         60.0 * minutes / total.max(1) as f64
     );
     let mut by_source: std::collections::BTreeMap<&str, usize> = Default::default();

@@ -825,7 +825,7 @@ impl Backend {
                 let caveat = if fix.still_failing.is_empty() {
                     String::new()
                 } else {
-                    format!(" Not a full fix: {} still fail.", fix.still_failing.iter().map(|t| t.rsplit("::").next().unwrap_or(t)).collect::<Vec<_>>().join(", "))
+                    format!(" Not a full fix: {} still fail.", crate::features::selfdebug::short_names(&fix.still_failing))
                 };
                 let message = format!(
                     "{} passes after fixing `{}` (round {round}).{caveat} {} Evidence: {}",

@@ -391,7 +391,7 @@ fn failing_tests_of(lang: Language, test_text: &str, failing: &BTreeSet<String>,
 }
 
 /// Test names without their file prefix, comma-separated.
-fn short_names(names: &[String]) -> String {
+pub fn short_names(names: &[String]) -> String {
     names.iter().map(|n| n.rsplit("::").next().unwrap_or(n)).collect::<Vec<_>>().join(", ")
 }
 
