@@ -206,15 +206,20 @@ fn nth_line_start(text: &str, n: usize) -> usize {
 /// Sequential edits (each in the coordinates left by the previous ones) that turn `old` into `new`: one per
 /// changed run of lines, so a keystroke is one site and a window move is one more.
 pub fn prompt_edits(old: &str, new: &str) -> Vec<TextEdit> {
+    prompt_edits_within(old, new, std::time::Duration::from_millis(20))
+}
+
+/// `prompt_edits` with the line diff bounded by `timeout`: past it `similar` gives up on the middle and reports it
+/// as one deletion and one insertion.
+fn prompt_edits_within(old: &str, new: &str, timeout: std::time::Duration) -> Vec<TextEdit> {
     let old_lines: Vec<usize> = line_offsets(old);
     let new_lines: Vec<usize> = line_offsets(new);
     // Diff our own '\n' lines: `similar`'s `diff_lines` also ends a line at a lone '\r', and its line indices
-    // would then not match these offsets (the soak found a prompt edit at byte 2^64 - 31 that way).
+    // would then not match these offsets.
     let old_slices = line_slices(old, &old_lines);
     let new_slices = line_slices(new, &new_lines);
-    let diff = TextDiff::configure().timeout(std::time::Duration::from_millis(20)).diff_slices(&old_slices, &new_slices);
-    let mut edits = Vec::new();
-    let mut delta: isize = 0;
+    let diff = TextDiff::configure().timeout(timeout).diff_slices(&old_slices, &new_slices);
+    let mut edits: Vec<TextEdit> = Vec::new();
     for op in diff.ops() {
         let (old_range, new_range) = match *op {
             DiffOp::Equal { .. } => continue,
@@ -224,15 +229,55 @@ pub fn prompt_edits(old: &str, new: &str) -> Vec<TextEdit> {
                 (old_index..old_index + old_len, new_index..new_index + new_len)
             }
         };
-        let old_start = old_lines[old_range.start];
-        let old_end = old_lines[old_range.end];
-        let new_text = &new[new_lines[new_range.start]..new_lines[new_range.end]];
-        let start = (old_start as isize + delta) as usize;
-        let end = (old_end as isize + delta) as usize;
-        edits.push(TextEdit::new(start, end, new_text));
-        delta += new_text.len() as isize - (old_end - old_start) as isize;
+        // Where the op sits in the text left by the previous edits: everything before it is already `new`'s, so
+        // its start is `new`'s offset. (Old offsets shifted by a running delta go wrong when the diff gives up at
+        // its deadline: it then reports an insertion at the start of the deletion it just made, and the soak saw
+        // an edit at byte 2^64 - 31.)
+        let start = new_lines[new_range.start];
+        let removed = old_lines[old_range.end] - old_lines[old_range.start];
+        let new_text = &new[start..new_lines[new_range.end]];
+        match edits.last_mut() {
+            // Adjacent ops (a deletion then an insertion at the same place) are one site.
+            Some(last) if last.start_byte + last.new_text.len() == start => {
+                last.old_end_byte += removed;
+                last.new_text.push_str(new_text);
+            }
+            _ => edits.push(TextEdit::new(start, start + removed, new_text)),
+        }
     }
-    edits
+    if reproduces(old, &edits, new) {
+        edits
+    } else {
+        // Never hand the engine edits that do not lead to the prompt: one edit from the common prefix and suffix.
+        tracing::warn!("prompt diff: the line edits do not reproduce the new prompt; using one edit");
+        vec![crate::engine::session::diff_edit(old, new)]
+    }
+}
+
+/// Whether `edits`, applied in order to `old`, give `new` (checked without building the intermediate texts: the
+/// edits are sorted and each is in the coordinates left by the previous ones).
+fn reproduces(old: &str, edits: &[TextEdit], new: &str) -> bool {
+    let mut out = String::with_capacity(new.len());
+    let mut old_at = 0; // next byte of `old` not yet copied or replaced
+    let mut delta: isize = 0; // new coordinates minus old coordinates so far
+    for e in edits {
+        let old_start = e.start_byte as isize - delta;
+        let old_end = e.old_end_byte as isize - delta;
+        if old_start < old_at as isize || old_end < old_start || old_end as usize > old.len() {
+            return false;
+        }
+        let (old_start, old_end) = (old_start as usize, old_end as usize);
+        let (Some(kept), true) = (old.get(old_at..old_start), old.is_char_boundary(old_end)) else { return false };
+        out.push_str(kept);
+        out.push_str(&e.new_text);
+        old_at = old_end;
+        delta += e.new_text.len() as isize - (old_end - old_start) as isize;
+    }
+    match old.get(old_at..) {
+        Some(rest) => out.push_str(rest),
+        None => return false,
+    }
+    out == new
 }
 
 fn line_slices<'a>(text: &'a str, offsets: &[usize]) -> Vec<&'a str> {
@@ -295,6 +340,33 @@ mod tests {
             }
             assert_eq!(apply(old, &edits), new, "{old:?} -> {new:?}");
         }
+    }
+
+    #[test]
+    fn prompt_edits_apply_when_the_line_diff_runs_out_of_time() {
+        // A zero timeout makes `similar` give up on every middle part (its deadline fallback).
+        let mut seed = 7u64;
+        let mut next = move |n: u64| {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) % n
+        };
+        let lines = ["def f(x):\n", "    return x\n", "\n", "a = 1\r", "# é\n", "pass\n", "b"];
+        for _ in 0..300 {
+            let mut pick = || {
+                let n = next(12);
+                (0..n).map(|_| lines[next(lines.len() as u64) as usize]).collect::<String>()
+            };
+            let (old, new) = (pick(), pick());
+            for timeout in [std::time::Duration::ZERO, std::time::Duration::from_secs(1)] {
+                let edits = prompt_edits_within(&old, &new, timeout);
+                assert_eq!(apply(&old, &edits), new, "{old:?} -> {new:?} ({timeout:?}): {edits:?}");
+            }
+        }
+        // The deadline fallback's ops for this pair (delete 0..2, keep old line 2 as new line 0, insert at old
+        // line 1): old offsets plus a running delta put the insertion at byte -10.
+        let old = "    return x\ndef f(x):\ndef f(x):\n";
+        let new = "def f(x):\ndef f(x):\ndef f(x):\n    return x\ndef f(x):\npass\ndef f(x):\npass\ndef f(x):\n";
+        assert_eq!(apply(old, &prompt_edits_within(old, new, std::time::Duration::ZERO)), new);
     }
 
     #[test]
