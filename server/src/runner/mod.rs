@@ -69,7 +69,7 @@ pub enum RunStatus {
 pub struct RunOutput {
     pub command: String,
     pub status: RunStatus,
-    /// stdout and stderr interleaved in arrival order, bounded by `Limits::output_bytes`.
+    /// stdout and stderr in the order they were written (one pipe), bounded by `Limits::output_bytes`.
     pub output: String,
     pub duration: Duration,
     pub network_isolated: bool,
@@ -168,7 +168,17 @@ pub fn run_shell(command: &str, cwd: &Path, env: &[(String, String)], limits: &L
             c
         }
     };
-    cmd.current_dir(cwd).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    // stdout and stderr share one pipe, as `2>&1` would: two pipes read by two threads interleave their chunks in
+    // whatever order the threads are scheduled, so a traceback could land in the middle of a line of stdout.
+    let (mut output_reader, output_writer) = match merged_output_pipe() {
+        Ok(pipe) => pipe,
+        Err(e) => return failed(format!("cannot create the output pipe: {e}")),
+    };
+    let stderr_writer = match output_writer.try_clone() {
+        Ok(w) => w,
+        Err(e) => return failed(format!("cannot create the output pipe: {e}")),
+    };
+    cmd.current_dir(cwd).stdin(Stdio::null()).stdout(Stdio::from(output_writer)).stderr(Stdio::from(stderr_writer));
     cmd.env("PYTHONDONTWRITEBYTECODE", "1").env("PYTHONUNBUFFERED", "1").env("NO_COLOR", "1").env("CI", "1");
     for (k, v) in &env {
         cmd.env(k, v);
@@ -196,7 +206,10 @@ pub fn run_shell(command: &str, cwd: &Path, env: &[(String, String)], limits: &L
             });
         }
     }
-    let mut child = match cmd.spawn() {
+    let spawned = cmd.spawn();
+    // The command holds this process's copies of the pipe's write end: drop it, or the reader never sees EOF.
+    drop(cmd);
+    let mut child = match spawned {
         Ok(c) => c,
         Err(e) => return failed(e.to_string()),
     };
@@ -204,22 +217,18 @@ pub fn run_shell(command: &str, cwd: &Path, env: &[(String, String)], limits: &L
     // Kill the group however this function is left (including a panic in a reader).
     let _group = GroupGuard(pgid);
     let buffer = Arc::new(Mutex::new(Bounded::new(limits.output_bytes)));
-    let readers: Vec<_> = [child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>), child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>)]
-        .into_iter()
-        .flatten()
-        .map(|mut stream| {
-            let buffer = buffer.clone();
-            std::thread::spawn(move || {
-                let mut chunk = [0u8; 8192];
-                while let Ok(n) = stream.read(&mut chunk) {
-                    if n == 0 {
-                        break;
-                    }
-                    buffer.lock().unwrap().push(&chunk[..n]);
+    let reader = {
+        let buffer = buffer.clone();
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 8192];
+            while let Ok(n) = output_reader.read(&mut chunk) {
+                if n == 0 {
+                    break;
                 }
-            })
+                buffer.lock().unwrap().push(&chunk[..n]);
+            }
         })
-        .collect();
+    };
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => {
@@ -241,13 +250,23 @@ pub fn run_shell(command: &str, cwd: &Path, env: &[(String, String)], limits: &L
     let _ = child.wait();
     // Grandchildren that escaped the group could hold the pipes open: do not wait on the readers for ever.
     let deadline = Instant::now() + Duration::from_secs(2);
-    for r in readers {
-        while !r.is_finished() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+    while !reader.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
     }
     let output = buffer.lock().unwrap().text();
     RunOutput { command: command.to_owned(), status, output, duration: started.elapsed(), network_isolated: isolate.is_some(), confined: ruleset_fd.is_some() }
+}
+
+/// One pipe (read end, write end), both close-on-exec: the child gets the write end as its stdout and stderr.
+fn merged_output_pipe() -> std::io::Result<(std::fs::File, std::fs::File)> {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nothing else.
+    Ok(unsafe { (std::fs::File::from_raw_fd(fds[0]), std::fs::File::from_raw_fd(fds[1])) })
 }
 
 /// Environment variables naming build caches a confined run may write.
