@@ -74,7 +74,7 @@ fn self_debug_refuses_a_fix_that_writes_to_home_or_reads_outside() {
 }
 
 fn faster(candidate: &str) -> Result<pie_ls::features::perf::Faster, pie_ls::features::perf::NoFaster> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/perf/19_dedupe_order");
+    let dir = server_dir().join("../tests/fixtures/perf/19_dedupe_order");
     let ws = Scratch::empty("confine-perf").unwrap();
     for f in ["slow.py", "test_slow.py"] {
         ws.write(f.as_ref(), &std::fs::read_to_string(dir.join(f)).unwrap()).unwrap();
@@ -108,4 +108,10 @@ fn a_faster_version_that_writes_to_home_is_rejected_with_the_reason() {
     let _ = std::fs::remove_file(&escape);
     let verdict = &no.candidates[0].verdict;
     assert!(verdict.starts_with("rejected") && verdict.contains("the run was confined"), "{verdict}");
+}
+
+/// `server/` of the checkout the test runs from (cargo's run-time `CARGO_MANIFEST_DIR`; the compile-time one names
+/// the checkout a shared build directory built the binary in).
+fn server_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map(Into::into).unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
 }

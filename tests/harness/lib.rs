@@ -62,6 +62,14 @@ pub fn server_binary() -> Result<PathBuf> {
     }
 }
 
+/// The `tests/` folder of the checkout the tests run from. Cargo sets `CARGO_MANIFEST_DIR` when it runs a test,
+/// and that is read first: the compile-time value is the checkout the binary was *built* in, and a build directory
+/// shared by two checkouts (`~/.cache/pie-ls/target`) reuses a test binary built in the other one, whose fixtures
+/// may be gone.
+pub fn tests_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 /// The small test model (SmolLM2-135M-Instruct): `$PIE_LS_TEST_MODEL`, else the pie-ls model cache. Panics with
 /// the command to run when it is missing: a test that needs a model must not pass without one.
 pub fn test_model() -> String {

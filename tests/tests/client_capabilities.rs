@@ -16,7 +16,7 @@ const EXTRACT: &str = "refactor.extract.function";
 const RUN_ACTION: &str = "pie-ls.runCodeAction";
 
 fn recorded(name: &str) -> Value {
-    let path = format!("{}/fixtures/client-capabilities/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/fixtures/client-capabilities/{name}.json", pie_ls_harness::tests_dir().display());
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     serde_json::from_str::<Value>(&text).unwrap()["capabilities"].clone()
 }

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 const WAIT: Duration = Duration::from_secs(20);
 
 fn emacs() -> Value {
-    let path = format!("{}/fixtures/client-capabilities/emacs_v29.1.json", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/fixtures/client-capabilities/emacs_v29.1.json", pie_ls_harness::tests_dir().display());
     serde_json::from_str::<Value>(&std::fs::read_to_string(path).unwrap()).unwrap()["capabilities"].clone()
 }
 

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 const KIND: &str = "refactor.extract.function";
 
 fn fixtures_dir(lang: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/extract").join(lang)
+    pie_ls_harness::tests_dir().join("fixtures/extract").join(lang)
 }
 
 /// A fixture with its selection markers removed.
@@ -142,7 +142,7 @@ fn program(lang: &str) -> Option<&'static str> {
 
 /// The TypeScript compiler the VS Code extension installs (`editors/vscode/node_modules`), when present.
 fn tsc() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../editors/vscode/node_modules/typescript/bin/tsc")
+    pie_ls_harness::tests_dir().join("../editors/vscode/node_modules/typescript/bin/tsc")
 }
 
 fn which(bin: &str) -> bool {

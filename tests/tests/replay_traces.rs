@@ -6,7 +6,7 @@ use pie_ls_harness::LspClient;
 
 #[test]
 fn all_traces_replay_with_their_expectations_met() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("traces");
+    let dir = pie_ls_harness::tests_dir().join("traces");
     let mut replayed = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();

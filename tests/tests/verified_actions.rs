@@ -261,7 +261,7 @@ fn cancelling_a_running_action_kills_its_test_process() {
 
 #[test]
 fn a_faster_version_is_offered_with_its_measured_speedup_and_then_kept() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/perf/02_has_duplicates");
+    let dir = pie_ls_harness::tests_dir().join("fixtures/perf/02_has_duplicates");
     let slow = std::fs::read_to_string(dir.join("slow.py")).unwrap();
     let tests = std::fs::read_to_string(dir.join("test_slow.py")).unwrap();
     let ws = workspace(&[("slow.py", &slow), ("test_slow.py", &tests)]);
