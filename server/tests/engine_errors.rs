@@ -111,6 +111,29 @@ fn cancellation_is_reported_and_keeps_the_session_consistent() {
 }
 
 #[test]
+fn drafts_from_the_prompt_give_the_same_text_and_leave_the_cache_as_the_prompt() {
+    // Drafting is off by default (slower on CPU, docs/engine.md); the setting still turns it on.
+    let plain = engine();
+    assert_eq!(plain.config().draft_tokens, 0);
+    let drafting = plain.with_config(EngineConfig { draft_tokens: 8, ..plain.config().clone() });
+    // Text that repeats itself, so the lookup finds drafts whatever the small model continues with.
+    let prompt = "colors = [red, green, blue, yellow, red, green, blue, yellow, red, green, blue, yellow, red, green,";
+    let go = AtomicBool::new(false);
+    let params = GenerateParams { max_tokens: 24, ..Default::default() };
+    let mut a = KvSession::open(&plain, prompt).unwrap();
+    let mut b = KvSession::open(&drafting, prompt).unwrap();
+    let before = b.next_token_logits().unwrap();
+    let ga = a.generate(&params, &go, |_| {}).unwrap();
+    let gb = b.generate(&params, &go, |_| {}).unwrap();
+    assert!(b.stats().drafted_tokens > 0, "no draft was tried: {:?}", gb.text);
+    // Greedy text up to the rounding of a wider batch: the same at least as far as the drafts' first line.
+    let first_line = |t: &str| t.lines().next().unwrap_or("").to_owned();
+    assert_eq!(first_line(&ga.text), first_line(&gb.text), "{:?} vs {:?}", ga.text, gb.text);
+    assert_eq!(b.stats().cached_tokens, drafting.tokenize(prompt, true).len());
+    assert!(max_abs_diff(&before, &b.next_token_logits().unwrap()) < 1e-3);
+}
+
+#[test]
 fn generation_leaves_the_cache_mirroring_the_prompt() {
     let e = engine();
     let prompt = "def add(a, b):\n    \"\"\"Return the sum of a and b.\"\"\"\n";

@@ -35,8 +35,9 @@ pub struct DecodeBenchArgs {
     /// Repetitions per side (alternated).
     #[arg(long, default_value_t = 5)]
     pub reps: usize,
-    /// pie-ls engine variants: `default`, `nodraft` (no drafts from the prompt: one token per decode),
-    /// `flash-on`, `flash-off`, `seq1` (one sequence: no room for PIE's scratch sequences, to see what they cost).
+    /// pie-ls engine variants: `default`, `nodraft` (no drafts from the prompt: one token per decode), `draftN`
+    /// (drafts of at most N tokens), `flash-on`, `flash-off`, `seq1` (one sequence: no room for PIE's scratch
+    /// sequences, to see what they cost); `+` combines them (`nodraft+flash-on`).
     #[arg(long, value_delimiter = ',', default_value = "default")]
     pub variants: Vec<String>,
     /// The llama-server binary (default: $PIE_LS_LLAMA_SERVER); none: pie-ls alone.
@@ -70,14 +71,7 @@ pub fn run(args: DecodeBenchArgs) -> anyhow::Result<()> {
         };
         let mut sessions = Vec::new();
         for variant in &args.variants {
-            let config = match variant.as_str() {
-                "default" => base.clone(),
-                "flash-on" => EngineConfig { flash_attention: Some(true), ..base.clone() },
-                "flash-off" => EngineConfig { flash_attention: Some(false), ..base.clone() },
-                "seq1" => EngineConfig { max_fold_sites: 0, ..base.clone() },
-                "nodraft" => EngineConfig { draft_tokens: 0, ..base.clone() },
-                other => bail!("unknown variant {other:?} (default, nodraft, flash-on, flash-off, seq1)"),
-            };
+            let config = variant_config(variant, &base)?;
             let mut session = KvSession::open(&engine.with_config(config), &prompt)?;
             session_rate(&mut session, 4)?; // warm-up: first logits, page-in
             sessions.push((variant.clone(), session, Vec::new()));
@@ -116,6 +110,25 @@ pub fn run(args: DecodeBenchArgs) -> anyhow::Result<()> {
     }
     println!("tok/s = generated tokens after the first / their decode time; vs server = this p50 / llama-server's p50; draft accepted = draft tokens the model confirmed / drafted (warm-up included)");
     Ok(())
+}
+
+/// The engine configuration of a variant: modifiers joined by `+` (e.g. `nodraft+flash-on`), applied to `base`.
+fn variant_config(variant: &str, base: &EngineConfig) -> anyhow::Result<EngineConfig> {
+    let mut config = base.clone();
+    for modifier in variant.split('+') {
+        match modifier {
+            "default" => {}
+            "flash-on" => config.flash_attention = Some(true),
+            "flash-off" => config.flash_attention = Some(false),
+            "seq1" => config.max_fold_sites = 0,
+            "nodraft" => config.draft_tokens = 0,
+            m if m.strip_prefix("draft").is_some_and(|n| n.parse::<usize>().is_ok()) => {
+                config.draft_tokens = m["draft".len()..].parse().unwrap();
+            }
+            other => bail!("unknown variant {other:?} in {variant:?} (default, nodraft, draftN, flash-on, flash-off, seq1; join them with +)"),
+        }
+    }
+    Ok(config)
 }
 
 /// Decode rate of one greedy generation of `tokens` tokens (generation stops early at end-of-generation).
