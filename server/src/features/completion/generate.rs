@@ -2,7 +2,7 @@
 //! of the block, the token cap, the time budget, or a cancellation. With a first-suggestion time
 //! (`completion.firstSuggestionMs`) the suggestion so far is handed over once that time has passed, cut at its
 //! last complete line when it has one, and the same generation goes on (same cached prompt, no second prefill)
-//! to extend it until the block ends or the caller stops it.
+//! to extend it until the block ends, `completion.extensionMs` has passed, or the caller stops it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -75,6 +75,8 @@ pub fn generate_streaming(
     // `first_after`, so that it arrives by then rather than a step later (also at the very first piece).
     let (mut last_piece, mut step) = (None::<Duration>, session.step_estimate());
     let budget = Duration::from_millis(config.time_budget_ms);
+    let extension = Duration::from_millis(config.extension_ms);
+    let mut first_answer_at: Option<Duration> = None;
     let params = GenerateParams { max_tokens: config.max_tokens, sampling: SamplingParams::greedy(), stop: Vec::new() };
     // Raised with the first answer: from then on `streaming.interrupt` may stop a decode step midway.
     let extending = AtomicBool::new(false);
@@ -88,7 +90,8 @@ pub fn generate_streaming(
         last_piece = Some(now);
         generated.push_str(piece);
         pieces += 1;
-        let finished = block.cut(&generated).is_some() || now > budget;
+        let extension_over = first_answer_at.is_some_and(|at| now.saturating_sub(at) > extension);
+        let finished = block.cut(&generated).is_some() || now > budget || extension_over;
         if !first_sent {
             if cancel() {
                 cancelled = true;
@@ -102,6 +105,7 @@ pub fn generate_streaming(
                 let text = if text.is_empty() { finish_suggestion(&generated, &block, rest_of_line) } else { text };
                 if !text.is_empty() {
                     first_sent = true;
+                    first_answer_at = Some(now);
                     extending.store(true, Ordering::Relaxed);
                     let first_token_ms = first_token_ms;
                     (streaming.on_first)(&Generated { text: text.clone(), tokens: pieces, first_token_ms });
