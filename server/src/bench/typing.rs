@@ -8,7 +8,8 @@
 //!
 //! Figures: cores busy during the session (server CPU seconds per second of session, all threads), time from the
 //! last keystroke (and from the last answer) until the server is idle (under 5% of a core in every following
-//! 1-second window), suggestion latency p50/p95 (request to answer, client side), and the server's own
+//! 1-second window), the same at every reading pause (one end of session is one sample; the pauses are several),
+//! suggestion latency p50/p95 (request to answer, client side), and the server's own
 //! `pie/cacheStats` counters (correction and refresh work).
 
 use std::path::PathBuf;
@@ -48,6 +49,9 @@ pub struct TypingBenchArgs {
     /// Random seed of the session script.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Write the server's own log here (its `--log-file`; the level follows `RUST_LOG`), to see where the time goes.
+    #[arg(long)]
+    pub server_log: Option<PathBuf>,
 }
 
 /// Small deterministic RNG (the session must be the same on every run).
@@ -133,7 +137,12 @@ fn cpu_at(samples: &[(f64, f64)], t: f64) -> f64 {
 /// First time at or after `from` after which every 1-second window until the end of the samples used less than
 /// 5% of a core; `None` if the server never got there.
 fn idle_after(samples: &[(f64, f64)], from: f64) -> Option<f64> {
-    let end = samples.last()?.0;
+    idle_within(samples, from, samples.last()?.0)
+}
+
+/// `idle_after`, with the windows ending at `until` (a reading pause's end) instead of the last sample.
+fn idle_within(samples: &[(f64, f64)], from: f64, until: f64) -> Option<f64> {
+    let end = until.min(samples.last()?.0);
     let mut idle_since: Option<f64> = None;
     for &(t, c) in samples.iter().filter(|(t, _)| *t >= from && *t + 1.0 <= end) {
         let busy = cpu_at(samples, t + 1.0) - c;
@@ -192,7 +201,11 @@ pub fn run(args: TypingBenchArgs) -> anyhow::Result<()> {
         merge(&mut options, extra);
     }
     let exe = std::env::current_exe().context("finding this executable")?;
-    let mut lsp = LspClient::builder().binary(&exe).capabilities(json!({ "window": { "workDoneProgress": false } })).init_options(options.clone()).spawn()?;
+    let mut builder = LspClient::builder().binary(&exe).capabilities(json!({ "window": { "workDoneProgress": false } })).init_options(options.clone());
+    if let Some(log) = &args.server_log {
+        builder = builder.arg("--log-file").arg(&log.to_string_lossy());
+    }
+    let mut lsp = builder.spawn()?;
     let pid = lsp.pid();
     lsp.open(URI, "python", &text);
     let opened = wait_warm(&mut lsp)?;
@@ -218,6 +231,8 @@ pub fn run(args: TypingBenchArgs) -> anyhow::Result<()> {
     let mut last_key = t_start;
     let mut last_answer = t_start;
     let mut reading_s = 0.0;
+    // Each reading pause as (its burst's last keystroke, the pause's end): the user stopped there too.
+    let mut pauses: Vec<(f64, f64)> = Vec::new();
     while sampler.now() - t_start < args.seconds {
         // A burst: retype a line from elsewhere in the file, character by character.
         let typed = candidates[(rng.next() % candidates.len() as u64) as usize].trim().to_owned();
@@ -249,6 +264,7 @@ pub fn run(args: TypingBenchArgs) -> anyhow::Result<()> {
             let pause = rng.range(3000, 6000) as f64 / 1e3;
             reading_s += pause;
             std::thread::sleep(Duration::from_secs_f64(pause));
+            pauses.push((last_key, sampler.now()));
         } else {
             std::thread::sleep(Duration::from_millis(rng.range(300, 800)));
         }
@@ -269,6 +285,10 @@ pub fn run(args: TypingBenchArgs) -> anyhow::Result<()> {
     let busy = (cpu_at(&samples, t_end) - cpu_at(&samples, t_start)) / session_s.max(1e-9);
     let idle_key = idle_after(&samples, last_key).map(|t| t - last_key);
     let idle_answer = idle_after(&samples, last_answer).map(|t| t - last_answer);
+    // Time to idle after the last keystroke before each reading pause; a pause the server never went quiet in
+    // counts as the whole pause (a lower bound).
+    let pause_idle: Vec<f64> = pauses.iter().map(|&(key, end)| idle_within(&samples, key, end).map_or(end - key, |t| t - key)).collect();
+    let never_idle = pauses.iter().filter(|&&(key, end)| idle_within(&samples, key, end).is_none()).count();
     let diff = |k: &str| after[k].as_f64().unwrap_or(0.0) - before[k].as_f64().unwrap_or(0.0);
     let fmt_s = |v: Option<f64>| v.map(|s| format!("{s:.1} s")).unwrap_or_else(|| format!("not within {:.0} s", args.observe));
 
@@ -296,6 +316,15 @@ pub fn run(args: TypingBenchArgs) -> anyhow::Result<()> {
     println!("| server CPU seconds per minute of session | {:.1} |", busy * 60.0);
     println!("| idle (< 5% of a core) after the last keystroke | {} |", fmt_s(idle_key));
     println!("| idle after the last suggestion was answered | {} |", fmt_s(idle_answer));
+    if !pause_idle.is_empty() {
+        println!(
+            "| idle after the last keystroke before each reading pause: p50 / max ({} pauses, {} never idle) | {:.1} / {:.1} s |",
+            pause_idle.len(),
+            never_idle,
+            quantile(&mut pause_idle.clone(), 0.5),
+            pause_idle.iter().cloned().fold(0.0, f64::max)
+        );
+    }
     println!("| suggestion latency p50 | {:.0} ms |", quantile(&mut latencies.clone(), 0.5));
     println!("| suggestion latency p95 | {:.0} ms |", quantile(&mut latencies.clone(), 0.95));
     println!("| PIE updates | {:.0} |", diff("updates"));
@@ -399,6 +428,19 @@ mod tests {
         // Never quiet.
         let busy: Vec<(f64, f64)> = (0..50).map(|i| (i as f64 * 0.1, i as f64 * 0.1)).collect();
         assert_eq!(idle_after(&busy, 0.0), None);
+    }
+
+    #[test]
+    fn idle_within_a_pause_ignores_the_work_after_it() {
+        // Busy until 3 s, quiet until 5 s (the pause ends), busy again after.
+        let cpu = |t: f64| t.min(3.0) + (t - 5.0).max(0.0);
+        let samples: Vec<(f64, f64)> = (0..100).map(|i| i as f64 * 0.1).map(|t| (t, cpu(t))).collect();
+        let idle = idle_within(&samples, 1.0, 5.0).unwrap();
+        assert!((2.9..=3.05).contains(&idle), "{idle}");
+        // Not a whole quiet second before the pause ends: not idle within it.
+        assert_eq!(idle_within(&samples, 1.0, 3.5), None);
+        // Over the whole run the server was busy again at the end.
+        assert_eq!(idle_after(&samples, 1.0), None);
     }
 
     #[test]

@@ -838,7 +838,9 @@ impl Warm {
             }
         };
         let done = session.stats().refreshed_tokens.saturating_sub(done0) as usize;
-        self.refresh_budget.spend(done, process_cpu_seconds() - cpu0);
+        let cpu = process_cpu_seconds() - cpu0;
+        tracing::debug!(tokens = done, cpu_s = cpu, more, "warm: refresh chunk");
+        self.refresh_budget.spend(done, cpu);
         more
     }
 }
