@@ -34,12 +34,12 @@ fn warm_stats(lsp: &mut LspClient, uri: &str) -> Value {
 
 #[test]
 fn typing_encodes_only_the_edit_and_reuses_the_rest() {
-    // The CPU budget of the refresh is lifted so that only its per-pause token budget binds (a loaded machine
+    // The CPU budget of the refresh is lifted so that only its per-pause token budget (256 here) binds (a loaded machine
     // would otherwise spend the CPU budget first). The bounded correction (off by default) is on, to check that
     // it stays bounded.
     let mut lsp = LspClient::builder()
         .model(&default_model())
-        .init_options(json!({ "model": { "refreshCpuSecondsPerMinute": 600, "correctionTokens": 16, "correctionTailTokens": 16 } }))
+        .init_options(json!({ "model": { "refreshCpuSecondsPerMinute": 600, "refreshTokensPerPause": 256, "correctionTokens": 16, "correctionTailTokens": 16 } }))
         .spawn()
         .unwrap();
     let text = source();
@@ -76,7 +76,7 @@ fn typing_encodes_only_the_edit_and_reuses_the_rest() {
     assert_eq!(after["fullRecomputes"], 0, "{after}");
 
     // Idle: stale tokens are re-encoded in the background, nearest to the edit first, up to the per-pause budget
-    // (256 tokens by default), and then the server stops.
+    // (256 tokens, set above), and then the server stops.
     let stale = after["staleTokens"].as_u64().unwrap();
     assert!(stale > 256, "the edit left the suffix stale: {after}");
     let deadline = Instant::now() + Duration::from_secs(120);

@@ -80,8 +80,11 @@ pub struct EngineConfig {
 /// rate on 2 cores), against ~300 ms for the whole keystroke-to-ghost-text without it. The same tokens (those
 /// right after each edit) are the idle refresh's first work, nearest first, once the user pauses.
 pub const DEFAULT_CORRECTION: super::session::Correction = super::session::Correction { after_edit: 0, tail: 0 };
-pub const DEFAULT_REFRESH_TOKENS_PER_PAUSE: usize = 256;
-pub const DEFAULT_REFRESH_CPU_SECONDS_PER_MINUTE: f64 = 6.0;
+// From `bench typing` (docs/benchmarks.md): with 256 tokens and 6 CPU-s per minute the refresh kept the server
+// busy for seconds after each pause (it re-encodes ~50 tokens/s on 2 cores); 32 per pause are the tokens right
+// after the edit, the ones that miss most (EPIC recomputes <= 32 per reused chunk), and cost well under a second.
+pub const DEFAULT_REFRESH_TOKENS_PER_PAUSE: usize = 32;
+pub const DEFAULT_REFRESH_CPU_SECONDS_PER_MINUTE: f64 = 3.0;
 /// Prompt-lookup draft length (see `docs/engine.md`, "Drafts from the document"). Off: measured side by side at
 /// 4k tokens (default model, 2 threads), drafts of 2, 4 and 8 tokens decoded at 9.7, 7.8 and 8.5 tokens/s against
 /// 15.5 without: each verified item needs its own logits (the 0.5B model's output layer is a quarter of its

@@ -48,7 +48,7 @@ impl Default for CompletionConfig {
             max_tokens: 64,
             time_budget_ms: 4000,
             first_suggestion_ms: 250,
-            extension_ms: 1000,
+            extension_ms: 600,
             prefix_bytes: 12_000,
             suffix_bytes: 4_000,
             multiline: true,
