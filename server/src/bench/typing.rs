@@ -290,8 +290,9 @@ pub fn run(args: TypingBenchArgs) -> anyhow::Result<()> {
     let idle_answer = idle_after(&samples, last_answer).map(|t| t - last_answer);
     // Time to idle after the last keystroke before each reading pause; a pause the server never went quiet in
     // counts as the whole pause (a lower bound).
-    let pause_idle: Vec<f64> = pauses.iter().map(|&(key, end)| idle_within(&samples, key, end).map_or(end - key, |t| t - key)).collect();
-    let never_idle = pauses.iter().filter(|&&(key, end)| idle_within(&samples, key, end).is_none()).count();
+    let pause_idle_at: Vec<Option<f64>> = pauses.iter().map(|&(key, end)| idle_within(&samples, key, end)).collect();
+    let never_idle = pause_idle_at.iter().filter(|t| t.is_none()).count();
+    let pause_idle: Vec<f64> = pauses.iter().zip(&pause_idle_at).map(|(&(key, end), t)| t.map_or(end, |t| t) - key).collect();
     let diff = |k: &str| after[k].as_f64().unwrap_or(0.0) - before[k].as_f64().unwrap_or(0.0);
     let fmt_s = |v: Option<f64>| v.map(|s| format!("{s:.1} s")).unwrap_or_else(|| format!("not within {:.0} s", args.observe));
 
