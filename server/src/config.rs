@@ -54,11 +54,14 @@ pub struct SelfDebugConfig {
     pub candidates: usize,
     /// Tokens the model may write per candidate.
     pub max_tokens: usize,
+    /// Python: once a fix passes, candidates drawn (at most) for a second fix that passes too and returns the same
+    /// near the tests' inputs; a fix whose tests do not decide between it and another is offered as disputed. 0: off.
+    pub confirm: usize,
 }
 
 impl Default for SelfDebugConfig {
     fn default() -> Self {
-        SelfDebugConfig { rounds: 3, candidates: 2, max_tokens: 384 }
+        SelfDebugConfig { rounds: 3, candidates: 2, max_tokens: 384, confirm: 2 }
     }
 }
 

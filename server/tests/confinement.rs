@@ -43,6 +43,7 @@ fn debug(candidate: &str) -> Result<pie_ls::features::selfdebug::Fix, pie_ls::fe
         candidates: 1,
         commands: TestCommands::default(),
         max_tokens: 256,
+        confirm: 0,
     };
     let model = ScriptedChat::code("it subtracts instead of adding.", candidate.to_owned());
     self_debug(&job, &model, &Arc::new(AtomicBool::new(false)), &mut |_, _| {})

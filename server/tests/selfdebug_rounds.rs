@@ -38,6 +38,7 @@ fn rounds_explore_and_never_run_a_candidate_twice() {
         candidates: 2,
         commands: TestCommands::default(),
         max_tokens: 128,
+        confirm: 0,
     };
     let replies: Vec<String> = [
         // Round 1, candidate 1: wrong (2 * 3 is 6).
@@ -106,6 +107,7 @@ fn median_job(ws: &Scratch, rounds: usize) -> Job {
         candidates: 1,
         commands: TestCommands::default(),
         max_tokens: 128,
+        confirm: 0,
     }
 }
 
@@ -168,6 +170,7 @@ fn a_javascript_fix_must_pass_the_other_tests_of_the_function_too() {
         candidates: 1,
         commands: TestCommands::default(),
         max_tokens: 128,
+        confirm: 0,
     };
     let special_case = "function median(xs) {\n  if (xs.length === 3) return 2;\n  const s = [...xs].sort((a, b) => a - b);\n  return s[Math.floor(s.length / 2) + 1];\n}";
     let right = "function median(xs) {\n  const s = [...xs].sort((a, b) => a - b);\n  return s[Math.floor(s.length / 2)];\n}";
@@ -178,4 +181,86 @@ fn a_javascript_fix_must_pass_the_other_tests_of_the_function_too() {
     assert!(fix.still_failing.is_empty());
     assert!(fix.rounds[0].verdict.contains("other tests of `median` still fail: five"), "{:#?}", fix.rounds);
     assert_eq!(fix.new_function, right);
+}
+
+// Thin tests: two examples, sides always in the same order. A fix that only works for that order passes them as
+// well as a right one does; only inputs near the tests' own (the sides swapped, a sign flipped) tell them apart.
+const TRIANGLE: &str = "def right_angle(a, b, c):\n    return c * c == a * a - b * b\n";
+const TRIANGLE_TESTS: &str = "from tri import right_angle\n\n\ndef test_yes():\n    assert right_angle(3, 4, 5)\n\n\ndef test_no():\n    assert not right_angle(1, 2, 3)\n";
+const ORDERED: &str = "def right_angle(a, b, c):\n    return c * c == a * a + b * b";
+const SORTED: &str = "def right_angle(a, b, c):\n    s = sorted([a, b, c])\n    return s[2] ** 2 == s[0] ** 2 + s[1] ** 2";
+const SORTED_AGAIN: &str = "def right_angle(a, b, c):\n    x, y, z = sorted((a, b, c))\n    return x * x + y * y == z * z";
+
+fn triangle_job(ws: &Scratch) -> Job {
+    ws.write("tri.py".as_ref(), TRIANGLE).unwrap();
+    ws.write("test_tri.py".as_ref(), TRIANGLE_TESTS).unwrap();
+    let start = TRIANGLE_TESTS.find("def test_yes").unwrap();
+    let end = TRIANGLE_TESTS.find("\n\n\ndef test_no").unwrap();
+    Job {
+        language: Language::Python,
+        root: ws.path().to_owned(),
+        overlays: Vec::new(),
+        test: TestTarget { file: "test_tri.py".into(), name: "test_yes".into(), class: None },
+        test_range: start..end,
+        rounds: 1,
+        candidates: 1,
+        commands: TestCommands::default(),
+        max_tokens: 128,
+        confirm: 2,
+    }
+}
+
+fn triangle_fix(replies: &[&str]) -> (pie_ls::features::selfdebug::Fix, ScriptedChat) {
+    let ws = Scratch::empty("selfdebug-second-opinion").unwrap();
+    let job = triangle_job(&ws);
+    let replies: Vec<String> = replies.iter().flat_map(|code| candidate("it subtracts.", code)).collect();
+    let model = ScriptedChat::new(replies);
+    let fix = self_debug_with(&job, &[("scripted", &model)], &Arc::new(AtomicBool::new(false)), &mut |_, _| {}).expect("a fix");
+    (fix, model)
+}
+
+// Two fixes written apart that return the same near the tests' inputs confirm each other: the first is offered.
+#[test]
+fn a_second_fix_that_agrees_confirms_the_first() {
+    let (fix, model) = triangle_fix(&[SORTED, SORTED_AGAIN]);
+    assert!(fix.is_full() && fix.disputed.is_none(), "{:?}", fix.disputed);
+    assert_eq!(fix.new_function, SORTED);
+    assert_eq!(model.remaining(), 0);
+    assert!(fix.evidence.iter().any(|e| e.starts_with("second opinion: another fix") && e.contains("returns the same")), "{:?}", fix.evidence);
+    assert_eq!(fix.rounds.last().and_then(|r| r.candidate.as_deref()), Some(SORTED), "the fix is the last round entry");
+}
+
+// The order-dependent fix passes both tests first, then two that agree with each other and not with it: the majority
+// is offered, and the order-dependent one is not.
+#[test]
+fn two_fixes_that_agree_outvote_one_that_passes_the_same_tests() {
+    let (fix, model) = triangle_fix(&[ORDERED, SORTED, SORTED_AGAIN]);
+    assert!(fix.is_full(), "{:?}", fix.disputed);
+    assert_eq!(fix.new_function, SORTED);
+    assert_eq!(model.remaining(), 0);
+    let passing = fix.rounds.iter().filter(|r| r.verdict == "the test passes and nothing regressed").count();
+    assert_eq!(passing, 3, "{:#?}", fix.rounds);
+}
+
+// Two fixes that pass the same tests and differ near their inputs, with no third to decide: the first is offered as
+// disputed, naming an input where they differ, and counts as no full fix.
+#[test]
+fn two_fixes_that_differ_make_a_disputed_fix() {
+    let (fix, model) = triangle_fix(&[ORDERED, SORTED, "def right_angle(a, b, c):\n    return False"]);
+    assert_eq!(model.remaining(), 0);
+    assert!(!fix.is_full());
+    assert_eq!(fix.new_function, ORDERED);
+    let disputed = fix.disputed.as_deref().expect("disputed");
+    assert!(disputed.contains("`right_angle(") && disputed.contains("returns"), "{disputed}");
+    assert!(fix.evidence.iter().any(|e| e.starts_with("not confirmed:")), "{:?}", fix.evidence);
+}
+
+// With no second fix that passes, the first is offered, and the evidence says there was nothing to compare it with.
+#[test]
+fn a_fix_without_a_second_opinion_says_so() {
+    let (fix, model) = triangle_fix(&[SORTED, "def right_angle(a, b, c):\n    return False", "def right_angle(a, b, c):\n    return a < b < c"]);
+    assert_eq!(model.remaining(), 0);
+    assert!(fix.is_full());
+    assert_eq!(fix.new_function, SORTED);
+    assert!(fix.evidence.iter().any(|e| e.contains("nothing to compare with")), "{:?}", fix.evidence);
 }

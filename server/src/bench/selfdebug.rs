@@ -46,6 +46,9 @@ pub struct SelfDebugBenchArgs {
     /// Candidates per round.
     #[arg(long, default_value_t = 2)]
     pub candidates: usize,
+    /// Candidates drawn for a second opinion once a fix passes (`selfDebug.confirm`; 0: off).
+    #[arg(long, default_value_t = 2)]
+    pub confirm: usize,
     /// Inference threads.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
@@ -106,7 +109,7 @@ pub fn run(args: SelfDebugBenchArgs) -> anyhow::Result<()> {
     dirs.sort_by_key(|p| natural_key(p));
     dirs.truncate(args.limit);
     anyhow::ensure!(!dirs.is_empty(), "no mutants in {}", args.mutants.display());
-    println!("self-debug on {} mutants, model {name}, {} rounds, {} candidates per round, {} threads", dirs.len(), args.rounds, args.candidates, args.threads);
+    println!("self-debug on {} mutants, model {name}, {} rounds, {} candidates per round, second opinion from up to {} more, {} threads", dirs.len(), args.rounds, args.candidates, args.confirm, args.threads);
     let commands = TestCommands { timeout_ms: 20_000, ..Default::default() };
     let mut outcomes: Vec<Outcome> = match &args.record {
         Some(path) if path.exists() => std::fs::read_to_string(path)?
@@ -134,7 +137,7 @@ pub fn run(args: SelfDebugBenchArgs) -> anyhow::Result<()> {
         let mut outcome = Outcome { mutant: label.clone(), family: family.clone(), model: name.clone(), status: "skipped".into(), round: 0, full_pass: false, candidates: 0, source: String::new(), secs: 0.0 };
         // The user's workspace holds the solution and the example tests only: the dataset's full tests stay hidden.
         let flavour = Flavour::of(dir).expect("filtered above");
-        let job = user_workspace(dir, flavour).and_then(|w| job_for(w.path(), flavour, &commands, args.rounds, args.candidates, args.max_tokens).map(|j| (w, j)));
+        let job = user_workspace(dir, flavour).and_then(|w| job_for(w.path(), flavour, &commands, args.rounds, args.candidates, args.max_tokens, args.confirm).map(|j| (w, j)));
         let (_workspace, job) = match job {
             Ok(j) => j,
             Err(e) => {
@@ -154,9 +157,13 @@ pub fn run(args: SelfDebugBenchArgs) -> anyhow::Result<()> {
                 outcome.round = fix.round();
                 outcome.candidates = fix.rounds.len();
                 outcome.source = fix.rounds.last().map(|c| c.source.clone()).unwrap_or_default();
-                outcome.status = if fix.still_failing.is_empty() { "fixed" } else { "partial" }.into();
-                let kind = if fix.still_failing.is_empty() { "fixed" } else { "partial fix offered" };
-                let full = if outcome.full_pass { "pass" } else if fix.still_failing.is_empty() { "FAIL (false pass)" } else { "fail" };
+                outcome.status = if fix.is_full() { "fixed" } else if fix.disputed.is_some() && fix.still_failing.is_empty() { "disputed" } else { "partial" }.into();
+                let kind = match outcome.status.as_str() {
+                    "fixed" => "fixed",
+                    "disputed" => "disputed fix offered",
+                    _ => "partial fix offered",
+                };
+                let full = if outcome.full_pass { "pass" } else if fix.is_full() { "FAIL (false pass)" } else { "fail" };
                 (format!("{kind} in round {} ({} candidates run); full tests {full}", outcome.round, outcome.candidates), &fix.rounds)
             }
             Err(no) => {
@@ -222,6 +229,12 @@ fn summary(name: &str, outcomes: &[Outcome], rounds: usize, secs_now: f64, show_
         "partial fixes offered (target passes, other tests of the function still fail; shown as such, not counted above): {} ({} of them pass the hidden full tests)",
         partial.len(),
         partial.iter().filter(|o| o.full_pass).count()
+    );
+    let disputed: Vec<&&Outcome> = ran.iter().filter(|o| o.status == "disputed").collect();
+    println!(
+        "disputed fixes offered (pass every test, but another fix that passes them too returns something else near the tests' inputs; shown as such, not counted above): {} ({} of them pass the hidden full tests)",
+        disputed.len(),
+        disputed.iter().filter(|o| o.full_pass).count()
     );
     println!("skipped mutants: {skipped}");
     let fix_secs: Vec<f64> = ran.iter().filter(|o| o.status == "fixed").map(|o| o.secs).collect();
@@ -290,7 +303,7 @@ fn user_workspace(dir: &Path, flavour: Flavour) -> Result<crate::runner::Scratch
 }
 
 /// The job a user would start: "Fix so that <first failing example test> passes".
-fn job_for(dir: &Path, flavour: Flavour, commands: &TestCommands, rounds: usize, candidates: usize, max_tokens: usize) -> Result<Job, String> {
+fn job_for(dir: &Path, flavour: Flavour, commands: &TestCommands, rounds: usize, candidates: usize, max_tokens: usize, confirm: usize) -> Result<Job, String> {
     let probe = TestTarget { file: flavour.tests.into(), name: String::new(), class: None };
     let cancel = AtomicBool::new(false);
     let suite = commands.run_suite(flavour.id, dir, &probe, &cancel)?;
@@ -317,6 +330,7 @@ fn job_for(dir: &Path, flavour: Flavour, commands: &TestCommands, rounds: usize,
         candidates,
         commands: commands.clone(),
         max_tokens,
+        confirm,
     })
 }
 

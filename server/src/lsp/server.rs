@@ -794,6 +794,7 @@ impl Backend {
             candidates: config.self_debug.candidates.clamp(1, 8),
             commands: config.tests.clone(),
             max_tokens: config.self_debug.max_tokens.clamp(64, 4096),
+            confirm: config.self_debug.confirm.min(8),
         };
         let (token, cancel) = self.begin_progress(&format!("pie-ls: fixing so that {} passes", data.name)).await;
         let _guard = super::verified::CancelOnDrop(cancel.clone());
@@ -822,10 +823,12 @@ impl Backend {
                 let edit = self.checked_edit(&root, &fix.file, &fix.original_text, &[(fix.range.clone(), fix.new_function.clone())])?;
                 let round = fix.round();
                 // A partial fix (other tests of the function still fail) says so first, in the message and the status.
-                let caveat = if fix.still_failing.is_empty() {
-                    String::new()
-                } else {
+                let caveat = if !fix.still_failing.is_empty() {
                     format!(" Not a full fix: {} still fail.", crate::features::selfdebug::short_names(&fix.still_failing))
+                } else if let Some(d) = &fix.disputed {
+                    format!(" Not confirmed: {d}; a test for that input would decide.")
+                } else {
+                    String::new()
                 };
                 let message = format!(
                     "{} passes after fixing `{}` (round {round}).{caveat} {} Evidence: {}",
@@ -834,12 +837,13 @@ impl Backend {
                     fix.explanation,
                     fix.evidence.join("; ")
                 );
-                self.end_progress(token, format!("{} passes (round {round}){}", data.name, if caveat.is_empty() { "" } else { "; partial fix" })).await;
+                let label = if fix.is_full() { "" } else if fix.still_failing.is_empty() { "; disputed fix" } else { "; partial fix" };
+                self.end_progress(token, format!("{} passes (round {round}){label}", data.name)).await;
                 self.client.show_message(if caveat.is_empty() { MessageType::INFO } else { MessageType::WARNING }, format!("pie-ls: {message}")).await;
                 let result = serde_json::json!({
-                    "status": if fix.still_failing.is_empty() { "fixed" } else { "partial" }, "function": fix.function, "file": fix.file,
+                    "status": if fix.is_full() { "fixed" } else if fix.still_failing.is_empty() { "disputed" } else { "partial" }, "function": fix.function, "file": fix.file,
                     "explanation": fix.explanation, "evidence": fix.evidence, "rounds": rounds_json(&fix.rounds),
-                    "stillFailing": fix.still_failing,
+                    "stillFailing": fix.still_failing, "disputed": fix.disputed,
                 });
                 Ok(super::verified::accepted(action, data, edit, result))
             }

@@ -9,6 +9,12 @@ type annotations when there are none) while the original stays fast enough; (C) 
 separate copies of every input and compare return values, exceptions and argument mutations; (D) when equivalent,
 time alternated A/B passes over the largest inputs and report the median old/new ratio with a bootstrap 95% CI.
 
+With --agree (self-debug's second opinion) the two files are two fixes that pass the same tests: steps B-D are
+replaced by inputs near the recorded ones (each a small change of one or two arguments: a number moved by one or
+negated, an element dropped, repeated or moved, two same-typed arguments swapped) and the two versions are compared
+only where both return normally. Fields: "equivalent" (they agree on every compared input), "checked_inputs",
+"mismatch" (the first input where they differ, with both results).
+
 The result is a JSON object written to --out. Exit status 0 whenever it was written (equivalent or not), 1 on an
 internal error, 2 on bad arguments; the reason is one line on stderr. Nothing useful is printed on stdout.
 """
@@ -708,6 +714,119 @@ def edge_variants(args, kwargs):
     return out
 
 
+# ---- inputs near the recorded ones (--agree) ------------------------------------------------------------------
+
+NEAR_PER_CALL = 40          # variants tried per recorded call
+NEAR_MAX = 240              # variants in all
+NEAR_CALL_TIMEOUT_S = 1.0
+
+
+def _near_value(v, rng, depth=0):
+    """v changed a little: the kind of input a test writer would try next to v."""
+    t = type(v)
+    if t is bool:
+        return not v
+    if t is int:
+        return rng.choice([v + 1, v - 1, v + 2, v - 2, -v, 0, 1, v * 2, v // 2, v + rng.randint(-10, 10)])
+    if t is float:
+        return rng.choice([v + 1.0, v - 1.0, -v, 0.0, v * 2, v / 2, v + rng.uniform(-3, 3), round(v)])
+    if t is str:
+        if not v:
+            return rng.choice(["a", " ", "A", "1"])
+        i = rng.randrange(len(v))
+        op = rng.randrange(6)
+        if op == 0:
+            return v[:i] + v[i + 1:]
+        if op == 1:
+            return v[:i] + v[i] + v[i:]
+        if op == 2 and len(v) > 1:
+            j = min(i + 1, len(v) - 1) if i + 1 < len(v) else i - 1
+            a, b = sorted((i, j))
+            return v[:a] + v[b] + v[a + 1:b] + v[a] + v[b + 1:]
+        if op == 3:
+            return v[:i] + v[i].swapcase() + v[i + 1:]
+        if op == 4:
+            return v[::-1]
+        return v[:i] + rng.choice(sorted(set(v))) + v[i:]
+    if t in (list, tuple):
+        x = [clone(e) for e in v]
+        ops = ["append"]
+        if x:
+            ops += ["drop", "repeat", "element", "element", "shuffle", "reverse"]
+        op = rng.choice(ops)
+        if op == "append":
+            x.append(_near_value(clone(x[-1]), rng, depth + 1) if x else 0)
+        elif op == "drop":
+            del x[rng.randrange(len(x))]
+        elif op == "repeat":
+            i = rng.randrange(len(x))
+            x.insert(i, clone(x[i]))
+        elif op == "element" and depth < 3:
+            i = rng.randrange(len(x))
+            x[i] = _near_value(x[i], rng, depth + 1)
+        elif op == "shuffle":
+            rng.shuffle(x)
+        elif op == "reverse":
+            x.reverse()
+        return t(x)
+    if t is dict and v:
+        x = dict((k, clone(e)) for k, e in v.items())
+        k = rng.choice(list(x))
+        if rng.random() < 0.3 and len(x) > 1:
+            del x[k]
+        elif depth < 3:
+            x[k] = _near_value(x[k], rng, depth + 1)
+        return x
+    if t in (set, frozenset) and v:
+        x = set(v)
+        if rng.random() < 0.5:
+            x.discard(rng.choice(sorted(x, key=repr)))
+        else:
+            x.add(_near_value(rng.choice(sorted(x, key=repr)), rng, depth + 1))
+        return t(x)
+    return clone(v)
+
+
+def near_variants(calls, rng):
+    """Inputs near the recorded calls, deduplicated (by repr) against each other and the calls themselves."""
+    seen = set()
+    for a, kw in calls:
+        try:
+            seen.add(repr((a, kw)))
+        except Exception:
+            pass
+    out = []
+    for a, kw in calls:
+        names = list(range(len(a))) + list(kw)
+        if not names:
+            continue
+        made = 0
+        for _ in range(NEAR_PER_CALL * 3):
+            if made >= NEAR_PER_CALL or len(out) >= NEAR_MAX:
+                break
+            na, nkw = [clone(x) for x in a], dict((k, clone(x)) for k, x in kw.items())
+            same_typed = [(i, j) for i in range(len(na)) for j in range(i + 1, len(na)) if type(na[i]) is type(na[j])]
+            if same_typed and rng.random() < 0.15:
+                i, j = rng.choice(same_typed)
+                na[i], na[j] = na[j], na[i]
+            else:
+                for n in rng.sample(names, min(len(names), rng.choice([1, 1, 2]))):
+                    if isinstance(n, int):
+                        na[n] = _near_value(na[n], rng)
+                    else:
+                        nkw[n] = _near_value(nkw[n], rng)
+            try:
+                key = repr((na, nkw))
+            except Exception:
+                continue
+            if key in seen or len(key) > 20000:
+                continue
+            seen.add(key)
+            out.append((na, nkw))
+            made += 1
+    return out
+
+
 # ---- inputs from annotations ----------------------------------------------------------------------------------
 
 
@@ -1398,6 +1517,9 @@ class Harness:
         self.new_fn = new_fn
 
         debug("step A done: %d recorded", len(recorded))
+        if o.agree:
+            self.agree(recorded)
+            return
         # Step B
         inputs = [Input(a, kw, "recorded") for a, kw in recorded]
         gen_deadline = self.at(0.5)
@@ -1515,6 +1637,50 @@ class Harness:
             i.new = Outcome(i.new.kind, elapsed=i.new.elapsed) if i.new is not None else None
         gc.collect()
         self.benchmark(bench)
+
+    def agree(self, recorded):
+        """--agree: do the two versions return the same near the recorded inputs? Only inputs on which both return
+        normally count (which one should raise on an input the tests never show is not for this check to say)."""
+        r = self.result
+        if not recorded:
+            r["no_inputs"] = True
+            r["reason"] = "the tests recorded no call of %s" % self.opts.function
+            return
+        inputs = [Input(a, kw, "recorded") for a, kw in recorded]
+        inputs += [Input(a, kw, "generated") for a, kw in near_variants(recorded, self.rng)]
+        r["recorded_inputs"] = len(recorded)
+        r["generated_inputs"] = len(inputs) - len(recorded)
+        n_checked = 0
+        for inp in inputs:
+            if self.left() < 0.5:
+                break
+            old = self.probe_old(inp, NEAR_CALL_TIMEOUT_S)
+            if old.kind != "ok":
+                continue
+            try:
+                args, kwargs = inp.fresh()
+            except Exception:
+                continue
+            new = invoke(self.new_fn, args, kwargs, NEAR_CALL_TIMEOUT_S, self.opts.seed, "candidate")
+            if new.kind != "ok":
+                continue
+            n_checked += 1
+            old_after = self.old_args_after(inp)
+            if not same(old.value, new.value) or not same(old_after, (list(new.args_after[0]), new.args_after[1])):
+                r["checked_inputs"] = n_checked
+                r["reason"] = "the two versions differ on a %s input" % inp.origin
+                if same(old.value, new.value):
+                    expected, got = "arguments afterwards: %s" % short_repr(_args_view(old_after)), \
+                        "arguments afterwards: %s" % short_repr(_args_view((list(new.args_after[0]), new.args_after[1])))
+                else:
+                    expected, got = old.show(), new.show()
+                r["mismatch"] = {"input": call_repr(self.opts.function, inp.args, inp.kwargs), "expected": expected, "got": got}
+                return
+        r["checked_inputs"] = n_checked
+        if n_checked == 0:
+            r["reason"] = "no input on which both versions return normally"
+            return
+        r["equivalent"] = True
 
     def pick_seeds(self, calls):
         """The largest calls, preferring different shapes (argument types, keywords)."""
@@ -1674,6 +1840,8 @@ def parse_args(argv):
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--budget-s", type=float, default=60.0)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--agree", action="store_true",
+                   help="compare two fixes near the recorded inputs only (no growing, no benchmark)")
     opts = p.parse_args(argv)
     # Resolve every path now: the harness changes into --root before running user code.
     opts.root = os.path.abspath(opts.root)

@@ -465,6 +465,45 @@ fn measure(job: &Job, root: &Path, tests: &[PathBuf], cancel: &AtomicBool) -> Re
     serde_json::from_str(&text).map_err(|e| format!("the harness result is not readable: {e}"))
 }
 
+/// Self-debug's second opinion: do two fixes of `function` return the same near the inputs the tests give it? The
+/// module at `module_file` in `root` (a scratch copy) holds one fix, `other_module` is the module text with the other
+/// one; the harness compares them where both return normally (`--agree`). Runs through `runner` like every check.
+pub fn agree(root: &Path, module_file: &Path, function: &str, other_module: &str, tests: &[PathBuf], commands: &TestCommands, cancel: &AtomicBool) -> Result<Measurement, String> {
+    const OTHER_FILE: &str = ".pie-ls/agree_other.py";
+    const AGREE_RESULT: &str = ".pie-ls/agree_result.json";
+    const BUDGET_S: u64 = 10;
+    let write = |rel: &str, text: &str| {
+        let path = root.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap_or(root)).and_then(|_| std::fs::write(&path, text)).map_err(|e| format!("writing {rel}: {e}"))
+    };
+    write(HARNESS_FILE, harness_source())?;
+    write(OTHER_FILE, other_module)?;
+    let result = root.join(AGREE_RESULT);
+    let _ = std::fs::remove_file(&result);
+    let mut cmd = format!(
+        "python3 {} --root . --module-file {} --function {} --candidate-file {} --out {} --budget-s {BUDGET_S} --agree",
+        HARNESS_FILE,
+        shell_quote(&module_file.to_string_lossy()),
+        shell_quote(function),
+        shell_quote(&root.join(OTHER_FILE).to_string_lossy()),
+        shell_quote(&result.to_string_lossy()),
+    );
+    if !tests.is_empty() {
+        cmd.push_str(" --tests");
+        for t in tests {
+            cmd.push(' ');
+            cmd.push_str(&shell_quote(&t.to_string_lossy()));
+        }
+    }
+    let limits = crate::runner::Limits { timeout: Duration::from_secs(BUDGET_S + 20), ..commands.limits() };
+    let out = run_shell(&cmd, root, &[], &limits, cancel);
+    if out.status == RunStatus::Cancelled {
+        return Err("cancelled".into());
+    }
+    let text = std::fs::read_to_string(&result).map_err(|_| format!("the comparison gave no result ({}): {}", out.summary(), last_line(&out)))?;
+    serde_json::from_str(&text).map_err(|e| format!("the comparison result is not readable: {e}"))
+}
+
 /// How candidate runs are isolated here (the same probes `run_shell` uses).
 fn isolation_of(commands: &TestCommands) -> String {
     let net = if commands.isolate_network && crate::runner::network_isolation_available() { "no network" } else { "network not isolated on this platform" };

@@ -50,6 +50,8 @@ pub struct Job {
     pub commands: TestCommands,
     /// Tokens the model may write per candidate (explanation and function).
     pub max_tokens: usize,
+    /// Extra candidates drawn, after a fix passed the tests, to find a second fix to compare it with (Python; 0: off).
+    pub confirm: usize,
 }
 
 /// One candidate of a round, as the user (and the evaluation) sees it.
@@ -82,9 +84,20 @@ pub struct Fix {
     /// Other tests of the same function that failed before and still fail with this fix (empty for a full fix;
     /// non-empty only for the fallback offered when no candidate passed them all).
     pub still_failing: Vec<String>,
+    /// Set when other fixes that pass the same tests return something else on an input near the tests' own: the
+    /// tests do not decide between them, and this says where they differ.
+    pub disputed: Option<String>,
+    /// The module text with the fix in place (what the second opinion compares).
+    module_text: String,
 }
 
 impl Fix {
+    /// Whether this is a full, undisputed fix (every failing test of the function passes and no other fix that
+    /// passes the same tests contradicts it).
+    pub fn is_full(&self) -> bool {
+        self.still_failing.is_empty() && self.disputed.is_none()
+    }
+
     /// The round that found the fix.
     pub fn round(&self) -> usize {
         self.rounds.last().map(|r| r.round).unwrap_or(1)
@@ -189,6 +202,13 @@ pub fn self_debug_with(job: &Job, sources: &[Source], cancel: &Arc<AtomicBool>, 
     tried.insert(normalised(job.language, &original_function));
     let per_round = job.candidates.max(1);
     let total_rounds = job.rounds.max(1);
+    // Fixes that passed every check, waiting for a second opinion: a candidate that passes the same tests and
+    // returns the same near the tests' inputs. Tests a fix passes may still not decide what the function does
+    // elsewhere; two fixes written apart that agree are stronger evidence, two that differ say the tests are thin.
+    let confirm = if job.language == Language::Python { job.confirm } else { 0 };
+    let mut verified: Vec<Fix> = Vec::new();
+    let mut disagreements: Vec<String> = Vec::new();
+    let harness_tests: Vec<PathBuf> = std::iter::once(job.test.file.clone()).chain(other_tests.iter().cloned()).collect();
     for round in 1..=total_rounds {
         if cancel.load(Ordering::Relaxed) {
             return Err(NoFix { reason: "cancelled".into(), rounds });
@@ -197,9 +217,18 @@ pub fn self_debug_with(job: &Job, sources: &[Source], cancel: &Arc<AtomicBool>, 
         let conversation = round_conversation(&task, &attempts, &name, fence);
         // All candidates of a round come from this one prompt (each source keeps it cached); each is run as soon
         // as it is drawn, so a good first candidate is not kept waiting for the others.
-        for k in 0..per_round {
+        // Raised when a fix is found: the second opinion's candidates come from the same prompt.
+        let mut limit = per_round;
+        for k in 0.. {
+            if k >= limit {
+                break;
+            }
             let (source, model) = sources[k % sources.len()];
-            progress(&format!("round {round}/{total_rounds}: asking the {source} (candidate {}/{per_round})", k + 1), pct);
+            if verified.is_empty() {
+                progress(&format!("round {round}/{total_rounds}: asking the {source} (candidate {}/{per_round})", k + 1), pct);
+            } else {
+                progress(&format!("round {round}/{total_rounds}: a fix passes; asking the {source} for a second opinion"), pct);
+            }
             let mut drawn: Option<(String, String, String)> = None;
             // A candidate that repeats an earlier one is drawn again, hotter, twice at most.
             for draw in 0..3u64 {
@@ -236,7 +265,7 @@ pub fn self_debug_with(job: &Job, sources: &[Source], cancel: &Arc<AtomicBool>, 
                 break;
             }
             let Some((source, explanation, new_function)) = drawn else { continue };
-            let step = pct + (80 / total_rounds as u32) * k as u32 / per_round as u32;
+            let step = pct + (80 / total_rounds as u32) * k.min(per_round) as u32 / per_round as u32;
             let mut new_text = target.text.clone();
             new_text.replace_range(target.function.range.clone(), &new_function);
             let new_errors = parse(job.language, &new_text).map(|t| count_syntax_errors(&t)).unwrap_or(usize::MAX);
@@ -327,10 +356,53 @@ pub fn self_debug_with(job: &Job, sources: &[Source], cancel: &Arc<AtomicBool>, 
                 evidence,
                 rounds: rounds.clone(),
                 still_failing: still_failing.clone(),
+                disputed: None,
+                module_text: new_text.clone(),
             };
             if still_failing.is_empty() {
-                progress("verified", 100);
-                return Ok(fix);
+                if confirm == 0 {
+                    progress("verified", 100);
+                    return Ok(fix);
+                }
+                // Compare with the fixes found before (the scratch holds this one now).
+                for earlier in &verified {
+                    progress(&format!("round {round}/{total_rounds}: comparing two fixes near the tests' inputs"), step);
+                    match crate::features::perf::agree(&root, &target.file, &name, &earlier.module_text, &harness_tests, &job.commands, cancel) {
+                        Ok(m) if m.equivalent => {
+                            let mut chosen = earlier.clone();
+                            chosen.evidence.push(format!(
+                                "second opinion: another fix, written apart ({source}, round {round}), returns the same on all {} inputs compared ({} recorded from the tests, the rest near them)",
+                                m.checked_inputs, m.recorded_inputs
+                            ));
+                            chosen.rounds = rounds.clone();
+                            move_to_end(&mut chosen.rounds, &chosen.new_function);
+                            progress("verified, and confirmed by a second fix", 100);
+                            return Ok(chosen);
+                        }
+                        Ok(m) => {
+                            if let Some(x) = &m.mismatch {
+                                let field = |k: &str| x.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_owned();
+                                disagreements.push(format!(
+                                    "another fix that passes the same tests ({source}, round {round}) differs on `{}`: it returns {}, this one {}",
+                                    field("input"),
+                                    field("expected"),
+                                    field("got")
+                                ));
+                            } else if let Some(why) = &m.reason {
+                                tracing::debug!("self-debug: no comparison of two fixes: {why}");
+                            }
+                        }
+                        Err(e) => tracing::warn!("self-debug: comparing two fixes failed: {e}"),
+                    }
+                }
+                if cancel.load(Ordering::Relaxed) {
+                    return Err(NoFix { reason: "cancelled".into(), rounds });
+                }
+                if verified.is_empty() {
+                    limit = limit.max(k + 1 + confirm);
+                }
+                verified.push(fix);
+                continue;
             }
             // Told to the next round as a failure: the model sees which sibling still fails and how.
             attempts.push(Attempt {
@@ -344,21 +416,40 @@ pub fn self_debug_with(job: &Job, sources: &[Source], cancel: &Arc<AtomicBool>, 
             });
             fallback.get_or_insert(fix);
         }
+        if let Some(first) = verified.first() {
+            // The round's candidates are spent without two fixes that agree: offer the first one found, saying
+            // whether another one contradicts it or none was found to compare with.
+            let mut fix = first.clone();
+            fix.rounds = rounds.clone();
+            move_to_end(&mut fix.rounds, &fix.new_function);
+            if disagreements.is_empty() {
+                fix.evidence.push(format!("second opinion: none of the {confirm} more candidates drawn passed the tests too, so nothing to compare with"));
+                progress("verified", 100);
+            } else {
+                fix.evidence.push(format!("not confirmed: {}", disagreements[0]));
+                fix.disputed = Some(disagreements[0].clone());
+                progress("verified, but disputed by another fix", 100);
+            }
+            return Ok(fix);
+        }
     }
     if let Some(mut fix) = fallback {
         // Offered for what it verifiably does (the target passes, nothing regressed), with the tests it leaves failing.
         fix.evidence.push(format!("not a full fix: other tests of `{}` still fail: {}", fix.function, short_names(&fix.still_failing)));
         fix.rounds = rounds;
-        let kept = fix.rounds.iter().rposition(|r| r.candidate.as_deref() == Some(fix.new_function.as_str()));
-        if let Some(i) = kept {
-            // The fix is the last entry of `rounds` (as for a full fix): move it there.
-            let r = fix.rounds.remove(i);
-            fix.rounds.push(r);
-        }
+        move_to_end(&mut fix.rounds, &fix.new_function);
         progress("verified (partial)", 100);
         return Ok(fix);
     }
     Err(NoFix { reason: format!("no verified fix for {} after {} rounds", job.test.name, total_rounds), rounds })
+}
+
+/// Puts the round entry of `candidate` last: the fix is the last entry of `rounds`, whatever was tried after it.
+fn move_to_end(rounds: &mut Vec<Round>, candidate: &str) {
+    if let Some(i) = rounds.iter().rposition(|r| r.candidate.as_deref() == Some(candidate)) {
+        let r = rounds.remove(i);
+        rounds.push(r);
+    }
 }
 
 /// Tests of `failing` (outcome names, e.g. `test_x.py::test_b`), other than `target`, whose body in `test_text`
