@@ -164,7 +164,8 @@ pub fn run(args: SelfDebugBenchArgs) -> anyhow::Result<()> {
                     _ => "partial fix offered",
                 };
                 let full = if outcome.full_pass { "pass" } else if fix.is_full() { "FAIL (false pass)" } else { "fail" };
-                (format!("{kind} in round {} ({} candidates run); full tests {full}", outcome.round, outcome.candidates), &fix.rounds)
+                let why = fix.disputed.as_deref().map(|d| format!("\n      disputed: {d}")).unwrap_or_default();
+                (format!("{kind} in round {} ({} candidates run); full tests {full}{why}", outcome.round, outcome.candidates), &fix.rounds)
             }
             Err(no) => {
                 outcome.status = "none".into();
