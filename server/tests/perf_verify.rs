@@ -3,7 +3,7 @@
 //! 1.0; a fast but wrong one (it passes the user's tests) is rejected by old-vs-new on generated inputs; a
 //! correct but slower one is not offered.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 

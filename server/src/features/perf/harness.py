@@ -1665,16 +1665,12 @@ class Harness:
             if new.kind != "ok":
                 continue
             n_checked += 1
-            old_after = self.old_args_after(inp)
-            if not same(old.value, new.value) or not same(old_after, (list(new.args_after[0]), new.args_after[1])):
+            diff = compare_outcomes(Outcome("ok", value=old.value, args_after=self.old_args_after(inp)),
+                                    Outcome("ok", value=new.value, args_after=(list(new.args_after[0]), new.args_after[1])))
+            if diff is not None:
                 r["checked_inputs"] = n_checked
                 r["reason"] = "the two versions differ on a %s input" % inp.origin
-                if same(old.value, new.value):
-                    expected, got = "arguments afterwards: %s" % short_repr(_args_view(old_after)), \
-                        "arguments afterwards: %s" % short_repr(_args_view((list(new.args_after[0]), new.args_after[1])))
-                else:
-                    expected, got = old.show(), new.show()
-                r["mismatch"] = {"input": call_repr(self.opts.function, inp.args, inp.kwargs), "expected": expected, "got": got}
+                r["mismatch"] = {"input": call_repr(self.opts.function, inp.args, inp.kwargs), "expected": diff[0], "got": diff[1]}
                 return
         r["checked_inputs"] = n_checked
         if n_checked == 0:
