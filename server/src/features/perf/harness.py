@@ -1608,21 +1608,16 @@ class Harness:
             n_checked += 1
             diff = compare_outcomes(old, new)
             if diff is not None:
-                r["checked_inputs"] = n_checked
                 what = {"timeout": "the candidate timed out", "raise": "the candidate raised"}.get(new.kind)
                 if new.kind == "raise" and old.kind == "raise":
                     what = "the candidate raised a different exception"
                 if new.kind == "ok":
                     what = "the candidate's result differs" if old.kind == "ok" and not same(old.value, new.value) else \
                         ("the candidate mutates its arguments differently" if old.kind == "ok" else "the candidate did not raise")
-                r["reason"] = "%s on a %s input" % (what, inp.origin)
-                r["mismatch"] = {"input": call_repr(o.function, inp.args, inp.kwargs), "expected": diff[0], "got": diff[1]}
+                self.mismatch(n_checked, "%s on a %s input" % (what, inp.origin), inp, diff)
                 return
-        r["checked_inputs"] = n_checked
-        if n_checked == 0:
-            r["reason"] = "no input could be checked (the original timed out, recursed too deep or could not be copied on all of them)"
+        if not self.checked(n_checked, "no input could be checked (the original timed out, recursed too deep or could not be copied on all of them)"):
             return
-        r["equivalent"] = True
 
         debug("step C done: %d checked", n_checked)
         # Step D
@@ -1668,15 +1663,26 @@ class Harness:
             diff = compare_outcomes(Outcome("ok", value=old.value, args_after=self.old_args_after(inp)),
                                     Outcome("ok", value=new.value, args_after=(list(new.args_after[0]), new.args_after[1])))
             if diff is not None:
-                r["checked_inputs"] = n_checked
-                r["reason"] = "the two versions differ on a %s input" % inp.origin
-                r["mismatch"] = {"input": call_repr(self.opts.function, inp.args, inp.kwargs), "expected": diff[0], "got": diff[1]}
+                self.mismatch(n_checked, "the two versions differ on a %s input" % inp.origin, inp, diff)
                 return
+        self.checked(n_checked, "no input on which both versions return normally")
+
+    def mismatch(self, n_checked, reason, inp, diff):
+        """Records the first input on which the two versions differ (diff: compare_outcomes's pair)."""
+        r = self.result
+        r["checked_inputs"] = n_checked
+        r["reason"] = reason
+        r["mismatch"] = {"input": call_repr(self.opts.function, inp.args, inp.kwargs), "expected": diff[0], "got": diff[1]}
+
+    def checked(self, n_checked, none_reason):
+        """Records a comparison that found no difference: equivalent if it compared anything at all."""
+        r = self.result
         r["checked_inputs"] = n_checked
         if n_checked == 0:
-            r["reason"] = "no input on which both versions return normally"
-            return
+            r["reason"] = none_reason
+            return False
         r["equivalent"] = True
+        return True
 
     def pick_seeds(self, calls):
         """The largest calls, preferring different shapes (argument types, keywords)."""
