@@ -157,7 +157,7 @@ pub fn run(args: SelfDebugBenchArgs) -> anyhow::Result<()> {
                 outcome.round = fix.round();
                 outcome.candidates = fix.rounds.len();
                 outcome.source = fix.rounds.last().map(|c| c.source.clone()).unwrap_or_default();
-                outcome.status = if fix.is_full() { "fixed" } else if fix.disputed.is_some() && fix.still_failing.is_empty() { "disputed" } else { "partial" }.into();
+                outcome.status = fix.status().into();
                 let kind = match outcome.status.as_str() {
                     "fixed" => "fixed",
                     "disputed" => "disputed fix offered",

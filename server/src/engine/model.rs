@@ -75,10 +75,10 @@ pub struct EngineConfig {
 }
 
 /// Defaults of the correction and the idle refresh (see `docs/engine.md` for the measurements behind them).
-/// The correction is off on the keystroke path: measured through the server on a 3.6k-token prompt (default model,
-/// 2 threads), 16 + 16 tokens cost 1.4-1.8 s per keystroke (a small batch runs at about the one-token decode
-/// rate on 2 cores), against ~300 ms for the whole keystroke-to-ghost-text without it. The same tokens (those
-/// right after each edit) are the idle refresh's first work, nearest first, once the user pauses.
+/// The correction is off on the keystroke path: at 4k tokens on 2 threads, 8 tokens after the edit add ~94 ms to an
+/// update and 16 + 16 ~470 ms, and even 8 took `bench typing` past 0.6 cores busy; 16 + 16 does close the infill gap
+/// of an immediate answer (HumanEval, 164 problems). The same tokens (those right after each edit) are the idle
+/// refresh's first work, nearest first, once the user pauses.
 pub const DEFAULT_CORRECTION: super::session::Correction = super::session::Correction { after_edit: 0, tail: 0 };
 // From `bench typing` (docs/benchmarks.md): with 256 tokens and 6 CPU-s per minute the refresh kept the server
 // busy for seconds after each pause (it re-encodes ~50 tokens/s on 2 cores); 32 per pause are the tokens right

@@ -837,11 +837,11 @@ impl Backend {
                     fix.explanation,
                     fix.evidence.join("; ")
                 );
-                let label = if fix.is_full() { "" } else if fix.still_failing.is_empty() { "; disputed fix" } else { "; partial fix" };
+                let label = if fix.is_full() { String::new() } else { format!("; {} fix", fix.status()) };
                 self.end_progress(token, format!("{} passes (round {round}){label}", data.name)).await;
                 self.client.show_message(if caveat.is_empty() { MessageType::INFO } else { MessageType::WARNING }, format!("pie-ls: {message}")).await;
                 let result = serde_json::json!({
-                    "status": if fix.is_full() { "fixed" } else if fix.still_failing.is_empty() { "disputed" } else { "partial" }, "function": fix.function, "file": fix.file,
+                    "status": fix.status(), "function": fix.function, "file": fix.file,
                     "explanation": fix.explanation, "evidence": fix.evidence, "rounds": rounds_json(&fix.rounds),
                     "stillFailing": fix.still_failing, "disputed": fix.disputed,
                 });

@@ -434,35 +434,10 @@ fn verdict(m: &Measurement) -> String {
 }
 
 fn measure(job: &Job, root: &Path, tests: &[PathBuf], cancel: &AtomicBool) -> Result<Measurement, String> {
-    let result = root.join(RESULT_FILE);
-    let _ = std::fs::remove_file(&result);
-    let mut cmd = format!(
-        "python3 {} --root . --module-file {} --function {} --candidate-file {} --out {} --runs {} --budget-s {}",
-        HARNESS_FILE,
-        shell_quote(&job.file.to_string_lossy()),
-        shell_quote(&job.function),
-        shell_quote(&root.join(CANDIDATE_FILE).to_string_lossy()),
-        shell_quote(&result.to_string_lossy()),
-        job.runs.max(5),
-        job.budget_s.max(5)
-    );
-    if !tests.is_empty() {
-        cmd.push_str(" --tests");
-        for t in tests {
-            cmd.push(' ');
-            cmd.push_str(&shell_quote(&t.to_string_lossy()));
-        }
-    }
-    let limits = crate::runner::Limits { timeout: Duration::from_secs(job.budget_s.max(5) + 30), ..job.commands.limits() };
-    let out = run_shell(&cmd, root, &[], &limits, cancel);
-    if out.status == RunStatus::Cancelled {
-        return Err("cancelled".into());
-    }
-    let text = std::fs::read_to_string(&result).map_err(|_| {
-        let why = out.confinement_note().map(|n| format!(" ({n})")).unwrap_or_default();
-        format!("the harness gave no result ({}): {}{why}", out.summary(), last_line(&out))
-    })?;
-    serde_json::from_str(&text).map_err(|e| format!("the harness result is not readable: {e}"))
+    let budget_s = job.budget_s.max(5);
+    let mode = format!("--runs {} --budget-s {budget_s}", job.runs.max(5));
+    let limits = crate::runner::Limits { timeout: Duration::from_secs(budget_s + 30), ..job.commands.limits() };
+    run_harness(root, &job.file, &job.function, CANDIDATE_FILE, RESULT_FILE, &mode, tests, &limits, cancel)
 }
 
 /// Self-debug's second opinion: do two fixes of `function` return the same near the inputs the tests give it? The
@@ -478,14 +453,22 @@ pub fn agree(root: &Path, module_file: &Path, function: &str, other_module: &str
     };
     write(HARNESS_FILE, harness_source())?;
     write(OTHER_FILE, other_module)?;
-    let result = root.join(AGREE_RESULT);
+    let limits = crate::runner::Limits { timeout: Duration::from_secs(BUDGET_S + 20), ..commands.limits() };
+    run_harness(root, module_file, function, OTHER_FILE, AGREE_RESULT, &format!("--budget-s {BUDGET_S} --agree"), tests, &limits, cancel)
+}
+
+/// Runs the harness (already written to `HARNESS_FILE` in `root`) on `module_file`'s `function` against the module
+/// at `candidate_file` (relative to `root`), in `mode` (its extra arguments), and reads its JSON result.
+#[allow(clippy::too_many_arguments)]
+fn run_harness(root: &Path, module_file: &Path, function: &str, candidate_file: &str, result_file: &str, mode: &str, tests: &[PathBuf], limits: &crate::runner::Limits, cancel: &AtomicBool) -> Result<Measurement, String> {
+    let result = root.join(result_file);
     let _ = std::fs::remove_file(&result);
     let mut cmd = format!(
-        "python3 {} --root . --module-file {} --function {} --candidate-file {} --out {} --budget-s {BUDGET_S} --agree",
+        "python3 {} --root . --module-file {} --function {} --candidate-file {} --out {} {mode}",
         HARNESS_FILE,
         shell_quote(&module_file.to_string_lossy()),
         shell_quote(function),
-        shell_quote(&root.join(OTHER_FILE).to_string_lossy()),
+        shell_quote(&root.join(candidate_file).to_string_lossy()),
         shell_quote(&result.to_string_lossy()),
     );
     if !tests.is_empty() {
@@ -495,13 +478,15 @@ pub fn agree(root: &Path, module_file: &Path, function: &str, other_module: &str
             cmd.push_str(&shell_quote(&t.to_string_lossy()));
         }
     }
-    let limits = crate::runner::Limits { timeout: Duration::from_secs(BUDGET_S + 20), ..commands.limits() };
-    let out = run_shell(&cmd, root, &[], &limits, cancel);
+    let out = run_shell(&cmd, root, &[], limits, cancel);
     if out.status == RunStatus::Cancelled {
         return Err("cancelled".into());
     }
-    let text = std::fs::read_to_string(&result).map_err(|_| format!("the comparison gave no result ({}): {}", out.summary(), last_line(&out)))?;
-    serde_json::from_str(&text).map_err(|e| format!("the comparison result is not readable: {e}"))
+    let text = std::fs::read_to_string(&result).map_err(|_| {
+        let why = out.confinement_note().map(|n| format!(" ({n})")).unwrap_or_default();
+        format!("the harness gave no result ({}): {}{why}", out.summary(), last_line(&out))
+    })?;
+    serde_json::from_str(&text).map_err(|e| format!("the harness result is not readable: {e}"))
 }
 
 /// How candidate runs are isolated here (the same probes `run_shell` uses).

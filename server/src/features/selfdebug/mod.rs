@@ -98,6 +98,18 @@ impl Fix {
         self.still_failing.is_empty() && self.disputed.is_none()
     }
 
+    /// What the fix is, as the server's result and the benchmark name it: "fixed", "disputed" (passes every test,
+    /// but another fix that passes them too differs) or "partial" (other tests of the function still fail).
+    pub fn status(&self) -> &'static str {
+        if !self.still_failing.is_empty() {
+            "partial"
+        } else if self.disputed.is_some() {
+            "disputed"
+        } else {
+            "fixed"
+        }
+    }
+
     /// The round that found the fix.
     pub fn round(&self) -> usize {
         self.rounds.last().map(|r| r.round).unwrap_or(1)
