@@ -219,7 +219,9 @@ pub fn find_faster_with(job: &Job, sources: &[crate::features::selfdebug::Source
             if !broken.is_empty() {
                 let names = broken.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
                 let why = out.confinement_note().map(|n| format!(" ({n})")).unwrap_or_default();
-                feedback.push(format!("This version breaks the tests {names}{why}:\n```python\n{new_fn}\n```"));
+                // The failing assertion tells the next candidate what the rewrite got wrong, not only that it did.
+                let how = failure_excerpt(&out.explained_output(), &root);
+                feedback.push(format!("This version breaks the tests {names}{why}:\n```python\n{new_fn}\n```\nHow they fail:\n```\n{how}\n```"));
                 candidates.push(Candidate { code: Some(new_fn), explanation, verdict: format!("rejected: breaks {names}{why}"), measurement: None });
                 continue;
             }
@@ -320,6 +322,23 @@ fn tried_feedback(code: &str, m: &Measurement) -> String {
         example.push_str("...");
     }
     format!("```python\n{code}\n```\n{example}")
+}
+
+/// The lines of a failing test run that say what went wrong: pytest's `E` lines (the assertion with its values,
+/// the exception) and its `FAILED` summary lines; for other runners the end of the output. At most ~800 bytes.
+fn failure_excerpt(output: &str, root: &Path) -> String {
+    let text = output.replace(&format!("{}/", root.display()), "");
+    let mut lines: Vec<&str> = text.lines().filter(|l| l.starts_with("E ") || l.starts_with("FAILED ")).collect();
+    lines.dedup();
+    let picked = if lines.is_empty() { crate::runner::trim_lines(text.trim(), 0, 12) } else { lines[..lines.len().min(12)].join("\n") };
+    if picked.len() <= 800 {
+        return picked;
+    }
+    let mut cut = 800;
+    while !picked.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}...", &picked[..cut])
 }
 
 /// The usual complexity fixes that apply to `code` (the function `name`), found from what it does.
@@ -612,6 +631,23 @@ pub fn apply(text: &str, edits: &[(std::ops::Range<usize>, String)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failure_excerpt_keeps_the_assertion_and_drops_the_noise() {
+        let root = Path::new("/tmp/scratch-1");
+        let pytest = "============ FAILURES ============\n____ test_dedupe ____\n\n    def test_dedupe():\n>       assert dedupe([3, 1, 3]) == [3, 1]\nE       assert [1, 3] == [3, 1]\nE         At index 0 diff: 1 != 3\n\n/tmp/scratch-1/test_slow.py:5: AssertionError\n=== short test summary info ===\nFAILED test_slow.py::test_dedupe - assert [1, 3] == [3, 1]\n1 failed in 0.02s\n";
+        let got = failure_excerpt(pytest, root);
+        assert_eq!(got, "E       assert [1, 3] == [3, 1]\nE         At index 0 diff: 1 != 3\nFAILED test_slow.py::test_dedupe - assert [1, 3] == [3, 1]");
+        // Another runner: the end of its output, without the scratch path.
+        let other = (0..30).map(|i| format!("line {i}")).collect::<Vec<_>>().join("\n") + "\nTraceback in /tmp/scratch-1/slow.py\nValueError: x";
+        let got = failure_excerpt(&other, root);
+        assert!(got.ends_with("Traceback in slow.py\nValueError: x"), "{got}");
+        assert!(!got.contains("line 5\n"), "{got}");
+        // Many long assertion lines: cut to about 800 bytes.
+        let long = (0..400).map(|i| format!("E   assert {i} == {}", "9".repeat(100))).collect::<Vec<_>>().join("\n");
+        let got = failure_excerpt(&long, root);
+        assert!(got.starts_with("E   assert 0 == 99") && got.ends_with("...") && got.len() <= 803, "{got}");
+    }
 
     #[test]
     fn candidates_bring_their_imports_and_replace_only_the_function() {
