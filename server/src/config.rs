@@ -124,6 +124,8 @@ pub struct ModelConfig {
     pub correction_tokens: Option<usize>,
     /// Bounded correction: last prompt tokens (before the cursor marker) re-encoded with every update (0: off).
     pub correction_tail_tokens: Option<usize>,
+    /// Bounded correction after a large edit (a paste, a block deleted): the tail widens to this many tokens (0: off).
+    pub correction_large_edit_tokens: Option<usize>,
     /// Idle refresh: stale tokens re-encoded per pause in typing at most (0: no idle refresh).
     pub refresh_tokens_per_pause: Option<usize>,
     /// Idle refresh: CPU seconds it may use in any minute (all threads counted).
@@ -190,6 +192,9 @@ impl Config {
         }
         if let Some(k) = self.model.correction_tail_tokens {
             config.correction.tail = k;
+        }
+        if let Some(k) = self.model.correction_large_edit_tokens {
+            config.correction.large_edit = k;
         }
         if let Some(n) = self.model.refresh_tokens_per_pause {
             config.refresh_tokens_per_pause = n;
@@ -305,11 +310,11 @@ mod tests {
         let defaults = Config::default().engine_config();
         assert_eq!(defaults.correction, crate::engine::model::DEFAULT_CORRECTION);
         let config = Config::from_client_value(&json!({"model": {
-            "correctionTokens": 0, "correctionTailTokens": 24, "refreshTokensPerPause": 0, "refreshCpuSecondsPerMinute": 1.5
+            "correctionTokens": 0, "correctionTailTokens": 24, "correctionLargeEditTokens": 300, "refreshTokensPerPause": 0, "refreshCpuSecondsPerMinute": 1.5
         }}))
         .unwrap()
         .engine_config();
-        assert_eq!(config.correction, crate::engine::Correction { after_edit: 0, tail: 24 });
+        assert_eq!(config.correction, crate::engine::Correction { after_edit: 0, tail: 24, large_edit: 300 });
         assert_eq!(config.refresh_tokens_per_pause, 0);
         assert_eq!(config.refresh_cpu_seconds_per_minute, 1.5);
     }

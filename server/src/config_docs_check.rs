@@ -26,6 +26,7 @@ fn code_defaults() -> BTreeMap<String, Value> {
     value["model"]["maxWarmDocuments"] = json!(engine.max_warm_documents);
     value["model"]["correctionTokens"] = json!(engine.correction.after_edit);
     value["model"]["correctionTailTokens"] = json!(engine.correction.tail);
+    value["model"]["correctionLargeEditTokens"] = json!(engine.correction.large_edit);
     value["model"]["refreshTokensPerPause"] = json!(engine.refresh_tokens_per_pause);
     value["model"]["refreshCpuSecondsPerMinute"] = json!(engine.refresh_cpu_seconds_per_minute);
     value["model"]["draftTokens"] = json!(engine.draft_tokens);

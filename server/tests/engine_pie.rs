@@ -133,7 +133,7 @@ fn bounded_correction_re_encodes_the_most_affected_tokens_and_gets_closer_to_ful
     let stale_plain = plain.stats().stale_tokens;
 
     let mut corr = KvSession::open(&e, SOURCE).unwrap();
-    corr.set_correction(Correction { after_edit: 32, tail: 32 });
+    corr.set_correction(Correction { after_edit: 32, tail: 32, large_edit: 0 });
     let rc = corr.update(&text, &[edit]).unwrap();
     assert_eq!(corr.tokens(), plain.tokens());
     assert!(rc.correction_tokens >= 64, "32 after the edit and 32 at the end: {rc:?}");
@@ -154,13 +154,46 @@ fn bounded_correction_re_encodes_the_most_affected_tokens_and_gets_closer_to_ful
     let lines = SOURCE.lines().count();
     let (text, edit) = insert_lines_edit(SOURCE, lines - 3, "    total = 0  # reset\n");
     let mut near_end = KvSession::open(&e, SOURCE).unwrap();
-    near_end.set_correction(Correction { after_edit: 200, tail: 0 });
+    near_end.set_correction(Correction { after_edit: 200, tail: 0, large_edit: 0 });
     near_end.update(&text, &[edit]).unwrap();
     assert_eq!(near_end.stats().stale_tokens, 0, "{:?}", near_end.stale_spans());
     let l = near_end.next_token_logits().unwrap();
     let full = full_logits(&text);
     assert_eq!(argmax(&l), argmax(&full));
     assert!(kl(&full, &l) < 5e-3, "KL {}", kl(&full, &l));
+}
+
+#[test]
+fn a_large_edit_re_encodes_the_stale_run_after_it_and_a_small_one_does_not() {
+    let e = engine();
+    let lines = SOURCE.lines().count();
+    // A pasted block 4 lines before the end: the stale run after it is shorter than the block, so the window
+    // (as many tokens as the edit inserted, at most 400) covers it.
+    let (text, edit) = insert_lines_edit(SOURCE, lines - 4, BLOCK);
+    let mut s = KvSession::open(&e, SOURCE).unwrap();
+    s.set_correction(Correction { after_edit: 0, tail: 0, large_edit: 400 });
+    let r = s.update(&text, &[edit]).unwrap();
+    assert!(r.correction_tokens > 0, "a paste of {} bytes is a large edit: {r:?}", BLOCK.len());
+    assert_eq!(s.stats().stale_tokens, 0, "the whole stale run was re-encoded: {:?}", s.stale_spans());
+    let l = s.next_token_logits().unwrap();
+    let full = full_logits(&text);
+    assert_eq!(argmax(&l), argmax(&full));
+    assert!(kl(&full, &l) < 5e-3, "KL {}", kl(&full, &l));
+
+    // Deleting the block again is a large edit too (removed tokens count).
+    let at = text.find(BLOCK).unwrap();
+    let back = SOURCE.to_string();
+    let r = s.update(&back, &[TextEdit::new(at, at + BLOCK.len(), "")]).unwrap();
+    assert!(r.correction_tokens > 0, "{r:?}");
+    assert_eq!(s.stats().stale_tokens, 0, "{:?}", s.stale_spans());
+
+    // A keystroke in the same place is not: nothing is corrected, the run after it stays stale.
+    let mut typed = back.clone();
+    let at = line_offset(&typed, lines - 4);
+    typed.insert_str(at, "x");
+    let r = s.update(&typed, &[TextEdit::new(at, at, "x")]).unwrap();
+    assert_eq!(r.correction_tokens, 0, "{r:?}");
+    assert!(s.stats().stale_tokens > 0);
 }
 
 #[test]

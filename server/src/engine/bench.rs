@@ -89,19 +89,26 @@ pub struct PieBenchArgs {
 
 /// Parses `AFTER_EDIT:TAIL` (a lone number is both).
 pub fn parse_correction(spec: &str) -> anyhow::Result<Correction> {
-    let num = |s: &str| s.trim().parse::<usize>().with_context(|| format!("bad correction {spec:?}: expected AFTER_EDIT:TAIL token counts"));
-    match spec.split_once(':') {
-        Some((a, t)) => Ok(Correction { after_edit: num(a)?, tail: num(t)? }),
-        None => {
-            let k = num(spec)?;
-            Ok(Correction { after_edit: k, tail: k })
+    let num = |s: &str| s.trim().parse::<usize>().with_context(|| format!("bad correction {spec:?}: expected AFTER_EDIT:TAIL[:LARGE_EDIT] token counts"));
+    let parts: Vec<&str> = spec.split(':').collect();
+    match parts.as_slice() {
+        [k] => {
+            let k = num(k)?;
+            Ok(Correction { after_edit: k, tail: k, large_edit: 0 })
         }
+        [a, t] => Ok(Correction { after_edit: num(a)?, tail: num(t)?, large_edit: 0 }),
+        [a, t, l] => Ok(Correction { after_edit: num(a)?, tail: num(t)?, large_edit: num(l)? }),
+        _ => anyhow::bail!("bad correction {spec:?}: expected AFTER_EDIT:TAIL[:LARGE_EDIT] token counts"),
     }
 }
 
 /// The name of a correction as a way of the benchmarks.
 pub fn correction_name(c: Correction) -> String {
-    format!("pie+c{}/{}", c.after_edit, c.tail)
+    if c.large_edit > 0 {
+        format!("pie+c{}/{}/L{}", c.after_edit, c.tail, c.large_edit)
+    } else {
+        format!("pie+c{}/{}", c.after_edit, c.tail)
+    }
 }
 
 /// Small deterministic RNG (the benchmark must not depend on a dev-dependency).

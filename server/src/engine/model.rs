@@ -79,7 +79,7 @@ pub struct EngineConfig {
 /// update and 16 + 16 ~470 ms, and even 8 took `bench typing` past 0.6 cores busy; 16 + 16 does close the infill gap
 /// of an immediate answer (HumanEval, 164 problems). The same tokens (those right after each edit) are the idle
 /// refresh's first work, nearest first, once the user pauses.
-pub const DEFAULT_CORRECTION: super::session::Correction = super::session::Correction { after_edit: 0, tail: 0 };
+pub const DEFAULT_CORRECTION: super::session::Correction = super::session::Correction { after_edit: 0, tail: 0, large_edit: 0 };
 // From `bench typing` (docs/benchmarks.md): with 256 tokens and 6 CPU-s per minute the refresh kept the server
 // busy for seconds after each pause (it re-encodes ~50 tokens/s on 2 cores); 32 per pause are the tokens right
 // after the edit, the ones that miss most (EPIC recomputes <= 32 per reused chunk), and cost well under a second.

@@ -85,10 +85,31 @@ pub struct Correction {
     /// Last tokens of the prompt (before the FIM middle marker, or before the cursor) re-encoded after the
     /// sites, when any of them is stale.
     pub tail: usize,
+    /// After a large edit (at least `LARGE_EDIT_MIN_TOKENS` tokens inserted or removed: a paste, a block
+    /// deleted, an undo, a cursor jump in a FIM prompt), the window after each change widens to as many tokens as
+    /// the edit inserted or removed, at most this many: the idle refresh's first work (nearest first), done at
+    /// once, for at most about the edit's own cost again. A stale run that fits is re-encoded whole, which makes
+    /// the cache exact. Small edits never pay it.
+    pub large_edit: usize,
 }
 
+/// Tokens an update must insert or remove (the larger of the two) to count as a large edit. A keystroke, a word
+/// or a completion accepted in one line stays below it; three pasted lines reach it.
+pub const LARGE_EDIT_MIN_TOKENS: usize = 32;
+
 impl Correction {
-    pub const OFF: Correction = Correction { after_edit: 0, tail: 0 };
+    pub const OFF: Correction = Correction { after_edit: 0, tail: 0, large_edit: 0 };
+
+    /// The window re-encoded after each change of an update that inserted `inserted` and removed `removed`
+    /// tokens.
+    pub fn after_edit_for(&self, inserted: usize, removed: usize) -> usize {
+        let size = inserted.max(removed);
+        if self.large_edit > 0 && size >= LARGE_EDIT_MIN_TOKENS {
+            self.after_edit.max(self.large_edit.min(size))
+        } else {
+            self.after_edit
+        }
+    }
 }
 
 /// How an update is applied. `Pie` is the product; the others are references and peers for tests and the
@@ -548,7 +569,9 @@ impl KvSession {
         let correction = if naive { Correction::OFF } else { self.correction };
         // Staleness follows the text's changes; the corrected tokens are the same text, re-encoded.
         let changed = plan.origin.clone();
-        let widened = plan.correct_after_changes(correction.after_edit, self.doc.len());
+        // The edit's own size decides the window, before the correction turns cached tokens into new ones.
+        let after_edit = correction.after_edit_for(plan.new_tokens(), plan.removed.iter().map(|(a, b)| b - a).sum());
+        let widened = plan.correct_after_changes(after_edit, self.doc.len());
         // 1. Drop removed cells (old positions; nothing has moved yet).
         for &(a, b) in &plan.removed {
             self.seq_rm(SEQ_MAIN, a, Some(b))?;
