@@ -124,7 +124,8 @@ pub struct ModelConfig {
     pub correction_tokens: Option<usize>,
     /// Bounded correction: last prompt tokens (before the cursor marker) re-encoded with every update (0: off).
     pub correction_tail_tokens: Option<usize>,
-    /// Bounded correction after a large edit (a paste, a block deleted): the tail widens to this many tokens (0: off).
+    /// Bounded correction after a large edit (32+ tokens inserted or removed: a paste, a block deleted): the tokens
+    /// after each change re-encoded at once, as many as the edit changed and at most this many (0: off).
     pub correction_large_edit_tokens: Option<usize>,
     /// Idle refresh: stale tokens re-encoded per pause in typing at most (0: no idle refresh).
     pub refresh_tokens_per_pause: Option<usize>,

@@ -87,7 +87,8 @@ pub struct PieBenchArgs {
     pub methods: Vec<String>,
 }
 
-/// Parses `AFTER_EDIT:TAIL` (a lone number is both).
+/// Parses `AFTER_EDIT:TAIL[:LARGE_EDIT]` (a lone number is both of the first two; the large-edit window is off
+/// unless given).
 pub fn parse_correction(spec: &str) -> anyhow::Result<Correction> {
     let num = |s: &str| s.trim().parse::<usize>().with_context(|| format!("bad correction {spec:?}: expected AFTER_EDIT:TAIL[:LARGE_EDIT] token counts"));
     let parts: Vec<&str> = spec.split(':').collect();

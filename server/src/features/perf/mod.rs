@@ -312,16 +312,20 @@ fn tried_feedback(code: &str, m: &Measurement) -> String {
             _ => "It is correct but could not be shown to be faster.".to_owned(),
         }
     };
-    let mut example = what;
-    if example.len() > 600 {
-        let mut cut = 600;
-        while !example.is_char_boundary(cut) {
+    format!("```python\n{code}\n```\n{}", shorten(what, 600))
+}
+
+/// `text` cut to at most `max` bytes (at a character boundary), with "..." when cut.
+fn shorten(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut cut = max;
+        while !text.is_char_boundary(cut) {
             cut -= 1;
         }
-        example.truncate(cut);
-        example.push_str("...");
+        text.truncate(cut);
+        text.push_str("...");
     }
-    format!("```python\n{code}\n```\n{example}")
+    text
 }
 
 /// The lines of a failing test run that say what went wrong: pytest's `E` lines (the assertion with its values,
@@ -331,14 +335,7 @@ fn failure_excerpt(output: &str, root: &Path) -> String {
     let mut lines: Vec<&str> = text.lines().filter(|l| l.starts_with("E ") || l.starts_with("FAILED ")).collect();
     lines.dedup();
     let picked = if lines.is_empty() { crate::runner::trim_lines(text.trim(), 0, 12) } else { lines[..lines.len().min(12)].join("\n") };
-    if picked.len() <= 800 {
-        return picked;
-    }
-    let mut cut = 800;
-    while !picked.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}...", &picked[..cut])
+    shorten(picked, 800)
 }
 
 /// The usual complexity fixes that apply to `code` (the function `name`), found from what it does.
@@ -634,12 +631,12 @@ mod tests {
 
     #[test]
     fn failure_excerpt_keeps_the_assertion_and_drops_the_noise() {
-        let root = Path::new("/tmp/scratch-1");
-        let pytest = "============ FAILURES ============\n____ test_dedupe ____\n\n    def test_dedupe():\n>       assert dedupe([3, 1, 3]) == [3, 1]\nE       assert [1, 3] == [3, 1]\nE         At index 0 diff: 1 != 3\n\n/tmp/scratch-1/test_slow.py:5: AssertionError\n=== short test summary info ===\nFAILED test_slow.py::test_dedupe - assert [1, 3] == [3, 1]\n1 failed in 0.02s\n";
+        let root = Path::new("scratch-1");
+        let pytest = "============ FAILURES ============\n____ test_dedupe ____\n\n    def test_dedupe():\n>       assert dedupe([3, 1, 3]) == [3, 1]\nE       assert [1, 3] == [3, 1]\nE         At index 0 diff: 1 != 3\n\nscratch-1/test_slow.py:5: AssertionError\n=== short test summary info ===\nFAILED test_slow.py::test_dedupe - assert [1, 3] == [3, 1]\n1 failed in 0.02s\n";
         let got = failure_excerpt(pytest, root);
         assert_eq!(got, "E       assert [1, 3] == [3, 1]\nE         At index 0 diff: 1 != 3\nFAILED test_slow.py::test_dedupe - assert [1, 3] == [3, 1]");
         // Another runner: the end of its output, without the scratch path.
-        let other = (0..30).map(|i| format!("line {i}")).collect::<Vec<_>>().join("\n") + "\nTraceback in /tmp/scratch-1/slow.py\nValueError: x";
+        let other = (0..30).map(|i| format!("line {i}")).collect::<Vec<_>>().join("\n") + "\nTraceback in scratch-1/slow.py\nValueError: x";
         let got = failure_excerpt(&other, root);
         assert!(got.ends_with("Traceback in slow.py\nValueError: x"), "{got}");
         assert!(!got.contains("line 5\n"), "{got}");
