@@ -136,6 +136,23 @@ fn a_fix_that_leaves_other_tests_of_the_function_failing_is_not_a_full_fix() {
     assert!(fix.evidence.iter().any(|e| e.contains("failed before pass too") && e.contains("test_five")), "{:?}", fix.evidence);
 }
 
+// A candidate that fixes the index and also drops duplicates passes every test (they have no case where that matters)
+// and is still wrong: only the line the tests need is kept, the other goes back to what the user wrote.
+#[test]
+fn a_fix_keeps_only_the_changes_the_tests_need() {
+    let ws = Scratch::empty("selfdebug-minimal").unwrap();
+    let job = median_job(&ws, 1);
+    let extra = "    xs = sorted(set(xs))\n    return xs[len(xs) // 2]";
+    let model = ScriptedChat::new(candidate("the index is one too far.", extra));
+    let fix = self_debug_with(&job, &[("scripted", &model)], &Arc::new(AtomicBool::new(false)), &mut |_, _| {}).expect("a verified fix");
+    assert!(fix.is_full());
+    assert!(fix.new_function.ends_with("    xs = sorted(xs)\n    return xs[len(xs) // 2]"), "{}", fix.new_function);
+    assert!(fix.evidence.iter().any(|e| e.starts_with("only the changes the tests need: 1 of the candidate's 2 changed blocks")), "{:?}", fix.evidence);
+    let last = fix.rounds.last().unwrap();
+    assert_eq!(last.candidate.as_deref(), Some(fix.new_function.as_str()));
+    assert!(last.verdict.contains("1 of its 2 changed blocks"), "{}", last.verdict);
+}
+
 // When no round finds a full fix, the special-cased one is offered as what it is: partial, naming what still fails.
 #[test]
 fn a_partial_fix_is_offered_last_and_says_what_still_fails() {

@@ -78,6 +78,13 @@ struct Outcome {
     /// Source of the offered fix.
     source: String,
     secs: f64,
+    /// For an offered fix: "agreed" (another fix returned the same), "none" (no second fix passed), "disputed",
+    /// "off"; empty in records made before it was kept.
+    #[serde(default)]
+    second_opinion: String,
+    /// Whether changed blocks the tests do not need were put back.
+    #[serde(default)]
+    trimmed: bool,
 }
 
 pub fn run(args: SelfDebugBenchArgs) -> anyhow::Result<()> {
@@ -134,7 +141,7 @@ pub fn run(args: SelfDebugBenchArgs) -> anyhow::Result<()> {
             .and_then(|m| serde_json::from_str::<serde_json::Value>(&m).ok())
             .and_then(|v| v.get("family").and_then(|f| f.as_str()).map(str::to_owned))
             .unwrap_or_else(|| "?".into());
-        let mut outcome = Outcome { mutant: label.clone(), family: family.clone(), model: name.clone(), status: "skipped".into(), round: 0, full_pass: false, candidates: 0, source: String::new(), secs: 0.0 };
+        let mut outcome = Outcome { mutant: label.clone(), family: family.clone(), model: name.clone(), status: "skipped".into(), round: 0, full_pass: false, candidates: 0, source: String::new(), secs: 0.0, second_opinion: String::new(), trimmed: false };
         // The user's workspace holds the solution and the example tests only: the dataset's full tests stay hidden.
         let flavour = Flavour::of(dir).expect("filtered above");
         let job = user_workspace(dir, flavour).and_then(|w| job_for(w.path(), flavour, &commands, args.rounds, args.candidates, args.max_tokens, args.confirm).map(|j| (w, j)));
@@ -158,6 +165,17 @@ pub fn run(args: SelfDebugBenchArgs) -> anyhow::Result<()> {
                 outcome.candidates = fix.rounds.len();
                 outcome.source = fix.rounds.last().map(|c| c.source.clone()).unwrap_or_default();
                 outcome.status = fix.status().into();
+                outcome.second_opinion = if fix.disputed.is_some() {
+                    "disputed"
+                } else if fix.evidence.iter().any(|e| e.starts_with("second opinion: another fix")) {
+                    "agreed"
+                } else if fix.evidence.iter().any(|e| e.starts_with("second opinion: none")) {
+                    "none"
+                } else {
+                    "off"
+                }
+                .into();
+                outcome.trimmed = fix.evidence.iter().any(|e| e.starts_with("only the changes the tests need"));
                 let kind = match outcome.status.as_str() {
                     "fixed" => "fixed",
                     "disputed" => "disputed fix offered",
@@ -225,6 +243,23 @@ fn summary(name: &str, outcomes: &[Outcome], rounds: usize, secs_now: f64, show_
     let fixes = full_fixes(rounds);
     let false_passes = ran.iter().filter(|o| o.status == "fixed" && !o.full_pass).count();
     println!("false passes (passed the gate, fail the hidden full tests): {false_passes} of {fixes} fixes ({:.1}%)", 100.0 * false_passes as f64 / fixes.max(1) as f64);
+    // Where the false passes are: fixes another fix agreed with, and fixes nothing could be compared with.
+    let fixed: Vec<&&Outcome> = ran.iter().filter(|o| o.status == "fixed" && !o.second_opinion.is_empty()).collect();
+    if !fixed.is_empty() {
+        let row = |what: &str| {
+            let of: Vec<&&&Outcome> = fixed.iter().filter(|o| o.second_opinion == what).collect();
+            format!("{what} {} ({} false)", of.len(), of.iter().filter(|o| !o.full_pass).count())
+        };
+        let trimmed: Vec<&&&Outcome> = fixed.iter().filter(|o| o.trimmed).collect();
+        println!(
+            "fixes by second opinion: {}, {}, {}; cut down to the changes the tests need: {} ({} false)",
+            row("agreed"),
+            row("none"),
+            row("off"),
+            trimmed.len(),
+            trimmed.iter().filter(|o| !o.full_pass).count()
+        );
+    }
     let partial: Vec<&&Outcome> = ran.iter().filter(|o| o.status == "partial").collect();
     println!(
         "partial fixes offered (target passes, other tests of the function still fail; shown as such, not counted above): {} ({} of them pass the hidden full tests)",

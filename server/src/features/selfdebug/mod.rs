@@ -19,6 +19,7 @@
 //! Every run goes through `runner` (scratch copy, timeout, memory cap, process-group kill).
 
 mod locate;
+mod minimal;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -221,6 +222,37 @@ pub fn self_debug_with(job: &Job, sources: &[Source], cancel: &Arc<AtomicBool>, 
     let mut verified: Vec<Fix> = Vec::new();
     let mut disagreements: Vec<String> = Vec::new();
     let harness_tests: Vec<PathBuf> = std::iter::once(job.test.file.clone()).chain(other_tests.iter().cloned()).collect();
+    // Whether the module with `function` in place passes everything a full fix must (the target test, every test
+    // that passed before, in the suite and the other files, and the other failing tests of the function), with the
+    // suite's passing count. Leaves that module in the scratch copy.
+    let passes_all = |function: &str| -> Result<Option<usize>, NoFix> {
+        let mut text = target.text.clone();
+        text.replace_range(target.function.range.clone(), function);
+        if parse(job.language, &text).map(|t| count_syntax_errors(&t)).unwrap_or(usize::MAX) > old_errors {
+            return Ok(None);
+        }
+        scratch.write(&target.file, &text).map_err(NoFix::early)?;
+        let after = job.commands.run_test(lang_id, &root, &job.test, cancel).map_err(NoFix::early)?;
+        check_ran(&after, cancel)?;
+        if !after.success() {
+            return Ok(None);
+        }
+        let suite = job.commands.run_suite(lang_id, &root, &job.test, cancel).map_err(NoFix::early)?;
+        check_ran(&suite, cancel)?;
+        let passed_now = passed(&suite);
+        let failed_now = failed(&suite);
+        if !passed_before.is_subset(&passed_now) || (passed_now.is_empty() && !suite.success()) || siblings.iter().any(|t| failed_now.contains(t)) {
+            return Ok(None);
+        }
+        for (probe, before) in &others_before {
+            let out = job.commands.run_suite(lang_id, &root, probe, cancel).map_err(NoFix::early)?;
+            check_ran(&out, cancel)?;
+            if !before.is_subset(&passed(&out)) {
+                return Ok(None);
+            }
+        }
+        Ok(Some(passed_now.len()))
+    };
     for round in 1..=total_rounds {
         if cancel.load(Ordering::Relaxed) {
             return Err(NoFix { reason: "cancelled".into(), rounds });
@@ -331,7 +363,39 @@ pub fn self_debug_with(job: &Job, sources: &[Source], cancel: &Arc<AtomicBool>, 
                 let failed_after = failed(&suite_after);
                 siblings.iter().filter(|t| failed_after.contains(*t)).cloned().collect()
             };
-            let verdict = if still_failing.is_empty() {
+            // A full fix keeps only the changed blocks the tests need; the rest goes back to the user's lines.
+            let mut passed_after_count = passed_after.len();
+            let mut trimmed = None;
+            if still_failing.is_empty() {
+                let mut minimal_count = passed_after_count;
+                let (minimal, put_back, blocks) = minimal::minimise(&original_function, &new_function, |f| {
+                    progress(&format!("round {round}/{total_rounds}: a fix passes; checking which of its changes the tests need"), step);
+                    Ok::<_, NoFix>(passes_all(f)?.inspect(|n| minimal_count = *n).is_some())
+                })
+                .map_err(|e| NoFix { rounds: rounds.clone(), ..e })?;
+                if put_back > 0 {
+                    scratch.write(&target.file, &{
+                        let mut t = target.text.clone();
+                        t.replace_range(target.function.range.clone(), &minimal);
+                        t
+                    })
+                    .map_err(NoFix::early)?;
+                    tried.insert(normalised(job.language, &minimal));
+                    passed_after_count = minimal_count;
+                    trimmed = Some((minimal, put_back, blocks));
+                }
+            }
+            let (new_function, new_text) = match &trimmed {
+                Some((minimal, _, _)) => {
+                    let mut t = target.text.clone();
+                    t.replace_range(target.function.range.clone(), minimal);
+                    (minimal.clone(), t)
+                }
+                None => (new_function.clone(), new_text.clone()),
+            };
+            let verdict = if let Some((_, put_back, blocks)) = &trimmed {
+                format!("the test passes and nothing regressed with {} of its {blocks} changed blocks ({put_back} put back as they were: no test needs them)", blocks - put_back)
+            } else if still_failing.is_empty() {
                 "the test passes and nothing regressed".to_owned()
             } else {
                 format!("{} passes, but other tests of `{name}` still fail: {}", job.test.name, short_names(&still_failing))
@@ -344,9 +408,12 @@ pub fn self_debug_with(job: &Job, sources: &[Source], cancel: &Arc<AtomicBool>, 
                     "suite `{}`: {} passed before, {} passed after, 0 newly failing",
                     suite_after.command.replace(&format!("{}/", root.display()), ""),
                     passed_before.len(),
-                    passed_after.len()
+                    passed_after_count
                 ),
             ];
+            if let Some((_, put_back, blocks)) = &trimmed {
+                evidence.push(format!("only the changes the tests need: {put_back} of the candidate's {blocks} changed blocks are left as you wrote them, since the tests pass without them"));
+            }
             if !others_before.is_empty() {
                 let files = others_before.iter().map(|(p, _)| p.file.display().to_string()).collect::<Vec<_>>().join(", ");
                 let count: usize = others_before.iter().map(|(_, b)| b.len()).sum();

@@ -1,0 +1,183 @@
+//! A fix cut down to the changes the tests need.
+//!
+//! A model asked to fix one bug often changes more than the bug: it "improves" a loop bound, rewrites a condition
+//! it did not need to touch. When the tests are thin, such an extra change can pass them and still be wrong (HumanEval
+//! 59: a fix that also stops the search at sqrt(n) passes both examples and fails on 15). The user's code was right
+//! everywhere but the bug, so every changed block the tests do not depend on goes back to what the user wrote: the
+//! fix offered is the smallest one (block by block) that still passes everything the candidate passed.
+//!
+//! Blocks are runs of changed lines (a line diff of the function before and after; a run that replaces k lines with
+//! k lines is k blocks of one line); each is put back in turn and kept back when the tests still pass.
+
+use std::ops::Range;
+
+/// One piece of the line diff: lines the same in both, or a block of old lines replaced by new ones.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Piece {
+    Same(Range<usize>),
+    Changed { old: Range<usize>, new: Range<usize> },
+}
+
+/// The candidate `new` against the `old` function, as pieces of a line diff (longest common subsequence of lines).
+/// None when either is too long to diff cheaply (a fix is one function, rarely hundreds of lines).
+pub struct LineDiff<'a> {
+    old: Vec<&'a str>,
+    new: Vec<&'a str>,
+    pieces: Vec<Piece>,
+}
+
+const MAX_LINES: usize = 400;
+
+impl<'a> LineDiff<'a> {
+    pub fn new(old: &'a str, new: &'a str) -> Option<LineDiff<'a>> {
+        let old: Vec<&str> = old.split('\n').collect();
+        let new: Vec<&str> = new.split('\n').collect();
+        if old.len() > MAX_LINES || new.len() > MAX_LINES {
+            return None;
+        }
+        let (n, m) = (old.len(), new.len());
+        // lcs[i][j]: the longest common subsequence of old[i..] and new[j..].
+        let mut lcs = vec![0u16; (n + 1) * (m + 1)];
+        let at = |i: usize, j: usize| i * (m + 1) + j;
+        for i in (0..n).rev() {
+            for j in (0..m).rev() {
+                lcs[at(i, j)] = if old[i] == new[j] { lcs[at(i + 1, j + 1)] + 1 } else { lcs[at(i + 1, j)].max(lcs[at(i, j + 1)]) };
+            }
+        }
+        let mut pieces: Vec<Piece> = Vec::new();
+        let (mut i, mut j) = (0, 0);
+        let mut push = |piece: Piece| match (pieces.last_mut(), piece) {
+            (Some(Piece::Same(r)), Piece::Same(s)) if r.end == s.start => r.end = s.end,
+            (Some(Piece::Changed { old, new }), Piece::Changed { old: o, new: w }) if old.end == o.start && new.end == w.start => {
+                old.end = o.end;
+                new.end = w.end;
+            }
+            (_, piece) => pieces.push(piece),
+        };
+        while i < n || j < m {
+            if i < n && j < m && old[i] == new[j] {
+                push(Piece::Same(j..j + 1));
+                i += 1;
+                j += 1;
+            } else if j < m && (i == n || lcs[at(i, j + 1)] >= lcs[at(i + 1, j)]) {
+                push(Piece::Changed { old: i..i, new: j..j + 1 });
+                j += 1;
+            } else {
+                push(Piece::Changed { old: i..i + 1, new: j..j });
+                i += 1;
+            }
+        }
+        // A block that replaces k lines with k others is k edited lines, each its own block: a model's extra change is
+        // often on the line next to the bug.
+        let pieces = pieces
+            .into_iter()
+            .flat_map(|p| match p {
+                Piece::Changed { old, new } if old.len() == new.len() && old.len() > 1 => {
+                    old.zip(new).map(|(o, w)| Piece::Changed { old: o..o + 1, new: w..w + 1 }).collect::<Vec<_>>()
+                }
+                p => vec![p],
+            })
+            .collect();
+        Some(LineDiff { old, new, pieces })
+    }
+
+    /// How many changed blocks the candidate has.
+    pub fn blocks(&self) -> usize {
+        self.pieces.iter().filter(|p| matches!(p, Piece::Changed { .. })).count()
+    }
+
+    /// The candidate with the blocks whose `reverted[k]` is true put back to the old lines.
+    pub fn with_reverted(&self, reverted: &[bool]) -> String {
+        let mut lines: Vec<&str> = Vec::with_capacity(self.new.len());
+        let mut k = 0;
+        for piece in &self.pieces {
+            match piece {
+                Piece::Same(r) => lines.extend_from_slice(&self.new[r.clone()]),
+                Piece::Changed { old, new } => {
+                    if reverted.get(k).copied().unwrap_or(false) {
+                        lines.extend_from_slice(&self.old[old.clone()]);
+                    } else {
+                        lines.extend_from_slice(&self.new[new.clone()]);
+                    }
+                    k += 1;
+                }
+            }
+        }
+        lines.join("\n")
+    }
+}
+
+/// Blocks tried at most: a candidate with more is a rewrite, and each block tried costs a test run.
+pub const MAX_BLOCKS: usize = 8;
+
+/// The smallest version of `candidate` (block by block, against `original`) that `passes` accepts, how many blocks
+/// were put back, and how many the candidate changed. `passes` is asked only about versions that differ from both the original and the
+/// candidate; the candidate itself is assumed to pass. Stops early (keeping what was found) when `passes` errs.
+pub fn minimise<E>(original: &str, candidate: &str, mut passes: impl FnMut(&str) -> Result<bool, E>) -> Result<(String, usize, usize), E> {
+    let Some(diff) = LineDiff::new(original, candidate) else { return Ok((candidate.to_owned(), 0, 0)) };
+    let blocks = diff.blocks();
+    if blocks < 2 || blocks > MAX_BLOCKS {
+        return Ok((candidate.to_owned(), 0, blocks));
+    }
+    let mut reverted = vec![false; blocks];
+    let mut put_back = 0;
+    for k in 0..blocks {
+        // Putting back the last changed block would give the original, which fails.
+        if put_back + 1 == blocks {
+            break;
+        }
+        reverted[k] = true;
+        if passes(&diff.with_reverted(&reverted))? {
+            put_back += 1;
+        } else {
+            reverted[k] = false;
+        }
+    }
+    Ok((diff.with_reverted(&reverted), put_back, blocks))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ORIGINAL: &str = "def f(n):\n    best = 1\n    for j in range(2, n + 1):\n        if n % j == 0 or is_prime(j):\n            best = j\n    return best";
+    const CANDIDATE: &str = "def f(n):\n    best = 1\n    for j in range(2, int(n**0.5) + 1):\n        if n % j == 0 and is_prime(j):\n            best = j\n    return best";
+
+    #[test]
+    fn the_diff_finds_each_changed_block_and_puts_back_exactly_the_ones_asked() {
+        let diff = LineDiff::new(ORIGINAL, CANDIDATE).unwrap();
+        assert_eq!(diff.blocks(), 2);
+        assert_eq!(diff.with_reverted(&[false, false]), CANDIDATE);
+        assert_eq!(diff.with_reverted(&[true, true]), ORIGINAL);
+        assert_eq!(diff.with_reverted(&[true, false]), ORIGINAL.replace(" or ", " and "));
+        // Inserted and deleted lines are blocks too.
+        let grown = CANDIDATE.replace("    best = 1\n", "    if n < 2:\n        return n\n    best = 1\n").replace("\n    return best", "\n    return max(best, 1)");
+        let diff = LineDiff::new(ORIGINAL, &grown).unwrap();
+        assert_eq!(diff.blocks(), 4);
+        assert_eq!(diff.with_reverted(&[true; 4]), ORIGINAL);
+        assert_eq!(diff.with_reverted(&[false; 4]), grown);
+    }
+
+    #[test]
+    fn only_the_blocks_the_tests_need_are_kept() {
+        // "The tests": the condition must use `and`; the loop bound is free.
+        let mut asked = Vec::new();
+        let (fix, put_back, blocks) = minimise::<()>(ORIGINAL, CANDIDATE, |text| {
+            asked.push(text.to_owned());
+            Ok(text.contains(" and "))
+        })
+        .unwrap();
+        assert_eq!((put_back, blocks), (1, 2));
+        assert_eq!(fix, ORIGINAL.replace(" or ", " and "));
+        assert_eq!(asked, vec![ORIGINAL.replace(" or ", " and ")]);
+        // When every block is needed, the candidate stays whole.
+        let (fix, put_back, _) = minimise::<()>(ORIGINAL, CANDIDATE, |text| Ok(text.contains(" and ") && text.contains("**"))).unwrap();
+        assert_eq!((fix.as_str(), put_back), (CANDIDATE, 0));
+        // One block is the whole fix: nothing to try.
+        let one = ORIGINAL.replace(" or ", " and ");
+        let (fix, _, _) = minimise::<()>(ORIGINAL, &one, |_| panic!("nothing to ask")).unwrap();
+        assert_eq!(fix, one);
+        // An error stops the search.
+        assert_eq!(minimise(ORIGINAL, CANDIDATE, |_| Err("cancelled")), Err("cancelled"));
+    }
+}
