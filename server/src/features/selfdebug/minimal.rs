@@ -14,34 +14,60 @@ use std::ops::Range;
 /// One piece of the line diff: lines the same in both, or a block of old lines replaced by new ones.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Piece {
+    /// Old lines that are in the candidate too (up to trailing spaces): the user's are kept.
     Same(Range<usize>),
     Changed { old: Range<usize>, new: Range<usize> },
 }
 
 /// The candidate `new` against the `old` function, as pieces of a line diff (longest common subsequence of lines).
-/// None when either is too long to diff cheaply (a fix is one function, rarely hundreds of lines).
+/// Layout is not a change: lines compare without trailing spaces, and blank lines are not diffed but carried by the
+/// line before them, so the user's layout is kept wherever their lines are.
 pub struct LineDiff<'a> {
-    old: Vec<&'a str>,
-    new: Vec<&'a str>,
+    /// Blank lines before the first line of the old function.
+    lead: Vec<&'a str>,
+    old: Vec<Line<'a>>,
+    new: Vec<Line<'a>>,
     pieces: Vec<Piece>,
 }
 
+/// A line that is not blank, with the blank lines after it.
+struct Line<'a> {
+    text: &'a str,
+    blanks: Vec<&'a str>,
+}
+
+/// Lines of one function, at most: a fix is one function, rarely hundreds of lines.
 const MAX_LINES: usize = 400;
 
+fn lines_of(text: &str) -> (Vec<&str>, Vec<Line<'_>>) {
+    let mut lead = Vec::new();
+    let mut lines: Vec<Line> = Vec::new();
+    for l in text.split('\n') {
+        match lines.last_mut() {
+            _ if !l.trim().is_empty() => lines.push(Line { text: l, blanks: Vec::new() }),
+            Some(last) => last.blanks.push(l),
+            None => lead.push(l),
+        }
+    }
+    (lead, lines)
+}
+
 impl<'a> LineDiff<'a> {
+    /// None when either side is too long to diff cheaply.
     pub fn new(old: &'a str, new: &'a str) -> Option<LineDiff<'a>> {
-        let old: Vec<&str> = old.split('\n').collect();
-        let new: Vec<&str> = new.split('\n').collect();
+        let (lead, old) = lines_of(old);
+        let (_, new) = lines_of(new);
         if old.len() > MAX_LINES || new.len() > MAX_LINES {
             return None;
         }
+        let same = |i: usize, j: usize| old[i].text.trim_end() == new[j].text.trim_end();
         let (n, m) = (old.len(), new.len());
         // lcs[i][j]: the longest common subsequence of old[i..] and new[j..].
         let mut lcs = vec![0u16; (n + 1) * (m + 1)];
         let at = |i: usize, j: usize| i * (m + 1) + j;
         for i in (0..n).rev() {
             for j in (0..m).rev() {
-                lcs[at(i, j)] = if old[i] == new[j] { lcs[at(i + 1, j + 1)] + 1 } else { lcs[at(i + 1, j)].max(lcs[at(i, j + 1)]) };
+                lcs[at(i, j)] = if same(i, j) { lcs[at(i + 1, j + 1)] + 1 } else { lcs[at(i + 1, j)].max(lcs[at(i, j + 1)]) };
             }
         }
         let mut pieces: Vec<Piece> = Vec::new();
@@ -55,8 +81,8 @@ impl<'a> LineDiff<'a> {
             (_, piece) => pieces.push(piece),
         };
         while i < n || j < m {
-            if i < n && j < m && old[i] == new[j] {
-                push(Piece::Same(j..j + 1));
+            if i < n && j < m && same(i, j) {
+                push(Piece::Same(i..i + 1));
                 i += 1;
                 j += 1;
             } else if j < m && (i == n || lcs[at(i, j + 1)] >= lcs[at(i + 1, j)]) {
@@ -78,26 +104,32 @@ impl<'a> LineDiff<'a> {
                 p => vec![p],
             })
             .collect();
-        Some(LineDiff { old, new, pieces })
+        Some(LineDiff { lead, old, new, pieces })
     }
 
-    /// How many changed blocks the candidate has.
+/// How many changed blocks the candidate has.
     pub fn blocks(&self) -> usize {
         self.pieces.iter().filter(|p| matches!(p, Piece::Changed { .. })).count()
     }
 
     /// The candidate with the blocks whose `reverted[k]` is true put back to the old lines.
     pub fn with_reverted(&self, reverted: &[bool]) -> String {
-        let mut lines: Vec<&str> = Vec::with_capacity(self.new.len());
+        let mut lines: Vec<&str> = self.lead.clone();
+        let mut emit = |from: &[Line<'a>]| {
+            for l in from {
+                lines.push(l.text);
+                lines.extend_from_slice(&l.blanks);
+            }
+        };
         let mut k = 0;
         for piece in &self.pieces {
             match piece {
-                Piece::Same(r) => lines.extend_from_slice(&self.new[r.clone()]),
+                Piece::Same(r) => emit(&self.old[r.clone()]),
                 Piece::Changed { old, new } => {
                     if reverted.get(k).copied().unwrap_or(false) {
-                        lines.extend_from_slice(&self.old[old.clone()]);
+                        emit(&self.old[old.clone()]);
                     } else {
-                        lines.extend_from_slice(&self.new[new.clone()]);
+                        emit(&self.new[new.clone()]);
                     }
                     k += 1;
                 }
@@ -156,6 +188,18 @@ mod tests {
         assert_eq!(diff.blocks(), 4);
         assert_eq!(diff.with_reverted(&[true; 4]), ORIGINAL);
         assert_eq!(diff.with_reverted(&[false; 4]), grown);
+        // Trailing spaces and blank lines are layout: no block, and the user's layout is what is kept.
+        let relaid = CANDIDATE.replace("    best = 1\n", "    best = 1   \n\n");
+        let diff = LineDiff::new(ORIGINAL, &relaid).unwrap();
+        assert_eq!(diff.blocks(), 2);
+        assert_eq!(diff.with_reverted(&[true, false]), ORIGINAL.replace(" or ", " and "));
+        assert_eq!(diff.with_reverted(&[false, false]), CANDIDATE);
+        // A blank line inside the candidate's own new lines stays (it may be inside a string).
+        let spaced = CANDIDATE.replace("    return best", "    s = '''a\n\nb'''\n    return best");
+        let diff = LineDiff::new(ORIGINAL, &spaced).unwrap();
+        assert_eq!(diff.blocks(), 3);
+        assert_eq!(diff.with_reverted(&[false; 3]), spaced);
+        assert_eq!(diff.with_reverted(&[true; 3]), ORIGINAL);
     }
 
     #[test]
