@@ -1,9 +1,9 @@
 //! `pie-ls bench pie`: how fast and how faithful PIE is, against full recomputation and the peers, on real code.
 //!
 //! Speed: documents of 1k..8k tokens cut from Python standard-library files; edits (insertion, deletion,
-//! replacement, multi-site, a burst of keystrokes) in the middle; every method (PIE, full recomputation, prefix
-//! reuse, llama-server's cache reuse) starts from the same snapshot of the same session, so all see the same
-//! tokens and the same cache. Latency is "update until next-token logits are ready".
+//! replacement, multi-site, a pasted 20-line block, a burst of keystrokes) in the middle; every method (PIE, full
+//! recomputation, prefix reuse, llama-server's cache reuse) starts from the same snapshot of the same session, so
+//! all see the same tokens and the same cache. Latency is "update until next-token logits are ready".
 //!
 //! Fidelity: next-line prediction after simulated edits (the paper's protocol): the true file is the state after
 //! the edit, the cached state is the file with the edit undone (a line or a 20-200 line block missing, extra or
@@ -340,6 +340,10 @@ fn speed_edits(text: &str, burst: usize) -> Vec<(&'static str, Vec<(String, Vec<
         TextEdit::new(q1, q1, "# reviewed\n"),
     ];
     out.push(("multi-site (3)", vec![(apply(text, &multi), multi)]));
+    // A pasted block of 20 lines (~300 tokens): a large edit, after which the correction's large-edit window applies.
+    let block: String = (0..20).map(|i| format!("        entry_{i} = table.get(\"key_{i}\", default) * {i} + offset\n")).collect();
+    let paste = vec![TextEdit::new(mid, mid, block)];
+    out.push(("block paste (20 lines)", vec![(apply(text, &paste), paste)]));
     let typed = "total += weight * 2.5  # adjusted";
     let mut cur = text.to_string();
     let at = mid_end.saturating_sub(1).max(mid);

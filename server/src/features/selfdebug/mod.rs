@@ -374,26 +374,20 @@ pub fn self_debug_with(job: &Job, sources: &[Source], cancel: &Arc<AtomicBool>, 
                 })
                 .map_err(|e| NoFix { rounds: rounds.clone(), ..e })?;
                 if put_back > 0 {
-                    scratch.write(&target.file, &{
-                        let mut t = target.text.clone();
-                        t.replace_range(target.function.range.clone(), &minimal);
-                        t
-                    })
-                    .map_err(NoFix::early)?;
+                    let mut module = target.text.clone();
+                    module.replace_range(target.function.range.clone(), &minimal);
+                    // The last version tried may have been one that failed: the scratch holds the fix again.
+                    scratch.write(&target.file, &module).map_err(NoFix::early)?;
                     tried.insert(normalised(job.language, &minimal));
                     passed_after_count = minimal_count;
-                    trimmed = Some((minimal, put_back, blocks));
+                    trimmed = Some((minimal, module, put_back, blocks));
                 }
             }
             let (new_function, new_text) = match &trimmed {
-                Some((minimal, _, _)) => {
-                    let mut t = target.text.clone();
-                    t.replace_range(target.function.range.clone(), minimal);
-                    (minimal.clone(), t)
-                }
+                Some((minimal, module, _, _)) => (minimal.clone(), module.clone()),
                 None => (new_function.clone(), new_text.clone()),
             };
-            let verdict = if let Some((_, put_back, blocks)) = &trimmed {
+            let verdict = if let Some((_, _, put_back, blocks)) = &trimmed {
                 format!("the test passes and nothing regressed with {} of its {blocks} changed blocks ({put_back} put back as they were: no test needs them)", blocks - put_back)
             } else if still_failing.is_empty() {
                 "the test passes and nothing regressed".to_owned()
@@ -411,7 +405,7 @@ pub fn self_debug_with(job: &Job, sources: &[Source], cancel: &Arc<AtomicBool>, 
                     passed_after_count
                 ),
             ];
-            if let Some((_, put_back, blocks)) = &trimmed {
+            if let Some((_, _, put_back, blocks)) = &trimmed {
                 evidence.push(format!("only the changes the tests need: {put_back} of the candidate's {blocks} changed blocks are left as you wrote them, since the tests pass without them"));
             }
             if !others_before.is_empty() {
