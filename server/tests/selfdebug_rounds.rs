@@ -153,6 +153,23 @@ fn a_fix_keeps_only_the_changes_the_tests_need() {
     assert!(last.verdict.contains("1 of its 2 changed blocks"), "{}", last.verdict);
 }
 
+// The second fix needs both of its changed lines, so trying each without the other fails; it is still compared as
+// written (not as the last version tried) and agrees with the first.
+#[test]
+fn a_fix_whose_every_change_is_needed_is_compared_as_written() {
+    let ws = Scratch::empty("selfdebug-minimal-agree").unwrap();
+    let job = Job { confirm: 2, ..median_job(&ws, 1) };
+    let right = "    xs = sorted(xs)\n    return xs[len(xs) // 2]";
+    let renamed = "    ys = sorted(xs)\n    return ys[len(ys) // 2]";
+    let replies: Vec<String> = [candidate("the index is one too far.", right), candidate("the index is one too far.", renamed)].into_iter().flatten().collect();
+    let model = ScriptedChat::new(replies);
+    let fix = self_debug_with(&job, &[("scripted", &model)], &Arc::new(AtomicBool::new(false)), &mut |_, _| {}).expect("a verified fix");
+    assert!(fix.is_full(), "{:?}", fix.disputed);
+    assert!(fix.new_function.ends_with(right), "{}", fix.new_function);
+    assert!(fix.evidence.iter().any(|e| e.starts_with("second opinion: another fix")), "{:?}", fix.evidence);
+    assert!(fix.rounds.iter().all(|r| !r.verdict.contains("changed blocks")), "{:#?}", fix.rounds);
+}
+
 // When no round finds a full fix, the special-cased one is offered as what it is: partial, naming what still fails.
 #[test]
 fn a_partial_fix_is_offered_last_and_says_what_still_fails() {

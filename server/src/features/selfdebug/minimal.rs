@@ -165,7 +165,9 @@ pub fn minimise<E>(original: &str, candidate: &str, mut passes: impl FnMut(&str)
             reverted[k] = false;
         }
     }
-    Ok((diff.with_reverted(&reverted), put_back, blocks))
+    // Nothing put back: the candidate exactly as written (the diff's text keeps the user's layout).
+    let fix = if put_back == 0 { candidate.to_owned() } else { diff.with_reverted(&reverted) };
+    Ok((fix, put_back, blocks))
 }
 
 #[cfg(test)]

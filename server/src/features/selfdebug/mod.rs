@@ -373,11 +373,12 @@ pub fn self_debug_with(job: &Job, sources: &[Source], cancel: &Arc<AtomicBool>, 
                     Ok::<_, NoFix>(passes_all(f)?.inspect(|n| minimal_count = *n).is_some())
                 })
                 .map_err(|e| NoFix { rounds: rounds.clone(), ..e })?;
+                let mut module = target.text.clone();
+                module.replace_range(target.function.range.clone(), &minimal);
+                // The last version tried may have been one that failed, whether or not a block stayed put back: the
+                // scratch must hold the fix again, since the second opinion compares what it holds.
+                scratch.write(&target.file, &module).map_err(NoFix::early)?;
                 if put_back > 0 {
-                    let mut module = target.text.clone();
-                    module.replace_range(target.function.range.clone(), &minimal);
-                    // The last version tried may have been one that failed: the scratch holds the fix again.
-                    scratch.write(&target.file, &module).map_err(NoFix::early)?;
                     tried.insert(normalised(job.language, &minimal));
                     passed_after_count = minimal_count;
                     trimmed = Some((minimal, module, put_back, blocks));
