@@ -169,7 +169,7 @@ pub fn run(args: SelfDebugBenchArgs) -> anyhow::Result<()> {
                     "disputed"
                 } else if fix.evidence.iter().any(|e| e.starts_with("second opinion: another fix")) {
                     "agreed"
-                } else if fix.evidence.iter().any(|e| e.starts_with("second opinion: none")) {
+                } else if fix.evidence.iter().any(|e| e.starts_with("second opinion:") && e.ends_with("nothing to compare with")) {
                     "none"
                 } else {
                     "off"

@@ -221,6 +221,8 @@ pub fn self_debug_with(job: &Job, sources: &[Source], cancel: &Arc<AtomicBool>, 
     let confirm = if job.language == Language::Python { job.confirm } else { 0 };
     let mut verified: Vec<Fix> = Vec::new();
     let mut disagreements: Vec<String> = Vec::new();
+    // Why other fixes that passed could not be compared (no input near the tests' own on which both return).
+    let mut uncompared: Vec<String> = Vec::new();
     let harness_tests: Vec<PathBuf> = std::iter::once(job.test.file.clone()).chain(other_tests.iter().cloned()).collect();
     // Whether the module with `function` in place passes everything a full fix must (the target test, every test
     // that passed before, in the suite and the other files, and the other failing tests of the function), with the
@@ -464,9 +466,13 @@ pub fn self_debug_with(job: &Job, sources: &[Source], cancel: &Arc<AtomicBool>, 
                                 ));
                             } else if let Some(why) = &m.reason {
                                 tracing::debug!("self-debug: no comparison of two fixes: {why}");
+                                uncompared.push(why.clone());
                             }
                         }
-                        Err(e) => tracing::warn!("self-debug: comparing two fixes failed: {e}"),
+                        Err(e) => {
+                            tracing::warn!("self-debug: comparing two fixes failed: {e}");
+                            uncompared.push(format!("the comparison failed: {e}"));
+                        }
                     }
                 }
                 if cancel.load(Ordering::Relaxed) {
@@ -497,7 +503,10 @@ pub fn self_debug_with(job: &Job, sources: &[Source], cancel: &Arc<AtomicBool>, 
             fix.rounds = rounds.clone();
             move_to_end(&mut fix.rounds, &fix.new_function);
             if disagreements.is_empty() {
-                fix.evidence.push(format!("second opinion: none of the {confirm} more candidates drawn passed the tests too, so nothing to compare with"));
+                fix.evidence.push(match uncompared.first() {
+                    None => format!("second opinion: none of the {confirm} more candidates drawn passed the tests too, so nothing to compare with"),
+                    Some(why) => format!("second opinion: another fix passed the tests too, but the two could not be compared ({why}), so nothing to compare with"),
+                });
                 progress("verified", 100);
             } else {
                 fix.evidence.push(format!("not confirmed: {}", disagreements[0]));
