@@ -78,8 +78,8 @@ struct Outcome {
     /// Source of the offered fix.
     source: String,
     secs: f64,
-    /// For an offered fix: "agreed" (another fix returned the same), "none" (no second fix passed), "disputed",
-    /// "off"; empty in records made before it was kept.
+    /// For an offered fix: `Fix::second_opinion` ("agreed", "none": nothing to compare with, "disputed", "off");
+    /// empty in records made before it was kept.
     #[serde(default)]
     second_opinion: String,
     /// Whether changed blocks the tests do not need were put back.
@@ -165,17 +165,8 @@ pub fn run(args: SelfDebugBenchArgs) -> anyhow::Result<()> {
                 outcome.candidates = fix.rounds.len();
                 outcome.source = fix.rounds.last().map(|c| c.source.clone()).unwrap_or_default();
                 outcome.status = fix.status().into();
-                outcome.second_opinion = if fix.disputed.is_some() {
-                    "disputed"
-                } else if fix.evidence.iter().any(|e| e.starts_with("second opinion: another fix")) {
-                    "agreed"
-                } else if fix.evidence.iter().any(|e| e.starts_with("second opinion:") && e.ends_with("nothing to compare with")) {
-                    "none"
-                } else {
-                    "off"
-                }
-                .into();
-                outcome.trimmed = fix.evidence.iter().any(|e| e.starts_with("only the changes the tests need"));
+                outcome.second_opinion = fix.second_opinion.into();
+                outcome.trimmed = fix.put_back > 0;
                 let kind = match outcome.status.as_str() {
                     "fixed" => "fixed",
                     "disputed" => "disputed fix offered",

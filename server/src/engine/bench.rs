@@ -340,7 +340,7 @@ fn speed_edits(text: &str, burst: usize) -> Vec<(&'static str, Vec<(String, Vec<
         TextEdit::new(q1, q1, "# reviewed\n"),
     ];
     out.push(("multi-site (3)", vec![(apply(text, &multi), multi)]));
-    // A pasted block of 20 lines (~300 tokens): a large edit, after which the correction's large-edit window applies.
+    // A pasted block of 20 lines (~430 tokens): a large edit, after which the correction's large-edit window applies.
     let block: String = (0..20).map(|i| format!("        entry_{i} = table.get(\"key_{i}\", default) * {i} + offset\n")).collect();
     let paste = vec![TextEdit::new(mid, mid, block)];
     out.push(("block paste (20 lines)", vec![(apply(text, &paste), paste)]));

@@ -107,7 +107,7 @@ impl<'a> LineDiff<'a> {
         Some(LineDiff { lead, old, new, pieces })
     }
 
-/// How many changed blocks the candidate has.
+    /// How many changed blocks the candidate has.
     pub fn blocks(&self) -> usize {
         self.pieces.iter().filter(|p| matches!(p, Piece::Changed { .. })).count()
     }
@@ -143,8 +143,9 @@ impl<'a> LineDiff<'a> {
 pub const MAX_BLOCKS: usize = 8;
 
 /// The smallest version of `candidate` (block by block, against `original`) that `passes` accepts, how many blocks
-/// were put back, and how many the candidate changed. `passes` is asked only about versions that differ from both the original and the
-/// candidate; the candidate itself is assumed to pass. Stops early (keeping what was found) when `passes` errs.
+/// were put back, and how many the candidate changed. `passes` is asked only about versions that differ from both
+/// the original and the candidate; the candidate itself is assumed to pass. An error from `passes` stops the search
+/// and is returned.
 pub fn minimise<E>(original: &str, candidate: &str, mut passes: impl FnMut(&str) -> Result<bool, E>) -> Result<(String, usize, usize), E> {
     let Some(diff) = LineDiff::new(original, candidate) else { return Ok((candidate.to_owned(), 0, 0)) };
     let blocks = diff.blocks();

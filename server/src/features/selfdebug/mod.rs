@@ -88,6 +88,11 @@ pub struct Fix {
     /// Set when other fixes that pass the same tests return something else on an input near the tests' own: the
     /// tests do not decide between them, and this says where they differ.
     pub disputed: Option<String>,
+    /// The second opinion's outcome: "agreed" (another fix returned the same), "none" (nothing to compare with),
+    /// "disputed", or "off" (not asked: turned off, not Python, or a partial fix).
+    pub second_opinion: &'static str,
+    /// Changed blocks of the candidate put back as the user wrote them, since the tests pass without them.
+    pub put_back: usize,
     /// The module text with the fix in place (what the second opinion compares).
     module_text: String,
 }
@@ -227,9 +232,14 @@ pub fn self_debug_with(job: &Job, sources: &[Source], cancel: &Arc<AtomicBool>, 
     // Whether the module with `function` in place passes everything a full fix must (the target test, every test
     // that passed before, in the suite and the other files, and the other failing tests of the function), with the
     // suite's passing count. Leaves that module in the scratch copy.
-    let passes_all = |function: &str| -> Result<Option<usize>, NoFix> {
+    // The module as it is with `function` in place of the target function.
+    let module_with = |function: &str| {
         let mut text = target.text.clone();
         text.replace_range(target.function.range.clone(), function);
+        text
+    };
+    let passes_all = |function: &str| -> Result<Option<usize>, NoFix> {
+        let text = module_with(function);
         if parse(job.language, &text).map(|t| count_syntax_errors(&t)).unwrap_or(usize::MAX) > old_errors {
             return Ok(None);
         }
@@ -312,8 +322,7 @@ pub fn self_debug_with(job: &Job, sources: &[Source], cancel: &Arc<AtomicBool>, 
             }
             let Some((source, explanation, new_function)) = drawn else { continue };
             let step = pct + (80 / total_rounds as u32) * k.min(per_round) as u32 / per_round as u32;
-            let mut new_text = target.text.clone();
-            new_text.replace_range(target.function.range.clone(), &new_function);
+            let new_text = module_with(&new_function);
             let new_errors = parse(job.language, &new_text).map(|t| count_syntax_errors(&t)).unwrap_or(usize::MAX);
             let mut reject = |verdict: String, failure: String, rounds: &mut Vec<Round>| {
                 attempts.push(Attempt { code: new_function.clone(), failure });
@@ -375,8 +384,7 @@ pub fn self_debug_with(job: &Job, sources: &[Source], cancel: &Arc<AtomicBool>, 
                     Ok::<_, NoFix>(passes_all(f)?.inspect(|n| minimal_count = *n).is_some())
                 })
                 .map_err(|e| NoFix { rounds: rounds.clone(), ..e })?;
-                let mut module = target.text.clone();
-                module.replace_range(target.function.range.clone(), &minimal);
+                let module = module_with(&minimal);
                 // The last version tried may have been one that failed, whether or not a block stayed put back: the
                 // scratch must hold the fix again, since the second opinion compares what it holds.
                 scratch.write(&target.file, &module).map_err(NoFix::early)?;
@@ -433,6 +441,8 @@ pub fn self_debug_with(job: &Job, sources: &[Source], cancel: &Arc<AtomicBool>, 
                 rounds: rounds.clone(),
                 still_failing: still_failing.clone(),
                 disputed: None,
+                second_opinion: "off",
+                put_back: trimmed.as_ref().map_or(0, |t| t.2),
                 module_text: new_text.clone(),
             };
             if still_failing.is_empty() {
@@ -446,6 +456,7 @@ pub fn self_debug_with(job: &Job, sources: &[Source], cancel: &Arc<AtomicBool>, 
                     match crate::features::perf::agree(&root, &target.file, &name, &earlier.module_text, &harness_tests, &job.commands, cancel) {
                         Ok(m) if m.equivalent => {
                             let mut chosen = earlier.clone();
+                            chosen.second_opinion = "agreed";
                             chosen.evidence.push(format!(
                                 "second opinion: another fix, written apart ({source}, round {round}), returns the same on all {} inputs compared ({} recorded from the tests, the rest near them)",
                                 m.checked_inputs, m.recorded_inputs
@@ -503,6 +514,7 @@ pub fn self_debug_with(job: &Job, sources: &[Source], cancel: &Arc<AtomicBool>, 
             fix.rounds = rounds.clone();
             move_to_end(&mut fix.rounds, &fix.new_function);
             if disagreements.is_empty() {
+                fix.second_opinion = "none";
                 fix.evidence.push(match uncompared.first() {
                     None => format!("second opinion: none of the {confirm} more candidates drawn passed the tests too, so nothing to compare with"),
                     Some(why) => format!("second opinion: another fix passed the tests too, but the two could not be compared ({why}), so nothing to compare with"),
@@ -511,6 +523,7 @@ pub fn self_debug_with(job: &Job, sources: &[Source], cancel: &Arc<AtomicBool>, 
             } else {
                 fix.evidence.push(format!("not confirmed: {}", disagreements[0]));
                 fix.disputed = Some(disagreements[0].clone());
+                fix.second_opinion = "disputed";
                 progress("verified, but disputed by another fix", 100);
             }
             return Ok(fix);
