@@ -298,3 +298,80 @@ fn a_fix_without_a_second_opinion_says_so() {
     assert_eq!(fix.new_function, SORTED);
     assert!(fix.evidence.iter().any(|e| e.contains("nothing to compare with")), "{:?}", fix.evidence);
 }
+
+// The same function with a docstring: the second opinion can then also be a version written from the docstring and
+// the test alone. With a docstring, a candidate's code is what the model writes after the signature and docstring.
+const TRIANGLE_DOC: &str = "def right_angle(a, b, c):\n    \"\"\"Whether a triangle with sides a, b and c, given in any order, has a right angle.\"\"\"\n    return c * c == a * a - b * b\n";
+const ORDERED_BODY: &str = "    return c * c == a * a + b * b";
+const SORTED_BODY: &str = "    s = sorted([a, b, c])\n    return s[2] ** 2 == s[0] ** 2 + s[1] ** 2";
+const SORTED_AGAIN_BODY: &str = "    x, y, z = sorted((a, b, c))\n    return x * x + y * y == z * z";
+const FALSE_BODY: &str = "    return False";
+// Passes test_yes, breaks test_no.
+const INCREASING_BODY: &str = "    return a < b < c";
+
+fn triangle_doc_fix(bodies: &[&str]) -> (pie_ls::features::selfdebug::Fix, ScriptedChat) {
+    let ws = Scratch::empty("selfdebug-apart").unwrap();
+    let job = triangle_job(&ws);
+    ws.write("tri.py".as_ref(), TRIANGLE_DOC).unwrap();
+    let replies: Vec<String> = bodies.iter().flat_map(|code| candidate("it subtracts.", code)).collect();
+    let model = ScriptedChat::new(replies);
+    let fix = self_debug_with(&job, &[("scripted", &model)], &Arc::new(AtomicBool::new(false)), &mut |_, _| {}).expect("a fix");
+    (fix, model)
+}
+
+fn with_doc(body: &str) -> String {
+    let head_end = TRIANGLE_DOC.find("\n    return").unwrap() + 1;
+    format!("{}{body}", &TRIANGLE_DOC[..head_end])
+}
+
+// A lone fix (the other candidates fail) is confirmed by a version written from the docstring that agrees with it;
+// that version is asked for without the buggy body.
+#[test]
+fn a_version_written_from_the_docstring_confirms_a_lone_fix() {
+    let (fix, model) = triangle_doc_fix(&[SORTED_BODY, FALSE_BODY, INCREASING_BODY, SORTED_AGAIN_BODY]);
+    assert_eq!(model.remaining(), 0);
+    assert!(fix.is_full(), "{:?}", fix.disputed);
+    assert_eq!(fix.new_function, with_doc(SORTED_BODY));
+    assert_eq!(fix.second_opinion, "apart");
+    assert!(fix.evidence.iter().any(|e| e.contains("written from its docstring and the test alone") && e.contains("returns the same")), "{:?}", fix.evidence);
+    let asked = model.asked();
+    let (apart, _) = asked.last().unwrap();
+    let request: String = apart.iter().map(|m| m.content.clone()).collect();
+    assert!(request.contains("given in any order") && request.contains("right_angle(3, 4, 5)"), "{request}");
+    assert!(!request.contains("a * a - b * b"), "the buggy body is not shown: {request}");
+}
+
+// Two fixes that differ, and a version written from the docstring that agrees with the second: the second is offered
+// as a full fix, and the evidence says a dispute was settled.
+#[test]
+fn a_version_written_from_the_docstring_settles_a_dispute() {
+    let (fix, model) = triangle_doc_fix(&[ORDERED_BODY, SORTED_BODY, FALSE_BODY, SORTED_AGAIN_BODY]);
+    assert_eq!(model.remaining(), 0);
+    assert!(fix.is_full(), "{:?}", fix.disputed);
+    assert_eq!(fix.new_function, with_doc(SORTED_BODY));
+    assert_eq!(fix.second_opinion, "apart");
+    assert!(fix.evidence.iter().any(|e| e.starts_with("it settles a dispute")), "{:?}", fix.evidence);
+}
+
+// A lone fix that only works for one order of the sides, and a version written from the docstring that passes the
+// same tests and differs: the fix is offered as disputed, naming the input.
+#[test]
+fn a_version_written_from_the_docstring_that_differs_disputes_a_lone_fix() {
+    let (fix, model) = triangle_doc_fix(&[ORDERED_BODY, FALSE_BODY, INCREASING_BODY, SORTED_BODY, FALSE_BODY]);
+    assert_eq!(model.remaining(), 0);
+    assert!(!fix.is_full());
+    assert_eq!(fix.second_opinion, "disputed");
+    assert_eq!(fix.new_function, with_doc(ORDERED_BODY));
+    let disputed = fix.disputed.as_deref().expect("disputed");
+    assert!(disputed.contains("written from its docstring alone") && disputed.contains("`right_angle("), "{disputed}");
+}
+
+// Neither the extra candidates nor the versions written apart pass: the fix is offered, saying so.
+#[test]
+fn a_lone_fix_says_what_was_drawn_to_compare_with() {
+    let (fix, model) = triangle_doc_fix(&[SORTED_BODY, FALSE_BODY, INCREASING_BODY, FALSE_BODY, INCREASING_BODY]);
+    assert_eq!(model.remaining(), 0);
+    assert!(fix.is_full());
+    assert_eq!(fix.second_opinion, "none");
+    assert!(fix.evidence.iter().any(|e| e.contains("nor the 2 versions written from the docstring alone")), "{:?}", fix.evidence);
+}

@@ -78,7 +78,7 @@ struct Outcome {
     /// Source of the offered fix.
     source: String,
     secs: f64,
-    /// For an offered fix: `Fix::second_opinion` ("agreed", "none": nothing to compare with, "disputed", "off");
+    /// For an offered fix: `Fix::second_opinion` ("agreed", "apart": agreed by a version written from the docstring, "none": nothing to compare with, "disputed", "off");
     /// empty in records made before it was kept.
     #[serde(default)]
     second_opinion: String,
@@ -174,7 +174,7 @@ pub fn run(args: SelfDebugBenchArgs) -> anyhow::Result<()> {
                 };
                 let full = if outcome.full_pass { "pass" } else if fix.is_full() { "FAIL (false pass)" } else { "fail" };
                 let why = fix.disputed.as_deref().map(|d| format!("\n      disputed: {d}")).unwrap_or_default();
-                (format!("{kind} in round {} ({} candidates run); full tests {full}{why}", outcome.round, outcome.candidates), &fix.rounds)
+                (format!("{kind} in round {} ({} candidates run, second opinion: {}); full tests {full}{why}", outcome.round, outcome.candidates, fix.second_opinion), &fix.rounds)
             }
             Err(no) => {
                 outcome.status = "none".into();
@@ -243,8 +243,9 @@ fn summary(name: &str, outcomes: &[Outcome], rounds: usize, secs_now: f64, show_
         };
         let trimmed: Vec<&&&Outcome> = fixed.iter().filter(|o| o.trimmed).collect();
         println!(
-            "fixes by second opinion: {}, {}, {}; cut down to the changes the tests need: {} ({} false)",
+            "fixes by second opinion: {}, {}, {}, {}; cut down to the changes the tests need: {} ({} false)",
             row("agreed"),
+            row("apart"),
             row("none"),
             row("off"),
             trimmed.len(),

@@ -18,6 +18,7 @@
 //! candidate that passes all of them.
 //! Every run goes through `runner` (scratch copy, timeout, memory cap, process-group kill).
 
+mod apart;
 mod locate;
 mod minimal;
 
@@ -88,7 +89,8 @@ pub struct Fix {
     /// Set when other fixes that pass the same tests return something else on an input near the tests' own: the
     /// tests do not decide between them, and this says where they differ.
     pub disputed: Option<String>,
-    /// The second opinion's outcome: "agreed" (another fix returned the same), "none" (nothing to compare with),
+    /// The second opinion's outcome: "agreed" (another fix returned the same), "apart" (a version written from the
+    /// docstring alone returned the same), "none" (nothing to compare with),
     /// "disputed", or "off" (not asked: turned off, not Python, or a partial fix).
     pub second_opinion: &'static str,
     /// Changed blocks of the candidate put back as the user wrote them, since the tests pass without them.
@@ -228,6 +230,9 @@ pub fn self_debug_with(job: &Job, sources: &[Source], cancel: &Arc<AtomicBool>, 
     let mut disagreements: Vec<String> = Vec::new();
     // Why other fixes that passed could not be compared (no input near the tests' own on which both return).
     let mut uncompared: Vec<String> = Vec::new();
+    // The second opinion written apart (see `apart`): versions drawn, and where they differ from a fix.
+    let mut apart_drawn = 0usize;
+    let mut apart_disagreements: Vec<String> = Vec::new();
     let harness_tests: Vec<PathBuf> = std::iter::once(job.test.file.clone()).chain(other_tests.iter().cloned()).collect();
     // Whether the module with `function` in place passes everything a full fix must (the target test, every test
     // that passed before, in the suite and the other files, and the other failing tests of the function), with the
@@ -507,15 +512,99 @@ pub fn self_debug_with(job: &Job, sources: &[Source], cancel: &Arc<AtomicBool>, 
             });
             fallback.get_or_insert(fix);
         }
+        if !verified.is_empty() && confirm > 0 {
+            // No two fixes agree: ask for the function written apart from the user's code (its docstring and the
+            // test alone). A version that passes the same tests and agrees with a fix confirms it, and settles a
+            // dispute between two; one that differs disputes a lone fix.
+            if let Some(head) = code_head.as_deref() {
+                let conversation = apart::conversation(&name, &target.file.display().to_string(), head, &job.test.file.display().to_string(), &test_source, fence);
+                for d in 0..confirm {
+                    if cancel.load(Ordering::Relaxed) {
+                        return Err(NoFix { reason: "cancelled".into(), rounds });
+                    }
+                    let (source, model) = sources[d % sources.len()];
+                    progress(&format!("round {round}/{total_rounds}: asking the {source} to write `{name}` from its docstring alone, for a second opinion"), 95);
+                    let sampling = if d == 0 { SamplingParams::greedy() } else { SamplingParams { temperature: 0.7, seed: 5000 + d as u64, ..Default::default() } };
+                    let turn = match explain_then_code(model, &conversation, &format!("How `{name}` works:"), &format!("The function `{name}`:"), fence, sampling, job.max_tokens, Some(head), cancel) {
+                        Ok(turn) => turn,
+                        Err(e) => {
+                            tracing::warn!("self-debug: the version written apart failed: {e}");
+                            break;
+                        }
+                    };
+                    let Some(version) = function_from(job.language, &turn.code, &name)
+                        .map(|c| keep_docstring(job.language, &original_function, &c))
+                        .map(|c| reindent(&c, &target.function.indent).trim_start().to_owned())
+                    else {
+                        continue;
+                    };
+                    apart_drawn += 1;
+                    let code = normalised(job.language, &version);
+                    // The same code as a fix found is agreement without running anything; the same code as a
+                    // candidate that failed fails again.
+                    let mut agreed = verified.iter().position(|v| normalised(job.language, &v.new_function) == code).map(|i| (i, "is the same code".to_owned()));
+                    if agreed.is_none() {
+                        if !tried.insert(code) || passes_all(&version).map_err(|e| NoFix { rounds: rounds.clone(), ..e })?.is_none() {
+                            continue;
+                        }
+                        progress(&format!("round {round}/{total_rounds}: comparing the version written apart with the fixes"), 95);
+                        for (i, v) in verified.iter().enumerate() {
+                            match crate::features::perf::agree(&root, &target.file, &name, &v.module_text, &harness_tests, &job.commands, cancel) {
+                                Ok(m) if m.equivalent => {
+                                    agreed = Some((i, format!("returns the same on all {} inputs compared ({} recorded from the tests, the rest near them)", m.checked_inputs, m.recorded_inputs)));
+                                    break;
+                                }
+                                Ok(m) => {
+                                    if let Some(x) = &m.mismatch {
+                                        let field = |k: &str| x.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_owned();
+                                        apart_disagreements.push(format!(
+                                            "a version of `{name}` written from its docstring alone ({source}) passes the same tests but differs on `{}`: it returns {}, this fix {}",
+                                            field("input"),
+                                            field("expected"),
+                                            field("got")
+                                        ));
+                                    } else if let Some(why) = &m.reason {
+                                        uncompared.push(why.clone());
+                                    }
+                                }
+                                Err(e) => {
+                                    tracing::warn!("self-debug: comparing the version written apart failed: {e}");
+                                    uncompared.push(format!("the comparison failed: {e}"));
+                                }
+                            }
+                        }
+                    }
+                    if let Some((i, how)) = agreed {
+                        let mut chosen = verified[i].clone();
+                        chosen.second_opinion = "apart";
+                        chosen.evidence.push(format!("second opinion: a version of `{name}` written from its docstring and the test alone, without your code ({source}), {how}"));
+                        if !disagreements.is_empty() {
+                            chosen.evidence.push(format!("it settles a dispute: {} fixes passed the same tests and differed, and the version written apart sides with this one", verified.len()));
+                        }
+                        chosen.rounds = rounds.clone();
+                        move_to_end(&mut chosen.rounds, &chosen.new_function);
+                        progress("verified, and confirmed by a version written apart", 100);
+                        return Ok(chosen);
+                    }
+                }
+            }
+        }
         if let Some(first) = verified.first() {
             // The round's candidates are spent without two fixes that agree: offer the first one found, saying
             // whether another one contradicts it or none was found to compare with.
             let mut fix = first.clone();
+            if disagreements.is_empty() && verified.len() == 1 {
+                disagreements.extend(apart_disagreements.iter().take(1).cloned());
+            }
             fix.rounds = rounds.clone();
             move_to_end(&mut fix.rounds, &fix.new_function);
             if disagreements.is_empty() {
                 fix.second_opinion = "none";
                 fix.evidence.push(match uncompared.first() {
+                    None if apart_drawn > 0 => format!(
+                        "second opinion: none of the {confirm} more candidates drawn, nor the {apart_drawn} version{} written from the docstring alone, passed the tests too, so nothing to compare with",
+                        if apart_drawn == 1 { "" } else { "s" }
+                    ),
                     None => format!("second opinion: none of the {confirm} more candidates drawn passed the tests too, so nothing to compare with"),
                     Some(why) => format!("second opinion: another fix passed the tests too, but the two could not be compared ({why}), so nothing to compare with"),
                 });
