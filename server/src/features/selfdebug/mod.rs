@@ -472,14 +472,8 @@ pub fn self_debug_with(job: &Job, sources: &[Source], cancel: &Arc<AtomicBool>, 
                             return Ok(chosen);
                         }
                         Ok(m) => {
-                            if let Some(x) = &m.mismatch {
-                                let field = |k: &str| x.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_owned();
-                                disagreements.push(format!(
-                                    "another fix that passes the same tests ({source}, round {round}) differs on `{}`: it returns {}, this one {}",
-                                    field("input"),
-                                    field("expected"),
-                                    field("got")
-                                ));
+                            if let Some((input, theirs, ours)) = difference(&m) {
+                                disagreements.push(format!("another fix that passes the same tests ({source}, round {round}) differs on `{input}`: it returns {theirs}, this one {ours}"));
                             } else if let Some(why) = &m.reason {
                                 tracing::debug!("self-debug: no comparison of two fixes: {why}");
                                 uncompared.push(why.clone());
@@ -555,13 +549,9 @@ pub fn self_debug_with(job: &Job, sources: &[Source], cancel: &Arc<AtomicBool>, 
                                     break;
                                 }
                                 Ok(m) => {
-                                    if let Some(x) = &m.mismatch {
-                                        let field = |k: &str| x.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_owned();
+                                    if let Some((input, theirs, ours)) = difference(&m) {
                                         apart_disagreements.push(format!(
-                                            "a version of `{name}` written from its docstring alone ({source}) passes the same tests but differs on `{}`: it returns {}, this fix {}",
-                                            field("input"),
-                                            field("expected"),
-                                            field("got")
+                                            "a version of `{name}` written from its docstring alone ({source}) passes the same tests but differs on `{input}`: it returns {theirs}, this fix {ours}"
                                         ));
                                     } else if let Some(why) = &m.reason {
                                         uncompared.push(why.clone());
@@ -627,6 +617,14 @@ pub fn self_debug_with(job: &Job, sources: &[Source], cancel: &Arc<AtomicBool>, 
         return Ok(fix);
     }
     Err(NoFix { reason: format!("no verified fix for {} after {} rounds", job.test.name, total_rounds), rounds })
+}
+
+/// Where two versions compared by `perf::agree` differ: the input, what the version in the scratch copy returned,
+/// and what the other one (the fix it was compared with) returned.
+fn difference(m: &crate::features::perf::Measurement) -> Option<(String, String, String)> {
+    let x = m.mismatch.as_ref()?;
+    let field = |k: &str| x.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_owned();
+    Some((field("input"), field("expected"), field("got")))
 }
 
 /// Puts the round entry of `candidate` last: the fix is the last entry of `rounds`, whatever was tried after it.
