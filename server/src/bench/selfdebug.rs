@@ -78,8 +78,8 @@ struct Outcome {
     /// Source of the offered fix.
     source: String,
     secs: f64,
-    /// For an offered fix: `Fix::second_opinion` ("agreed", "apart": agreed by a version written from the docstring, "none": nothing to compare with, "disputed", "off");
-    /// empty in records made before it was kept.
+    /// For an offered fix: `Fix::second_opinion` ("agreed", "apart": agreed by a version written from the docstring,
+    /// "none": nothing to compare with, "disputed", "off"); empty in records made before it was kept.
     #[serde(default)]
     second_opinion: String,
     /// Whether changed blocks the tests do not need were put back.
