@@ -85,6 +85,10 @@ pub struct PieBenchArgs {
     /// Methods of the speed part (pie, pie+corr, full, prefix, cache-reuse-256).
     #[arg(long, value_delimiter = ',', default_value = "pie,pie+corr,full,prefix,cache-reuse-256")]
     pub methods: Vec<String>,
+    /// Fidelity: take the cases a stopped run of the same command already measured from `--out`'s partial file
+    /// (`NAME.partial.json`) and measure only the rest. The 300 cases at 4k take hours; this lets them add up.
+    #[arg(long)]
+    pub resume: bool,
 }
 
 /// Parses `AFTER_EDIT:TAIL[:LARGE_EDIT]` (a lone number is both of the first two; the large-edit window is off
@@ -618,6 +622,34 @@ struct Tally {
     ms: Vec<f64>,
 }
 
+/// Adds one case's record (its `way -> {em, es, agreesWithFull, updateMs}` entries) to the tallies of its class and
+/// of all.
+fn tally_case(tallies: &mut std::collections::BTreeMap<(String, String), Tally>, rec: &serde_json::Value, ways: &[String]) {
+    let class = rec["class"].as_str().unwrap_or("?").to_string();
+    for way in ways {
+        let r = &rec[way.as_str()];
+        for class in [class.as_str(), "all"] {
+            let tl = tallies.entry((class.to_string(), way.to_string())).or_default();
+            tl.n += 1;
+            tl.em += r["em"].as_bool().unwrap_or(false) as usize;
+            tl.es += r["es"].as_f64().unwrap_or(0.0);
+            tl.agree += r["agreesWithFull"].as_bool().unwrap_or(false) as usize;
+            tl.ms.extend(r["updateMs"].as_f64());
+        }
+    }
+}
+
+/// The cases of a stopped run, from `--out`'s partial file (none when there is no such file yet).
+fn resumed_cases(args: &PieBenchArgs) -> anyhow::Result<Vec<serde_json::Value>> {
+    let Some(out) = &args.out else { bail!("--resume needs --out (the partial file is NAME.partial.json beside it)") };
+    let partial = out.with_extension("partial.json");
+    match std::fs::read_to_string(&partial) {
+        Ok(text) => serde_json::from_str(&text).with_context(|| format!("reading {}", partial.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", partial.display())),
+    }
+}
+
 fn fidelity(engine: &Engine, args: &PieBenchArgs, files: &[PathBuf]) -> anyhow::Result<serde_json::Value> {
     let mut rng = Rng(args.seed.wrapping_mul(0xD1B5_4A32_D192_ED03) | 1);
     let mut docs: Vec<(String, String)> = Vec::new();
@@ -635,6 +667,10 @@ fn fidelity(engine: &Engine, args: &PieBenchArgs, files: &[PathBuf]) -> anyhow::
     let mut results = Vec::new();
     let mut tallies: std::collections::BTreeMap<(String, String), Tally> = Default::default();
     let go = AtomicBool::new(false);
+    let done = if args.resume { resumed_cases(args)? } else { Vec::new() };
+    if !done.is_empty() {
+        eprintln!("[fidelity] resuming: {} cases already measured", done.len());
+    }
     let t_all = Instant::now();
     let mut attempts = 0;
     while results.len() < args.cases && attempts < args.cases * 20 {
@@ -652,6 +688,20 @@ fn fidelity(engine: &Engine, args: &PieBenchArgs, files: &[PathBuf]) -> anyhow::
             }
         };
         let Some(case) = make_case(engine, &doc, &source, large, args.context_tokens, &mut rng) else { continue };
+        // Cases come from the seeded generator alone, so a resumed run meets the recorded ones again, in order.
+        if let Some(rec) = done.get(results.len()) {
+            let same = rec["source"] == case.source.as_str() && rec["kind"] == case.kind && rec["target"] == case.target.as_str();
+            if !same || ways.iter().any(|w| rec[w.as_str()].is_null()) {
+                bail!(
+                    "--resume: case {} of the partial file is not the one this command makes (another seed, corpus, \
+                     context size or list of corrections?); remove the partial file or run with the same arguments",
+                    results.len() + 1
+                );
+            }
+            tally_case(&mut tallies, rec, &ways);
+            results.push(rec.clone());
+            continue;
+        }
         let t_case = Instant::now();
         let mut s = KvSession::open(engine, &case.old)?;
         let snap = s.snapshot()?;
@@ -700,15 +750,8 @@ fn fidelity(engine: &Engine, args: &PieBenchArgs, files: &[PathBuf]) -> anyhow::
             let agree = line == &full;
             let ms = update_ms.iter().find(|(w, _)| w == way).map(|(_, ms)| *ms);
             rec[way.as_str()] = serde_json::json!({"line": line, "em": em, "es": es, "agreesWithFull": agree, "updateMs": ms});
-            for class in [case.class, "all"] {
-                let tl = tallies.entry((class.to_string(), way.to_string())).or_default();
-                tl.n += 1;
-                tl.em += em as usize;
-                tl.es += es;
-                tl.agree += agree as usize;
-                tl.ms.extend(ms);
-            }
         }
+        tally_case(&mut tallies, &rec, &ways);
         results.push(rec);
         eprintln!(
             "[fidelity] case {}/{} ({} {}, {:.0} s): full {:?} pie {:?} naive {:?}",
@@ -769,5 +812,27 @@ mod tests {
     fn median_of_values() {
         assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
         assert!(median(&mut []).is_nan());
+    }
+
+    /// A resumed case counts exactly as a measured one: the tallies come from the record alone.
+    #[test]
+    fn tally_of_a_recorded_case() {
+        let ways: Vec<String> = vec!["full".into(), "pie".into()];
+        let rec = serde_json::json!({
+            "class": "large",
+            "full": {"em": true, "es": 1.0, "agreesWithFull": true, "updateMs": null},
+            "pie": {"em": false, "es": 0.5, "agreesWithFull": false, "updateMs": 70.0},
+        });
+        let mut tallies = Default::default();
+        tally_case(&mut tallies, &rec, &ways);
+        tally_case(&mut tallies, &rec, &ways);
+        let pie = &tallies[&("large".to_string(), "pie".to_string())];
+        assert_eq!((pie.n, pie.em, pie.agree), (2, 0, 0));
+        assert!((pie.es - 1.0).abs() < 1e-9);
+        assert_eq!(pie.ms, vec![70.0, 70.0]);
+        let full = &tallies[&("all".to_string(), "full".to_string())];
+        assert_eq!((full.n, full.em, full.agree), (2, 2, 2));
+        assert!(full.ms.is_empty());
+        assert!(!tallies.contains_key(&("small".to_string(), "pie".to_string())));
     }
 }
