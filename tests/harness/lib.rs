@@ -12,6 +12,7 @@
 //! automatically and recorded; notifications are queued until a test takes them. Every wait has a timeout, so a
 //! hung server fails the test instead of hanging it.
 
+pub mod headline;
 pub mod http_double;
 pub mod trace;
 
@@ -306,6 +307,20 @@ impl LspClient {
     /// `pie/cacheStats`.
     pub fn cache_stats(&mut self, uri: &str) -> std::result::Result<Value, RpcError> {
         self.request("pie/cacheStats", json!({ "textDocument": { "uri": uri } }))
+    }
+
+    /// Polls `pie/cacheStats` until the document's cache holds tokens (its first full read is done); returns those
+    /// stats. Fails at once when the server has no model, and after `timeout` otherwise.
+    pub fn wait_warm(&mut self, uri: &str, timeout: Duration) -> Result<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.cache_stats(uri) {
+                Ok(stats) if stats["cachedTokens"].as_u64().unwrap_or(0) > 0 => return Ok(stats),
+                Err(err) if err.message.contains("no model") => bail!("{uri} cannot warm: {err}"),
+                _ if Instant::now() > deadline => bail!("{uri} was not warm after {} s", timeout.as_secs()),
+                _ => thread::sleep(Duration::from_millis(200)),
+            }
+        }
     }
 
     /// The result of `initialize` (capabilities, negotiated encoding).

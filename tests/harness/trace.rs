@@ -145,15 +145,7 @@ pub fn replay(
             }
             Step::WaitWarm { uri } => {
                 let waited = Instant::now();
-                let deadline = waited + Duration::from_secs(600);
-                let stats = loop {
-                    match lsp.cache_stats(uri) {
-                        Ok(stats) if stats["cachedTokens"].as_u64().unwrap_or(0) > 0 => break stats,
-                        Err(err) if err.message.contains("no model") => bail!("step {index}: {uri} cannot warm: {err}"),
-                        _ if Instant::now() > deadline => bail!("step {index}: {uri} was not warm after 10 minutes"),
-                        _ => thread::sleep(Duration::from_millis(200)),
-                    }
-                };
+                let stats = lsp.wait_warm(uri, Duration::from_secs(600)).with_context(|| format!("step {index}"))?;
                 observe(Event::Warm { uri, stats: &stats, waited: waited.elapsed() });
             }
             Step::Request { method, params, expect } => {
