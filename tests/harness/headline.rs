@@ -79,9 +79,9 @@ pub fn edit_line(text: &str) -> Option<u32> {
     (0..lines.len()).filter(|&i| i > 0 && is_top_level_definition(lines[i])).min_by_key(|&i| i.abs_diff(middle)).map(|i| i as u32)
 }
 
-/// With a server started with [`settings`]: opens `text`, waits for the cache, types [`TYPED`] before the definition nearest the middle, reads the update's
-/// cost from `pie/cacheStats`, asks for a suggestion at the cursor, then closes the document and reads the edited
-/// text again from scratch.
+/// With a server started with [`settings`]: opens `text`, waits for the cache, types [`TYPED`] before the
+/// definition nearest the middle, reads the update's cost from `pie/cacheStats`, asks for a suggestion at the
+/// cursor, then closes the document and reads the edited text again from scratch.
 pub fn run(lsp: &mut LspClient, text: &str) -> Result<Headline> {
     let Some(line) = edit_line(text) else { bail!("the file has no top-level `def` or `class` after its first line to type before") };
     let uri = "file:///demo/headline.py";

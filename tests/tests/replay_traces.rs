@@ -22,9 +22,9 @@ fn all_traces_replay_with_their_expectations_met() {
     assert!(replayed >= 1);
 }
 
-/// The demo's headline on a real file of the repository: the edit is a PIE update (a few tokens encoded, the rest
-/// of the file moved by rotation), and the re-read encodes the whole edited text. Figures of time are printed by
-/// the demo, not asserted here.
+/// The demo's headline on a real file of the repository: the edit is a PIE update (a few tokens encoded, not the
+/// file again), and the re-read encodes the whole edited text. Figures of time are printed by the demo, not
+/// asserted here.
 #[test]
 fn the_headline_measures_one_pie_update_against_a_full_re_read() {
     let file = std::fs::read_to_string(pie_ls_harness::tests_dir().join("eval/run_gate.py")).unwrap();
