@@ -85,6 +85,28 @@ fn edit_at_end_matches_full_recompute() {
     assert!(d < 2e-3, "edit at end: max |dlogit| {d} (KL {k})");
 }
 
+/// The fidelity benchmark's second noise floor (`--chunked-floor`): the same prompt encoded in batches of 16 is
+/// full recomputation up to rounding, and the session stays usable after it.
+#[test]
+fn recomputing_in_small_batches_matches_full_up_to_rounding() {
+    let e = engine();
+    let mut s = KvSession::open(&e, SOURCE).unwrap();
+    let before = s.stats().full_recomputes;
+    s.full_recompute_in_chunks(16).unwrap();
+    assert_eq!(s.stats().full_recomputes, before + 1);
+    assert_eq!(s.stats().stale_tokens, 0);
+    let chunked = s.next_token_logits().unwrap();
+    let full = full_logits(SOURCE);
+    let k = kl(&full, &chunked);
+    eprintln!("batches of 16: max |dlogit| = {:.3e}, KL = {k:.3e}", max_abs_diff(&chunked, &full));
+    assert_eq!(argmax(&chunked), argmax(&full));
+    assert!(k < 1e-2, "batches of 16: KL {k}");
+    // An edit at the end after it still lands exactly where a fresh encode would.
+    let text = format!("{SOURCE}\nx = 1\n");
+    s.update(&text, &[TextEdit::new(SOURCE.len(), SOURCE.len(), "\nx = 1\n")]).unwrap();
+    assert_eq!(argmax(&s.next_token_logits().unwrap()), argmax(&full_logits(&text)));
+}
+
 #[test]
 fn mid_file_edit_is_close_to_full_and_beats_naive() {
     let e = engine();

@@ -89,6 +89,10 @@ pub struct PieBenchArgs {
     /// (`NAME.partial.json`) and measure only the rest. The 300 cases at 4k take hours; this lets them add up.
     #[arg(long)]
     pub resume: bool,
+    /// Fidelity: also recompute the whole prompt in batches of this many tokens (way `chunks-N`), a second noise
+    /// floor: exact arithmetic like `full`, but the small batches the refresh and the correction decode in. 0: off.
+    #[arg(long, default_value_t = 0)]
+    pub chunked_floor: usize,
 }
 
 /// Parses `AFTER_EDIT:TAIL[:LARGE_EDIT]` (a lone number is both of the first two; the large-edit window is off
@@ -664,6 +668,9 @@ fn fidelity(engine: &Engine, args: &PieBenchArgs, files: &[PathBuf]) -> anyhow::
     let mut ways: Vec<String> = vec!["full".into(), "pie".into()];
     ways.extend(corrections.iter().map(|c| correction_name(*c)));
     ways.extend(["pie+refresh".into(), "naive".into(), "prefix".into()]);
+    if args.chunked_floor > 0 {
+        ways.push(format!("chunks-{}", args.chunked_floor));
+    }
     let mut results = Vec::new();
     let mut tallies: std::collections::BTreeMap<(String, String), Tally> = Default::default();
     let go = AtomicBool::new(false);
@@ -736,6 +743,10 @@ fn fidelity(engine: &Engine, args: &PieBenchArgs, files: &[PathBuf]) -> anyhow::
         s.restore(&snap)?;
         s.update_with(&case.new, edit, UpdateMode::PrefixReuse)?;
         lines.push(("prefix".into(), s.greedy_line(args.max_line_tokens)?));
+        if args.chunked_floor > 0 {
+            s.full_recompute_in_chunks(args.chunked_floor)?;
+            lines.push((format!("chunks-{}", args.chunked_floor), s.greedy_line(args.max_line_tokens)?));
+        }
         s.full_recompute()?;
         let full = s.greedy_line(args.max_line_tokens)?;
         lines.push(("full".into(), full.clone()));
@@ -792,7 +803,34 @@ fn fidelity(engine: &Engine, args: &PieBenchArgs, files: &[PathBuf]) -> anyhow::
         }
     }
     println!();
-    Ok(serde_json::json!({"table": table, "cases": results}))
+    let stable = stable_table(&results, &ways);
+    Ok(serde_json::json!({"table": table, "stable": stable, "cases": results}))
+}
+
+/// Agreement on the cases that exact recomputation in other batch shapes does not flip: those where both
+/// floors (`prefix` and `chunks-N`) agree with `full`. A greedy line at a near-tie flips with any rounding, so on
+/// the other cases a disagreement says nothing about staleness. Printed (and returned) only with a chunked floor.
+fn stable_table(results: &[serde_json::Value], ways: &[String]) -> Vec<serde_json::Value> {
+    let Some(chunks) = ways.iter().find(|w| w.starts_with("chunks-")) else { return Vec::new() };
+    let agrees = |rec: &serde_json::Value, way: &str| rec[way]["agreesWithFull"].as_bool().unwrap_or(false);
+    println!("## On the cases that rounding does not flip (prefix and {chunks} agree with full)\n");
+    println!("| class | cases (stable / all) | way | agrees with full % |");
+    println!("|---|---:|---|---:|");
+    let mut rows = Vec::new();
+    for class in ["small", "large", "all"] {
+        let all: Vec<&serde_json::Value> = results.iter().filter(|r| class == "all" || r["class"] == class).collect();
+        let stable: Vec<&serde_json::Value> = all.iter().copied().filter(|r| agrees(r, "prefix") && agrees(r, chunks)).collect();
+        if stable.is_empty() {
+            continue;
+        }
+        for way in ways.iter().filter(|w| !matches!(w.as_str(), "full" | "prefix" | "naive") && *w != chunks) {
+            let pct = 100.0 * stable.iter().filter(|r| agrees(r, way)).count() as f64 / stable.len() as f64;
+            println!("| {class} | {} / {} | {way} | {pct:.1} |", stable.len(), all.len());
+            rows.push(serde_json::json!({"class": class, "stable": stable.len(), "cases": all.len(), "way": way, "agree": pct}));
+        }
+    }
+    println!();
+    rows
 }
 
 #[cfg(test)]
@@ -834,5 +872,28 @@ mod tests {
         assert_eq!((full.n, full.em, full.agree), (2, 2, 2));
         assert!(full.ms.is_empty());
         assert!(!tallies.contains_key(&("small".to_string(), "pie".to_string())));
+    }
+
+    #[test]
+    fn stable_cases_are_those_both_floors_keep() {
+        let ways: Vec<String> = ["full", "pie", "prefix", "chunks-16"].iter().map(|w| w.to_string()).collect();
+        let case = |class: &str, pie: bool, prefix: bool, chunks: bool| {
+            serde_json::json!({"class": class, "full": {"agreesWithFull": true}, "pie": {"agreesWithFull": pie},
+                "prefix": {"agreesWithFull": prefix}, "chunks-16": {"agreesWithFull": chunks}})
+        };
+        let results = vec![
+            case("small", true, true, true),
+            case("small", false, true, true),
+            case("small", false, true, false), // a near-tie: the chunked floor flipped it
+            case("large", false, false, true), // and here the prefix floor
+        ];
+        let rows = stable_table(&results, &ways);
+        let small = rows.iter().find(|r| r["class"] == "small").unwrap();
+        assert_eq!((small["stable"].as_u64(), small["cases"].as_u64(), small["way"].as_str()), (Some(2), Some(3), Some("pie")));
+        assert!((small["agree"].as_f64().unwrap() - 50.0).abs() < 1e-9);
+        assert!(rows.iter().all(|r| r["class"] != "large"), "no large case is stable: {rows:?}");
+        assert_eq!(rows.iter().find(|r| r["class"] == "all").unwrap()["stable"], 2);
+        // Without a chunked floor there is no such table.
+        assert!(stable_table(&results, &ways[..3]).is_empty());
     }
 }

@@ -397,7 +397,12 @@ impl KvSession {
     /// token, however the cache was built: llama.cpp's CPU kernels round a one-token batch differently from a
     /// larger one (~1 logit here), and methods must be compared on equal terms.
     fn decode_run(&mut self, tokens: &[Tok], start: usize, seq: i32, want_logits: bool) -> Result<()> {
-        let nb = self.n_batch();
+        self.decode_run_in(tokens, start, seq, want_logits, self.n_batch())
+    }
+
+    /// `decode_run` in batches of at most `nb` tokens.
+    fn decode_run_in(&mut self, tokens: &[Tok], start: usize, seq: i32, want_logits: bool, nb: usize) -> Result<()> {
+        let nb = nb.clamp(1, self.n_batch());
         let body = if want_logits { tokens.len().saturating_sub(1) } else { tokens.len() };
         let mut at = 0;
         while at < body {
@@ -822,6 +827,27 @@ impl KvSession {
     pub fn full_recompute(&mut self) -> Result<()> {
         self.stats.full_recomputes += 1;
         let r = self.encode_all();
+        if r.is_err() {
+            self.broken = true;
+        }
+        self.sync_stats();
+        r
+    }
+
+    /// Recompute the whole cache in batches of `chunk` tokens: the same arithmetic as `full_recompute` up to
+    /// rounding, with the batch shapes of the idle refresh and the correction windows. The fidelity benchmark uses
+    /// it to tell how much of a disagreement with `full` batch shapes alone make (see `docs/benchmarks.md`).
+    pub fn full_recompute_in_chunks(&mut self, chunk: usize) -> Result<()> {
+        self.stats.full_recomputes += 1;
+        let r = (|| {
+            self.ctx.clear_kv_cache();
+            self.logits = None;
+            let toks = self.doc.tokens.clone();
+            self.decode_run_in(&toks, 0, SEQ_MAIN, true, chunk)?;
+            self.stale = Staleness::fresh(toks.len());
+            self.broken = false;
+            Ok(())
+        })();
         if r.is_err() {
             self.broken = true;
         }
