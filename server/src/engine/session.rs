@@ -421,10 +421,15 @@ impl KvSession {
 
     /// Recompute the whole prompt into an empty sequence 0.
     fn encode_all(&mut self) -> Result<()> {
+        self.encode_all_in(self.n_batch())
+    }
+
+    /// `encode_all` in batches of at most `nb` tokens.
+    fn encode_all_in(&mut self, nb: usize) -> Result<()> {
         self.ctx.clear_kv_cache();
         self.logits = None;
         let toks = self.doc.tokens.clone();
-        self.decode_run(&toks, 0, SEQ_MAIN, true)?;
+        self.decode_run_in(&toks, 0, SEQ_MAIN, true, nb)?;
         self.stale = Staleness::fresh(toks.len());
         self.broken = false;
         Ok(())
@@ -825,13 +830,7 @@ impl KvSession {
 
     /// Recompute the whole cache (the quality reference).
     pub fn full_recompute(&mut self) -> Result<()> {
-        self.stats.full_recomputes += 1;
-        let r = self.encode_all();
-        if r.is_err() {
-            self.broken = true;
-        }
-        self.sync_stats();
-        r
+        self.full_recompute_in_chunks(self.n_batch())
     }
 
     /// Recompute the whole cache in batches of `chunk` tokens: the same arithmetic as `full_recompute` up to
@@ -839,15 +838,7 @@ impl KvSession {
     /// it to tell how much of a disagreement with `full` batch shapes alone make (see `docs/benchmarks.md`).
     pub fn full_recompute_in_chunks(&mut self, chunk: usize) -> Result<()> {
         self.stats.full_recomputes += 1;
-        let r = (|| {
-            self.ctx.clear_kv_cache();
-            self.logits = None;
-            let toks = self.doc.tokens.clone();
-            self.decode_run_in(&toks, 0, SEQ_MAIN, true, chunk)?;
-            self.stale = Staleness::fresh(toks.len());
-            self.broken = false;
-            Ok(())
-        })();
+        let r = self.encode_all_in(chunk);
         if r.is_err() {
             self.broken = true;
         }
