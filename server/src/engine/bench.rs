@@ -643,6 +643,25 @@ fn tally_case(tallies: &mut std::collections::BTreeMap<(String, String), Tally>,
     }
 }
 
+/// Writes the records one per line (so that a partial file kept in git diffs by case), through a temporary file
+/// renamed over the old one: a run stopped mid-write keeps the previous file whole, not a truncated one that
+/// `--resume` would refuse.
+fn write_records(path: &Path, records: &[serde_json::Value]) -> anyhow::Result<()> {
+    let lines = records.iter().map(serde_json::to_string).collect::<Result<Vec<_>, _>>()?;
+    let text = if lines.is_empty() { "[]\n".to_string() } else { format!("[\n{}\n]\n", lines.join(",\n")) };
+    let tmp = PathBuf::from(format!("{}.tmp", path.display()));
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+}
+
+/// The processor's name as Linux reports it (`model name`), or "unknown".
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| t.lines().find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, v)| v.trim().to_string())))
+        .unwrap_or_else(|| "unknown".into())
+}
+
 /// The cases of a stopped run, from `--out`'s partial file (none when there is no such file yet).
 fn resumed_cases(args: &PieBenchArgs) -> anyhow::Result<Vec<serde_json::Value>> {
     let Some(out) = &args.out else { bail!("--resume needs --out (the partial file is NAME.partial.json beside it)") };
@@ -675,6 +694,7 @@ fn fidelity(engine: &Engine, args: &PieBenchArgs, files: &[PathBuf]) -> anyhow::
     let mut tallies: std::collections::BTreeMap<(String, String), Tally> = Default::default();
     let go = AtomicBool::new(false);
     let done = if args.resume { resumed_cases(args)? } else { Vec::new() };
+    let cpu = cpu_model();
     if !done.is_empty() {
         eprintln!("[fidelity] resuming: {} cases already measured", done.len());
     }
@@ -751,9 +771,11 @@ fn fidelity(engine: &Engine, args: &PieBenchArgs, files: &[PathBuf]) -> anyhow::
         let full = s.greedy_line(args.max_line_tokens)?;
         lines.push(("full".into(), full.clone()));
         drop(s);
+        // The CPU the times were taken on: a long run resumed on another machine mixes two sets of timings.
         let mut rec = serde_json::json!({
             "source": case.source, "class": case.class, "kind": case.kind, "target": case.target,
             "linesMoved": case.lines_moved, "staleTokens": stale, "pieMs": pie_ms, "seconds": t_case.elapsed().as_secs_f64(),
+            "cpu": cpu.as_str(),
         });
         for (way, line) in &lines {
             let em = line.trim() == case.target.trim();
@@ -778,7 +800,9 @@ fn fidelity(engine: &Engine, args: &PieBenchArgs, files: &[PathBuf]) -> anyhow::
         // Write partial results as we go, so a long run that is stopped still leaves its figures.
         if let Some(out) = &args.out {
             let partial = out.with_extension("partial.json");
-            let _ = std::fs::write(&partial, serde_json::to_string(&results).unwrap_or_default());
+            if let Err(e) = write_records(&partial, &results) {
+                eprintln!("[fidelity] could not write {}: {e:#}", partial.display());
+            }
         }
     }
     println!("## Fidelity: next-line prediction after edits ({} cases, {:.0} min)\n", results.len(), t_all.elapsed().as_secs_f64() / 60.0);
@@ -850,6 +874,25 @@ mod tests {
     fn median_of_values() {
         assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
         assert!(median(&mut []).is_nan());
+    }
+
+    /// The partial file is one record a line, reads back as the same records, and replaces the old file whole.
+    #[test]
+    fn records_are_written_one_a_line_and_read_back() {
+        let dir = std::env::temp_dir().join(format!("pie-ls-records-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("run.partial.json");
+        std::fs::write(&path, "[{\"old\": true}]").unwrap();
+        let recs = vec![serde_json::json!({"source": "a.py", "kind": "delete block"}), serde_json::json!({"source": "b.py", "line": "x,\ny"})];
+        write_records(&path, &recs).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 4, "{text}");
+        let back: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, recs);
+        write_records(&path, &[]).unwrap();
+        assert_eq!(serde_json::from_str::<Vec<serde_json::Value>>(&std::fs::read_to_string(&path).unwrap()).unwrap(), Vec::<serde_json::Value>::new());
+        assert!(!dir.join("run.partial.json.tmp").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// A resumed case counts exactly as a measured one: the tallies come from the record alone.
