@@ -276,7 +276,7 @@ pub fn run_pie_bench(args: PieBenchArgs) -> anyhow::Result<()> {
         json["speed"] = speed(&engine, &args, &files)?;
     }
     if args.part == "fidelity" || args.part == "all" {
-        json["fidelity"] = fidelity(&engine, &args, &files)?;
+        json["fidelity"] = fidelity(&engine, &args, &corpus, &files)?;
     }
     if let Some(out) = &args.out {
         std::fs::write(out, serde_json::to_string_pretty(&json)?).with_context(|| format!("writing {}", out.display()))?;
@@ -648,7 +648,7 @@ fn tally_case(tallies: &mut std::collections::BTreeMap<(String, String), Tally>,
 /// `--resume` would refuse.
 fn write_records(path: &Path, records: &[serde_json::Value]) -> anyhow::Result<()> {
     let lines = records.iter().map(serde_json::to_string).collect::<Result<Vec<_>, _>>()?;
-    let text = if lines.is_empty() { "[]\n".to_string() } else { format!("[\n{}\n]\n", lines.join(",\n")) };
+    let text = format!("[\n{}\n]\n", lines.join(",\n"));
     let tmp = PathBuf::from(format!("{}.tmp", path.display()));
     std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
@@ -673,7 +673,7 @@ fn resumed_cases(args: &PieBenchArgs) -> anyhow::Result<Vec<serde_json::Value>> 
     }
 }
 
-fn fidelity(engine: &Engine, args: &PieBenchArgs, files: &[PathBuf]) -> anyhow::Result<serde_json::Value> {
+fn fidelity(engine: &Engine, args: &PieBenchArgs, corpus: &Path, files: &[PathBuf]) -> anyhow::Result<serde_json::Value> {
     let mut rng = Rng(args.seed.wrapping_mul(0xD1B5_4A32_D192_ED03) | 1);
     let mut docs: Vec<(String, String)> = Vec::new();
     if args.humaneval {
@@ -709,8 +709,10 @@ fn fidelity(engine: &Engine, args: &PieBenchArgs, files: &[PathBuf]) -> anyhow::
             (s.clone(), d.clone())
         } else {
             let p = &files[rng.below(files.len())];
+            // Named relative to the corpus, so that records kept in the repository name no machine's paths and
+            // resume wherever the same standard library is installed.
             match read_source(p) {
-                Some(t) => (p.display().to_string(), t),
+                Some(t) => (p.strip_prefix(corpus).unwrap_or(p).display().to_string(), t),
                 None => continue,
             }
         };
