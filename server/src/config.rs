@@ -131,6 +131,9 @@ pub struct ModelConfig {
     pub refresh_tokens_per_pause: Option<usize>,
     /// Idle refresh: CPU seconds it may use in any minute (all threads counted).
     pub refresh_cpu_seconds_per_minute: Option<f64>,
+    /// Idle refresh after a large removal (400+ bytes: a block deleted): stale tokens it may re-encode at the next
+    /// pauses beyond the per-pause and per-minute budgets, until nothing is stale (0: off).
+    pub refresh_large_edit_tokens: Option<usize>,
     /// Greedy generation: tokens drafted from the prompt per decode and verified in it (0: off).
     pub draft_tokens: Option<usize>,
 }
@@ -202,6 +205,9 @@ impl Config {
         }
         if let Some(cpu) = self.model.refresh_cpu_seconds_per_minute {
             config.refresh_cpu_seconds_per_minute = cpu.max(0.0);
+        }
+        if let Some(n) = self.model.refresh_large_edit_tokens {
+            config.refresh_large_edit_tokens = n;
         }
         if let Some(n) = self.model.draft_tokens {
             config.draft_tokens = n;
@@ -311,12 +317,15 @@ mod tests {
         let defaults = Config::default().engine_config();
         assert_eq!(defaults.correction, crate::engine::model::DEFAULT_CORRECTION);
         let config = Config::from_client_value(&json!({"model": {
-            "correctionTokens": 0, "correctionTailTokens": 24, "correctionLargeEditTokens": 300, "refreshTokensPerPause": 0, "refreshCpuSecondsPerMinute": 1.5
+            "correctionTokens": 0, "correctionTailTokens": 24, "correctionLargeEditTokens": 300, "refreshTokensPerPause": 0, "refreshCpuSecondsPerMinute": 1.5,
+            "refreshLargeEditTokens": 200
         }}))
         .unwrap()
         .engine_config();
         assert_eq!(config.correction, crate::engine::Correction { after_edit: 0, tail: 24, large_edit: 300 });
         assert_eq!(config.refresh_tokens_per_pause, 0);
         assert_eq!(config.refresh_cpu_seconds_per_minute, 1.5);
+        assert_eq!(config.refresh_large_edit_tokens, 200);
+        assert_eq!(defaults.refresh_large_edit_tokens, crate::engine::model::DEFAULT_REFRESH_LARGE_EDIT_TOKENS);
     }
 }

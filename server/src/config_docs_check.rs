@@ -29,6 +29,7 @@ fn code_defaults() -> BTreeMap<String, Value> {
     value["model"]["correctionLargeEditTokens"] = json!(engine.correction.large_edit);
     value["model"]["refreshTokensPerPause"] = json!(engine.refresh_tokens_per_pause);
     value["model"]["refreshCpuSecondsPerMinute"] = json!(engine.refresh_cpu_seconds_per_minute);
+    value["model"]["refreshLargeEditTokens"] = json!(engine.refresh_large_edit_tokens);
     value["model"]["draftTokens"] = json!(engine.draft_tokens);
     let mut out = BTreeMap::new();
     flatten("", &value, &mut out);

@@ -101,6 +101,74 @@ fn typing_encodes_only_the_edit_and_reuses_the_rest() {
     assert!(err.message.contains("no warm cache"), "{err}");
 }
 
+/// Deletes helpers 0-3 (lines 2-25 of `long_source`, ~190 tokens) from a ~1.5k-token file; returns the cache
+/// figures right after the edit is applied.
+fn delete_a_block(lsp: &mut LspClient, uri: &str) -> Value {
+    lsp.edit(uri, vec![range_change((2, 0), (26, 0), "")]);
+    let state = lsp.document_state(uri).unwrap();
+    assert!(state["text"].as_str().unwrap().contains("def helper_4(") && !state["text"].as_str().unwrap().contains("def helper_3("));
+    lsp.cache_stats(uri).unwrap()
+}
+
+fn long_source() -> String {
+    let mut text = String::from("import math\n\n");
+    for i in 0..32 {
+        text.push_str(&format!(
+            "def helper_{i}(values, scale={i}):\n    \"\"\"Scaled mean of the values.\"\"\"\n    total = sum(v * scale for v in values)\n    return total / max(len(values), 1)\n\n\n"
+        ));
+    }
+    text
+}
+
+#[test]
+fn a_deleted_block_is_caught_up_at_the_next_pause() {
+    // Default settings: the idle refresh may do 32 tokens a pause and 3 CPU-s a minute, which would leave most
+    // of the run after a deleted block stale; the catch-up a large edit earns re-encodes all of it.
+    let uri = "file:///w/catch_up.py";
+    let mut lsp = LspClient::builder().model(&default_model()).spawn().unwrap();
+    lsp.open(uri, "python", &long_source());
+    let opened = warm_stats(&mut lsp, uri);
+    assert!(opened["cachedTokens"].as_u64().unwrap() > 1000, "{opened}");
+    let after = delete_a_block(&mut lsp, uri);
+    let stale = after["staleTokens"].as_u64().unwrap();
+    assert!(stale > 500, "the deletion left the rest of the file stale: {after}");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let caught_up = loop {
+        let stats = lsp.cache_stats(uri).unwrap();
+        if stats["staleTokens"] == 0 {
+            break stats;
+        }
+        assert!(Instant::now() < deadline, "the large edit was never caught up: {stats}");
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let refreshed = caught_up["refreshedTokens"].as_u64().unwrap() - after["refreshedTokens"].as_u64().unwrap();
+    assert!(refreshed >= stale, "every stale token was re-encoded once, by the idle refresh: {caught_up}");
+    assert_eq!(caught_up["fullRecomputes"], 0, "{caught_up}");
+
+    // A keystroke afterwards is small: back to the per-pause allowance (what was left of the catch-up lapsed).
+    lsp.edit(uri, vec![range_change((2, 0), (2, 0), "#")]);
+    let typed = lsp.cache_stats(uri).unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    let quiet = lsp.cache_stats(uri).unwrap();
+    let refreshed = quiet["refreshedTokens"].as_u64().unwrap() - typed["refreshedTokens"].as_u64().unwrap();
+    assert!(refreshed <= 32, "a keystroke gets the pause's 32 tokens, no catch-up: {quiet}");
+    assert!(quiet["staleTokens"].as_u64().unwrap() > 0, "{quiet}");
+}
+
+#[test]
+fn without_the_catch_up_a_deleted_block_stays_stale_past_the_pause() {
+    let uri = "file:///w/no_catch_up.py";
+    let mut lsp = LspClient::builder().model(&default_model()).init_options(json!({ "model": { "refreshLargeEditTokens": 0 } })).spawn().unwrap();
+    lsp.open(uri, "python", &long_source());
+    warm_stats(&mut lsp, uri);
+    let after = delete_a_block(&mut lsp, uri);
+    std::thread::sleep(Duration::from_secs(4));
+    let quiet = lsp.cache_stats(uri).unwrap();
+    let refreshed = quiet["refreshedTokens"].as_u64().unwrap() - after["refreshedTokens"].as_u64().unwrap();
+    assert!(refreshed <= 32, "only the pause's allowance: {quiet}");
+    assert!(quiet["staleTokens"].as_u64().unwrap() + 32 >= after["staleTokens"].as_u64().unwrap(), "{quiet}");
+}
+
 #[test]
 fn a_missing_model_is_a_clear_error_and_documents_still_work() {
     let mut lsp = LspClient::builder().model("/nonexistent/model.gguf").spawn().unwrap();
