@@ -49,6 +49,11 @@ pub struct TypingBenchArgs {
     /// Random seed of the session script.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Before each reading pause, make a large edit: delete a block of 20-50 lines above the typing place, or paste
+    /// the last deleted block back. Reports how much of the stale run it leaves the idle refresh catches up during
+    /// the pause (compare with '{"model":{"refreshLargeEditTokens":0}}').
+    #[arg(long)]
+    pub block_edits: bool,
     /// Write the server's own log here (its `--log-file`; the level follows `RUST_LOG`), to see where the time goes.
     #[arg(long)]
     pub server_log: Option<PathBuf>,
@@ -233,6 +238,10 @@ pub fn run(args: TypingBenchArgs) -> anyhow::Result<()> {
     let mut reading_s = 0.0;
     // Each reading pause as (its burst's last keystroke, the pause's end): the user stopped there too.
     let mut pauses: Vec<(f64, f64)> = Vec::new();
+    // `--block-edits`: the block deleted last (its first line and text), and what each pause after one saw.
+    let mut removed: Option<(usize, String)> = None;
+    let mut catch_ups: Vec<CatchUp> = Vec::new();
+    let mut deleted = false;
     while sampler.now() - t_start < args.seconds {
         // A burst: retype a line from elsewhere in the file, character by character.
         let typed = candidates[(rng.next() % candidates.len() as u64) as usize].trim().to_owned();
@@ -261,9 +270,24 @@ pub fn run(args: TypingBenchArgs) -> anyhow::Result<()> {
         }
         // The user reads the suggestion (or the code) now and then, and sometimes moves on to another line.
         if bursts % 3 == 0 {
+            if args.block_edits {
+                let shift = block_edit(&mut lsp, &mut text, &mut removed, cursor_line as usize, &mut rng);
+                deleted = shift < 0;
+                cursor_line = (cursor_line as i64 + shift) as u32;
+                line = (line as i64 + shift) as usize;
+                last_key = sampler.now();
+            }
             let pause = rng.range(3000, 6000) as f64 / 1e3;
             reading_s += pause;
-            std::thread::sleep(Duration::from_secs_f64(pause));
+            if args.block_edits {
+                let watched = watch_catch_up(&mut lsp, &sampler, pause)?;
+                // Deletions earn the catch-up; pastes do not (they are only there to keep the file's size).
+                if deleted {
+                    catch_ups.push(watched);
+                }
+            } else {
+                std::thread::sleep(Duration::from_secs_f64(pause));
+            }
             pauses.push((last_key, sampler.now()));
         } else {
             std::thread::sleep(Duration::from_millis(rng.range(300, 800)));
@@ -336,8 +360,91 @@ pub fn run(args: TypingBenchArgs) -> anyhow::Result<()> {
     println!("| correction tokens / time | {:.0} / {:.0} ms |", diff("correctionTokens"), diff("correctionMs"));
     println!("| refreshed tokens / time | {:.0} / {:.0} ms |", diff("refreshedTokens"), diff("refreshMs"));
     println!("| stale tokens at the end | {} (nearest at distance {}) |", after["staleTokens"], after["nearestStaleDistance"]);
+    if !catch_ups.is_empty() {
+        let n = catch_ups.len();
+        let done: Vec<f64> = catch_ups.iter().filter_map(|c| c.caught_up_s).collect();
+        let p50 = |v: Vec<f64>| quantile(&mut v.clone(), 0.5);
+        let max = |v: Vec<f64>| v.iter().cloned().fold(0.0, f64::max);
+        println!("| blocks deleted, each followed by a reading pause (and as many pasted back) | {n} |");
+        println!(
+            "| stale tokens right after a deletion: p50 / max | {:.0} / {:.0} |",
+            p50(catch_ups.iter().map(|c| c.stale_after_edit as f64).collect()),
+            max(catch_ups.iter().map(|c| c.stale_after_edit as f64).collect())
+        );
+        println!(
+            "| stale tokens at the end of the pause after it: p50 / max | {:.0} / {:.0} |",
+            p50(catch_ups.iter().map(|c| c.stale_at_end as f64).collect()),
+            max(catch_ups.iter().map(|c| c.stale_at_end as f64).collect())
+        );
+        println!("| refreshed during the pause: p50 tokens | {:.0} |", p50(catch_ups.iter().map(|c| c.refreshed as f64).collect()));
+        println!(
+            "| caught up (nothing stale) within the pause | {} of {n}{} |",
+            done.len(),
+            if done.is_empty() { String::new() } else { format!(", after p50 {:.1} s / max {:.1} s", p50(done.clone()), max(done.clone())) }
+        );
+        println!("| server CPU seconds in that pause: p50 / max | {:.1} / {:.1} |", p50(catch_ups.iter().map(|c| c.cpu_s).collect()), max(catch_ups.iter().map(|c| c.cpu_s).collect()));
+    }
     let _ = lsp.shutdown();
     Ok(())
+}
+
+/// What one reading pause after a block edit saw.
+struct CatchUp {
+    stale_after_edit: u64,
+    stale_at_end: u64,
+    refreshed: u64,
+    /// Seconds from the edit until nothing was stale, if that happened within the pause.
+    caught_up_s: Option<f64>,
+    cpu_s: f64,
+}
+
+/// A large edit above the typing place: deletes a block of 20-50 lines, or pastes the last one back where it
+/// was. Returns how many lines the typing place moved.
+fn block_edit(lsp: &mut LspClient, text: &mut String, removed: &mut Option<(usize, String)>, cursor_line: usize, rng: &mut Rng) -> i64 {
+    if let Some((at, block)) = removed.take() {
+        lsp.edit(URI, vec![range_change((at as u32, 0), (at as u32, 0), &block)]);
+        let offset = offset_of(text, at as u32, 0);
+        text.insert_str(offset, &block);
+        return block.lines().count() as i64;
+    }
+    let lines = rng.range(20, 50) as usize;
+    if cursor_line < lines + 10 {
+        return 0;
+    }
+    let at = rng.range(5, (cursor_line - lines - 5) as u64) as usize;
+    let (start, end) = (offset_of(text, at as u32, 0), offset_of(text, (at + lines) as u32, 0));
+    let block = text[start..end].to_owned();
+    lsp.edit(URI, vec![range_change((at as u32, 0), ((at + lines) as u32, 0), "")]);
+    text.replace_range(start..end, "");
+    *removed = Some((at, block));
+    -(lines as i64)
+}
+
+/// Watches the cache for `pause` seconds after a block edit (the stats query does not postpone or stop the
+/// refresh).
+fn watch_catch_up(lsp: &mut LspClient, sampler: &Sampler, pause: f64) -> anyhow::Result<CatchUp> {
+    let stats = |lsp: &mut LspClient| lsp.cache_stats(URI).map_err(|e| anyhow::anyhow!("pie/cacheStats: {e}"));
+    let t0 = sampler.now();
+    // Answered after the edit is applied: the warm thread takes commands in order.
+    let first = stats(lsp)?;
+    let mut last = first.clone();
+    let mut caught_up_s = None;
+    while sampler.now() - t0 < pause {
+        std::thread::sleep(Duration::from_millis(100));
+        last = stats(lsp)?;
+        if caught_up_s.is_none() && last["staleTokens"].as_u64() == Some(0) {
+            caught_up_s = Some(sampler.now() - t0);
+        }
+    }
+    let samples = sampler.samples();
+    let count = |v: &Value, k: &str| v[k].as_u64().unwrap_or(0);
+    Ok(CatchUp {
+        stale_after_edit: count(&first, "staleTokens"),
+        stale_at_end: count(&last, "staleTokens"),
+        refreshed: count(&last, "refreshedTokens") - count(&first, "refreshedTokens"),
+        caught_up_s,
+        cpu_s: cpu_at(&samples, sampler.now()) - cpu_at(&samples, t0),
+    })
 }
 
 /// Waits until the document is warm; returns its cache figures.
