@@ -11,8 +11,12 @@ use serde_json::{json, Value};
 const URI: &str = "file:///w/stats.py";
 
 fn source() -> String {
+    helpers(12)
+}
+
+fn helpers(n: usize) -> String {
     let mut text = String::from("import math\n\n");
-    for i in 0..12 {
+    for i in 0..n {
         text.push_str(&format!(
             "def helper_{i}(values, scale={i}):\n    \"\"\"Scaled mean of the values.\"\"\"\n    total = sum(v * scale for v in values)\n    return total / max(len(values), 1)\n\n\n"
         ));
@@ -110,14 +114,9 @@ fn delete_a_block(lsp: &mut LspClient, uri: &str) -> Value {
     lsp.cache_stats(uri).unwrap()
 }
 
+/// ~1.5k tokens: a block deleted near the top leaves a stale run longer than the catch-up.
 fn long_source() -> String {
-    let mut text = String::from("import math\n\n");
-    for i in 0..32 {
-        text.push_str(&format!(
-            "def helper_{i}(values, scale={i}):\n    \"\"\"Scaled mean of the values.\"\"\"\n    total = sum(v * scale for v in values)\n    return total / max(len(values), 1)\n\n\n"
-        ));
-    }
-    text
+    helpers(32)
 }
 
 #[test]
