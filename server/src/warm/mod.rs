@@ -885,11 +885,8 @@ fn is_large_removal(edits: &[TextEdit], old: &str, new: &str) -> bool {
     if removed < CATCH_UP_MIN_BYTES {
         return false;
     }
-    let (old, new) = (old.as_bytes(), new.as_bytes());
-    let prefix = old.iter().zip(new).take_while(|(a, b)| a == b).count();
-    let room = old.len().min(new.len()) - prefix;
-    let suffix = old.iter().rev().zip(new.iter().rev()).take(room).take_while(|(a, b)| a == b).count();
-    old.len() - prefix - suffix >= CATCH_UP_MIN_BYTES
+    let span = engine::session::diff_edit(old, new);
+    span.old_end_byte - span.start_byte >= CATCH_UP_MIN_BYTES
 }
 
 /// What the idle refresh may still do: an allowance of tokens per pause in typing (granted again after each
