@@ -175,6 +175,41 @@ fn without_the_catch_up_a_deleted_block_stays_stale_past_the_pause() {
 }
 
 #[test]
+fn moving_up_the_file_and_back_moves_only_the_cursor_marker() {
+    // A ~4.9 kB file, longer than the prompt's 4,000 + 500 bytes set here, so the prompt is a window; opened with
+    // the cursor at the end, that window is the whole file. A fresh window for a cursor near the top would hold
+    // only ~500 bytes after it and drop the ~130 lines below (~900 tokens), which the return to the bottom would
+    // encode again. The warm document keeps its window while the cursor stays well inside it.
+    let uri = "file:///w/window.py";
+    let mut lsp = LspClient::builder()
+        .model(&default_model())
+        .init_options(json!({ "completion": { "prefixBytes": 4000, "suffixBytes": 500 } }))
+        .spawn()
+        .unwrap();
+    let text = long_source();
+    assert!(text.len() > 4500 && text.lines().count() > 190);
+    lsp.open(uri, "python", &text);
+    let opened = warm_stats(&mut lsp, uri);
+    let type_at = |lsp: &mut LspClient, line: u32| {
+        lsp.edit(uri, vec![range_change((line, 0), (line, 0), "#")]);
+        lsp.cache_stats(uri).unwrap()
+    };
+    let bottom = type_at(&mut lsp, 185);
+    let top = type_at(&mut lsp, 3);
+    let back = type_at(&mut lsp, 186);
+    let encoded = back["encodedTokens"].as_u64().unwrap() - bottom["encodedTokens"].as_u64().unwrap();
+    assert!(encoded < 150, "two cursor jumps encoded {encoded} tokens (the marker's lines only, not the file's lower part): {top}\n{back}");
+    for stats in [&top, &back] {
+        // The whole file stays in the cache: nothing was dropped from the window on the way up.
+        assert!(stats["cachedTokens"].as_u64().unwrap() + 10 >= opened["cachedTokens"].as_u64().unwrap(), "{opened}\n{stats}");
+    }
+    assert_eq!(back["fullRecomputes"], 0, "{back}");
+    let state = lsp.document_state(uri).unwrap();
+    let lines: Vec<&str> = state["text"].as_str().unwrap().lines().collect();
+    assert!(lines[3].starts_with('#') && lines[185].starts_with('#') && lines[186].starts_with('#'), "{:?}", &lines[..6]);
+}
+
+#[test]
 fn a_missing_model_is_a_clear_error_and_documents_still_work() {
     let mut lsp = LspClient::builder().model("/nonexistent/model.gguf").spawn().unwrap();
     let msg = lsp.wait_log_containing("no model loaded", Duration::from_secs(30)).unwrap();

@@ -23,7 +23,7 @@ use tokio::sync::oneshot;
 
 use crate::engine::{self, CacheStats, Engine, EngineConfig, GenerateParams, KvSession, SamplingParams, TextEdit, WarmPool};
 use crate::features::chat::{render, ChatMessage};
-use crate::features::completion::{generate_streaming, prompt_edits, CompletionConfig, CrossFileContext, Markers, Prompt, PromptBuilder, Streaming};
+use crate::features::completion::{carry_window, generate_streaming, prompt_edits, CompletionConfig, CrossFileContext, Markers, Prompt, PromptBuilder, Streaming};
 
 /// How long the warm thread waits for the next keystroke before it applies an edit to the cache, so that a burst
 /// of typing is one PIE update rather than one per key. Any other command (a completion, a query) applies the
@@ -692,7 +692,11 @@ impl Warm {
     fn move_to(&mut self, uri: &str, version: i32, text: String, cursor: usize) -> Result<(), String> {
         let context = self.context_for(uri);
         let Some(Ok(doc)) = self.sessions.get_mut(uri) else { return Err(format!("{uri} is not warm")) };
-        let prompt = self.prompts.build_with_context(&text, cursor, &context);
+        let kept = carry_window(&doc.text, &text, (doc.prompt.window_start, doc.prompt.window_end));
+        let prompt = self.prompts.build_keeping(&text, cursor, &context, Some(kept));
+        if (prompt.window_start, prompt.window_end) != kept {
+            tracing::debug!(from = ?kept, to = ?(prompt.window_start, prompt.window_end), len = text.len(), "warm: prompt window moved");
+        }
         if prompt.text != doc.prompt.text {
             let edits = prompt_edits(&doc.prompt.text, &prompt.text);
             doc.session.update(&prompt.text, &edits).map_err(|e| e.to_string())?;

@@ -10,7 +10,7 @@ mod prompt;
 
 pub use generate::{generate_streaming, generate_suggestion, Generated, Streaming};
 pub use postprocess::{finish_suggestion, BlockStop};
-pub use prompt::{prompt_edits, CrossFileContext, Markers, Prompt, PromptBuilder};
+pub use prompt::{carry_window, prompt_edits, CrossFileContext, Markers, Prompt, PromptBuilder};
 
 use serde::{Deserialize, Serialize};
 
