@@ -1092,11 +1092,11 @@ fn select<'t>(table: &Table, src: &str, root: Node<'t>, sel: Range<usize>) -> Re
     let Some(node) = root.descendant_for_byte_range(s, e) else {
         return refuse("the selection is outside the code");
     };
-    if let Some(c) = ancestors(node).find(|n| table.is(table.comment_kinds, *n)) {
-        let _ = c;
+    if ancestors(node).any(|n| table.is(table.comment_kinds, n)) {
         return refuse("the selection is inside a comment");
     }
-    if table.family == Family::Rust && ancestors(node).any(|n| n.kind() == "token_tree") && !(node.kind() == "token_tree" && node.start_byte() == s && node.end_byte() == e && false) {
+    // A macro's arguments are tokens, not code the data flow can read, even when they are a whole token tree.
+    if table.family == Family::Rust && ancestors(node).any(|n| n.kind() == "token_tree") {
         return refuse("the selection is inside a macro call: select the whole macro call");
     }
     if node.has_error() || ancestors(node).any(|n| n.is_error() || n.is_missing()) {
