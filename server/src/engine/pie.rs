@@ -317,20 +317,27 @@ fn read_off(origin: &[Option<usize>], old_len: usize) -> (Vec<KeptRun>, Vec<(usi
 }
 
 impl Plan {
-    /// Bounded correction: the first `k` cached tokens after each change (an edit site, or the place where
-    /// tokens were removed) are re-encoded with the update instead of being moved. They are the tokens a stale
-    /// cache gets most wrong, and they join the site's own decode (on its scratch sequence, after its new
-    /// tokens), so they cost batch width, not another pass. Returns how many cached tokens it turned into new
-    /// ones. `old_len` is the cached list's length before the update.
-    pub fn correct_after_changes(&mut self, k: usize, old_len: usize) -> usize {
-        if k == 0 {
-            return 0;
-        }
+    /// Bounded correction: the first cached tokens after each change (an edit site, or the place where tokens
+    /// were removed) are re-encoded with the update instead of being moved, `window(inserted, removed)` of them
+    /// for a change that inserted and removed that many tokens (so a paste's large window is not also spent after
+    /// the cursor marker's small move in the same update). They are the tokens a stale cache gets most wrong, and
+    /// they join the site's own decode (on its scratch sequence, after its new tokens), so they cost batch width,
+    /// not another pass. Returns how many cached tokens it turned into new ones. `old_len` is the cached list's
+    /// length before the update.
+    pub fn correct_after_changes(&mut self, mut window: impl FnMut(usize, usize) -> usize, old_len: usize) -> usize {
         let n = self.origin.len();
-        let changes: Vec<usize> =
-            (self.new.n_fixed..n).filter(|&t| self.origin[t].is_some() && super::stale::is_change(&self.origin, t)).collect();
+        // Each change's window, read before any token is turned.
+        let windows: Vec<(usize, usize)> = (self.new.n_fixed..n)
+            .filter(|&t| self.origin[t].is_some() && super::stale::is_change(&self.origin, t))
+            .map(|c| {
+                let inserted = self.origin[..c].iter().rev().take_while(|o| o.is_none()).count();
+                let before = self.origin[..c - inserted].iter().rev().find_map(|o| *o).map_or(0, |p| p + 1);
+                let removed = self.origin[c].unwrap_or(0).saturating_sub(before);
+                (c, window(inserted, removed))
+            })
+            .collect();
         let mut turned = 0;
-        for c in changes {
+        for (c, k) in windows {
             for o in self.origin[c..(c + k).min(n)].iter_mut() {
                 if o.take().is_some() {
                     turned += 1;
@@ -482,7 +489,7 @@ mod tests {
         // Rewrite one word: a one-token site, the rest kept in place (delta 0) but stale.
         let mut p = plan(&old, &[TextEdit::new(2, 3, "XX")], &Toy).unwrap();
         assert_eq!(p.sites, vec![NewRun { start: 1, len: 1 }]);
-        assert_eq!(p.correct_after_changes(3, old.len()), 3);
+        assert_eq!(p.correct_after_changes(|_, _| 3, old.len()), 3);
         check(&p.new);
         assert_eq!(p.sites, vec![NewRun { start: 1, len: 4 }]);
         assert_eq!(p.removed, vec![(1, 5)]);
@@ -491,15 +498,39 @@ mod tests {
         let mut d = plan(&old, &[TextEdit::new(3, 5, "")], &Toy).unwrap();
         check(&d.new);
         let sites_before = d.new_tokens();
-        assert_eq!(d.correct_after_changes(2, old.len()), 2);
+        assert_eq!(d.correct_after_changes(|_, _| 2, old.len()), 2);
         assert_eq!(d.new_tokens(), sites_before + 2);
         assert_eq!(d.kept.iter().map(|r| r.len).sum::<usize>() + d.new_tokens(), d.new.len());
         let removed: usize = d.removed.iter().map(|(a, b)| b - a).sum();
         assert_eq!(d.kept.iter().map(|r| r.len).sum::<usize>() + removed, old.len());
         // Nothing to correct after an edit at the end, and k = 0 changes nothing.
         let mut e = plan(&old, &[TextEdit::new(old.text.len(), old.text.len(), "q r\n")], &Toy).unwrap();
-        assert_eq!(e.correct_after_changes(0, old.len()), 0);
-        assert_eq!(e.correct_after_changes(8, old.len()), 0);
+        assert_eq!(e.correct_after_changes(|_, _| 0, old.len()), 0);
+        assert_eq!(e.correct_after_changes(|_, _| 8, old.len()), 0);
+    }
+
+    #[test]
+    fn each_change_gets_the_window_its_own_size_earns() {
+        let old = TokenText::new("a b c d e f g h i j k l m n o p q r s t u v w x y z\n", &[], &Toy);
+        // One update: a long insertion after "b" and a one-word rewrite of "t" (the marker's small move, say).
+        let long = " w1 w2 w3 w4 w5 w6 w7 w8";
+        let mut p = plan(&old, &[TextEdit::new(3, 3, long), TextEdit::new(19 + long.len(), 20 + long.len(), "T")], &Toy).unwrap();
+        check(&p.new);
+        let mut seen = Vec::new();
+        let turned = p.correct_after_changes(
+            |inserted, removed| {
+                seen.push((inserted, removed));
+                if inserted.max(removed) >= 4 { 3 } else { 0 }
+            },
+            old.len(),
+        );
+        assert_eq!(turned, 3, "only the long insertion's window: {seen:?}");
+        assert!(seen.iter().any(|&(i, _)| i >= 8) && seen.iter().any(|&(i, r)| i.max(r) < 4), "{seen:?}");
+        // A removal is measured in removed tokens.
+        let mut d = plan(&old, &[TextEdit::new(2, 18, "")], &Toy).unwrap();
+        let mut removed = Vec::new();
+        d.correct_after_changes(|i, r| { removed.push((i, r)); 0 }, old.len());
+        assert!(removed.iter().any(|&(_, r)| r >= 7), "{removed:?}");
     }
 
     #[test]

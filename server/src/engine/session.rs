@@ -579,9 +579,8 @@ impl KvSession {
         let correction = if naive { Correction::OFF } else { self.correction };
         // Staleness follows the text's changes; the corrected tokens are the same text, re-encoded.
         let changed = plan.origin.clone();
-        // The edit's own size decides the window, before the correction turns cached tokens into new ones.
-        let after_edit = correction.after_edit_for(plan.new_tokens(), plan.removed.iter().map(|(a, b)| b - a).sum());
-        let widened = plan.correct_after_changes(after_edit, self.doc.len());
+        // Each change's own size decides its window, before the correction turns cached tokens into new ones.
+        let widened = plan.correct_after_changes(|inserted, removed| correction.after_edit_for(inserted, removed), self.doc.len());
         // 1. Drop removed cells (old positions; nothing has moved yet).
         for &(a, b) in &plan.removed {
             self.seq_rm(SEQ_MAIN, a, Some(b))?;
