@@ -92,6 +92,30 @@ impl PromptBuilder {
         self.render(text, cursor, window.0, window.1, context)
     }
 
+    /// Where a warm document's prompt puts the cursor after an edit of `old` into `new` that ended at
+    /// `edit_cursor`: there, when the window (`window`, carried into `new`) may stay for it, as it does while the
+    /// user types; otherwise at the last cursor (`old_cursor`, carried), when the window may stay for that. An edit
+    /// far from where the user types (a block deleted or pasted outside the window, a rename elsewhere) then leaves
+    /// the prompt where it was, instead of moving the window there and back (each move re-encodes what enters the
+    /// window: seconds per kilobyte on 2 cores); a completion request brings its own cursor.
+    pub fn cursor_after_edit(&self, old: &str, new: &str, old_cursor: usize, window: (usize, usize), edit_cursor: usize) -> usize {
+        if self.markers.is_none() {
+            return edit_cursor;
+        }
+        let kept = carry_window(old, new, window);
+        let stays = |cursor: usize| self.may_keep(new, cursor, kept, self.fresh_window(new, cursor));
+        let edit_cursor = floor_char_boundary(new, edit_cursor);
+        if stays(edit_cursor) {
+            return edit_cursor;
+        }
+        let carried = floor_char_boundary(new, carry_point(old, new, old_cursor));
+        if stays(carried) {
+            carried
+        } else {
+            edit_cursor
+        }
+    }
+
     /// The window a prompt built from scratch gets: `prefix_bytes` before the cursor and (FIM) `suffix_bytes`
     /// after it, widened to whole line blocks; the whole file when it fits in both together (FIM), so that
     /// wherever the cursor goes, the cache only moves the marker.
@@ -246,6 +270,23 @@ pub fn carry_window(old: &str, new: &str, (start, end): (usize, usize)) -> (usiz
     (start, end)
 }
 
+/// A byte position of `old` carried into `new` (see `carry_window`): before the change it stays, after it it
+/// shifts, inside it it goes to the change's end.
+fn carry_point(old: &str, new: &str, at: usize) -> usize {
+    if old == new {
+        return at.min(new.len());
+    }
+    let change = crate::engine::session::diff_edit(old, new);
+    let (start, old_end, new_end) = (change.start_byte, change.old_end_byte, change.start_byte + change.new_text.len());
+    if at <= start {
+        at
+    } else if at >= old_end {
+        at - old_end + new_end
+    } else {
+        new_end
+    }
+}
+
 /// The start of the line block at or before `at` (blocks are `WINDOW_STEP_LINES` lines, counted from the top).
 fn step_back(text: &str, at: usize, cursor: usize) -> usize {
     if at == 0 {
@@ -291,15 +332,22 @@ fn prompt_edits_within(old: &str, new: &str, timeout: std::time::Duration) -> Ve
     let new_slices = line_slices(new, &new_lines);
     let diff = TextDiff::configure().timeout(timeout).diff_slices(&old_slices, &new_slices);
     let mut edits: Vec<TextEdit> = Vec::new();
+    // Where each op sits is counted from the ops' lengths, in order: `similar` can report a deletion's new-side
+    // index one past where it is (a line deleted before an equal line that is then inserted again: the cursor
+    // marker leaving a line of its own), and an edit placed there does not reproduce the prompt.
+    let (mut old_line, mut new_line) = (0, 0);
     for op in diff.ops() {
-        let (old_range, new_range) = match *op {
-            DiffOp::Equal { .. } => continue,
-            DiffOp::Delete { old_index, old_len, new_index } => (old_index..old_index + old_len, new_index..new_index),
-            DiffOp::Insert { old_index, new_index, new_len } => (old_index..old_index, new_index..new_index + new_len),
-            DiffOp::Replace { old_index, old_len, new_index, new_len } => {
-                (old_index..old_index + old_len, new_index..new_index + new_len)
-            }
+        let (old_len, new_len, equal) = match *op {
+            DiffOp::Equal { len, .. } => (len, len, true),
+            DiffOp::Delete { old_len, .. } => (old_len, 0, false),
+            DiffOp::Insert { new_len, .. } => (0, new_len, false),
+            DiffOp::Replace { old_len, new_len, .. } => (old_len, new_len, false),
         };
+        let (old_range, new_range) = (old_line..old_line + old_len, new_line..new_line + new_len);
+        (old_line, new_line) = (old_range.end, new_range.end);
+        if equal {
+            continue;
+        }
         // Where the op sits in the text left by the previous edits: everything before it is already `new`'s, so
         // its start is `new`'s offset. (Old offsets shifted by a running delta go wrong when the diff gives up at
         // its deadline: it then reports an insertion at the start of the deletion it just made, and the soak saw
@@ -392,6 +440,22 @@ mod tests {
         assert_eq!(typed.len(), 1);
         assert_eq!(apply("", &[]), "");
         assert_eq!(apply("abc", &prompt_edits("abc", "abd")), "abd");
+    }
+
+    #[test]
+    fn a_cursor_marker_that_leaves_a_line_of_its_own_is_two_small_edits() {
+        // The marker alone on a line above an empty one, then typing far below (the shape of a prompt after a
+        // block deletion and the return to the typing place, from bench typing --block-edits). similar reports
+        // the deletion of the marker's line with a new-side index one past where it is; positions taken from
+        // it made edits that did not reproduce the prompt, and the one-edit fallback re-encoded the ~7 kB
+        // between the two places.
+        let filler: String = (0..200).map(|i| format!("    x_{i} = {i}\n")).collect();
+        let old = format!("<P>class A:\n<S>\n\nclass B:\n{filler}    done = 1\n<M>");
+        let new = format!("<P>class A:\n\n\nclass B:\n{filler}    done = 1\n    y = <S>\n<M>");
+        let edits = prompt_edits(&old, &new);
+        assert_eq!(apply(&old, &edits), new);
+        let inserted: usize = edits.iter().map(|e| e.new_text.len()).sum();
+        assert!(edits.len() >= 2 && inserted < 40, "{edits:?}");
     }
 
     #[test]
@@ -529,6 +593,31 @@ mod tests {
         // Models without FIM markers: the prompt ends at the cursor, nothing to keep.
         let l2r = PromptBuilder::new(None, 2000, 500);
         assert_eq!(l2r.build_keeping(&text, near, "", kept), l2r.build(&text, near));
+    }
+
+    #[test]
+    fn an_edit_far_from_the_cursor_leaves_the_prompt_where_it_was() {
+        let text: String = (0..4000).map(|i| format!("line {i}\n")).collect(); // ~35 kB
+        let b = PromptBuilder::new(Some(markers()), 4000, 1000);
+        let typing = text.find("line 3500").unwrap();
+        let p = b.build(&text, typing);
+        let window = (p.window_start, p.window_end);
+        assert!(window.0 > 20_000, "{window:?}");
+        // A block of 30 lines deleted far above the window: the cursor stays at the typing place (carried), and
+        // the prompt text does not change at all.
+        let (a, z) = (text.find("line 100\n").unwrap(), text.find("line 130\n").unwrap());
+        let deleted = format!("{}{}", &text[..a], &text[z..]);
+        let cursor = b.cursor_after_edit(&text, &deleted, typing, window, a);
+        assert_eq!(cursor, typing - (z - a));
+        let after = b.build_keeping(&deleted, cursor, "", Some(carry_window(&text, &deleted, window)));
+        assert_eq!(after.text, p.text);
+        // Typing a few lines above the cursor, inside the window: the cursor goes to the edit, as usual.
+        let near = text.find("line 3480").unwrap();
+        let typed = format!("{}x{}", &text[..near], &text[near..]);
+        assert_eq!(b.cursor_after_edit(&text, &typed, typing, window, near + 1), near + 1);
+        // Models without FIM markers: always the edit.
+        let l2r = PromptBuilder::new(None, 4000, 1000);
+        assert_eq!(l2r.cursor_after_edit(&text, &deleted, typing, window, a), a);
     }
 
     #[test]
