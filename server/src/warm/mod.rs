@@ -680,6 +680,11 @@ impl Warm {
             }
             return;
         }
+        // The prompt follows the edit unless that would move its window away from where the user types.
+        let cursor = match self.sessions.get(uri) {
+            Some(Ok(doc)) => self.prompts.cursor_after_edit(&doc.text, &text, doc.cursor, (doc.prompt.window_start, doc.prompt.window_end), cursor),
+            _ => cursor,
+        };
         if let Err(err) = self.move_to(uri, version, text, cursor) {
             (self.notify)(Notice::Log { error: true, message: format!("{uri}: cache update failed, dropping the warm cache: {err}") });
             self.sessions.insert(uri.to_owned(), Err(err));
