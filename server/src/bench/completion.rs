@@ -58,6 +58,10 @@ pub struct CompletionBenchArgs {
     /// Through LSP: only the run at the default `firstSuggestionMs` (skip the "before" run).
     #[arg(long)]
     pub default_only: bool,
+    /// Through LSP: write the server's own log here (its `--log-file`; the level follows `RUST_LOG`; each run
+    /// appends), to see where a slow answer's time went.
+    #[arg(long)]
+    pub server_log: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -257,11 +261,14 @@ fn run_through_lsp(args: &CompletionBenchArgs) -> anyhow::Result<()> {
             if let Some(extra) = &args.settings {
                 pie_ls_harness::merge(&mut options, serde_json::from_str(extra).context("--settings is not JSON")?);
             }
-            let mut lsp = LspClient::builder()
+            let mut builder = LspClient::builder()
                 .binary(&server)
                 .capabilities(json!({ "experimental": { "pieStatusNotification": true } }))
-                .init_options(options)
-                .spawn()?;
+                .init_options(options);
+            if let Some(log) = &args.server_log {
+                builder = builder.arg("--log-file").arg(&log.to_string_lossy());
+            }
+            let mut lsp = builder.spawn()?;
             let uri = "file:///bench/ghost.py";
             lsp.open(uri, "python", doc);
             let deadline = Instant::now() + std::time::Duration::from_secs(1800);
@@ -287,7 +294,14 @@ fn run_through_lsp(args: &CompletionBenchArgs) -> anyhow::Result<()> {
                 lsp.edit(uri, vec![range_change(at, at, &format!("{indent}\n"))]);
                 text.insert_str(start, &format!("{indent}\n"));
                 let mut cursor = start + indent.len();
-                // The cursor jump is not timed: wait until the warm thread has it.
+                // The cursor jump is not timed: wait until the warm thread has it. An edit that would move the
+                // prompt's window leaves the window where it was (the server's `cursor_after_edit`) until a request
+                // brings the cursor, so one untimed request here pays for the move.
+                let (line, character) = pos(&text, cursor);
+                let jump = json!({ "textDocument": { "uri": uri }, "position": { "line": line, "character": character }, "context": { "triggerKind": 1 } });
+                lsp.request("textDocument/inlineCompletion", jump).map_err(|e| anyhow::anyhow!("{e}"))?;
+                lsp.pump();
+                lsp.take_notifications("pie/status");
                 let _ = lsp.cache_stats(uri);
                 for ch in TYPED.chars().take(args.keystrokes) {
                     let at = pos(&text, cursor);
