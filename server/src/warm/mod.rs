@@ -446,6 +446,17 @@ fn load(model_spec: Option<String>, config: EngineConfig, notify: &dyn Fn(Notice
     result
 }
 
+/// Whether `edits` (one update's, folded) look like typing: each inserts and removes at most
+/// `TYPING_EDIT_BYTES`, all within `TYPING_SPAN_BYTES` of each other (a rename's edits all over the file are not).
+fn is_typing(edits: &[TextEdit]) -> bool {
+    let small = edits.iter().all(|e| e.new_text.len() <= TYPING_EDIT_BYTES && e.old_end_byte - e.start_byte <= TYPING_EDIT_BYTES);
+    let (lo, hi) = edits.iter().fold((usize::MAX, 0), |(lo, hi), e| (lo.min(e.start_byte), hi.max(e.start_byte)));
+    small && !edits.is_empty() && hi - lo <= TYPING_SPAN_BYTES
+}
+
+const TYPING_EDIT_BYTES: usize = 32;
+const TYPING_SPAN_BYTES: usize = 2048;
+
 /// One warm document: its KV session mirrors `prompt`, built from `text` with the cursor at `cursor`.
 struct WarmDoc {
     session: KvSession,
@@ -680,9 +691,13 @@ impl Warm {
             }
             return;
         }
-        // The prompt follows the edit unless that would move its window away from where the user types.
+        // The prompt follows typing anywhere (the user is working there: moving the window now, in the background,
+        // means the request that follows finds it in place), but a larger edit only when the window may stay for
+        // it: a block pasted or deleted far away would move the window there and back.
         let cursor = match self.sessions.get(uri) {
-            Some(Ok(doc)) => self.prompts.cursor_after_edit(&doc.text, &text, doc.cursor, (doc.prompt.window_start, doc.prompt.window_end), cursor),
+            Some(Ok(doc)) if !is_typing(edits) => {
+                self.prompts.cursor_after_edit(&doc.text, &text, doc.cursor, (doc.prompt.window_start, doc.prompt.window_end), cursor)
+            }
             _ => cursor,
         };
         if let Err(err) = self.move_to(uri, version, text, cursor) {
@@ -1010,6 +1025,17 @@ mod tests {
             refresh_large_edit_tokens: large_edit,
             ..EngineConfig::default()
         }
+    }
+
+    #[test]
+    fn typing_is_small_edits_close_together() {
+        assert!(is_typing(&[TextEdit::new(500, 500, "x")]));
+        // A burst folded into one update, Enter and an auto-indent included.
+        assert!(is_typing(&[TextEdit::new(500, 500, "a"), TextEdit::new(501, 501, "\n    "), TextEdit::new(506, 507, "")]));
+        assert!(!is_typing(&[TextEdit::new(500, 500, &"line\n".repeat(20))]), "a paste");
+        assert!(!is_typing(&[TextEdit::new(500, 1500, "")]), "a block deleted");
+        assert!(!is_typing(&[TextEdit::new(100, 103, "new"), TextEdit::new(9000, 9003, "new")]), "a rename across the file");
+        assert!(!is_typing(&[]));
     }
 
     #[test]
