@@ -529,6 +529,11 @@ mod tests {
         assert_eq!(ctx.for_document("file:///w/main.py"), "");
     }
 
+    /// `line 0\nline 1\n...`: a file whose lines are easy to find.
+    fn numbered_lines(n: usize) -> String {
+        (0..n).map(|i| format!("line {i}\n")).collect()
+    }
+
     /// Bytes of prompt text the edits from `old` to `new` insert: what the cache would encode.
     fn inserted(old: &str, new: &str) -> usize {
         prompt_edits(old, new).iter().map(|e| e.new_text.len()).sum()
@@ -568,7 +573,7 @@ mod tests {
 
     #[test]
     fn a_kept_window_gives_way_when_the_cursor_nears_its_edge_or_leaves_it() {
-        let text: String = (0..2000).map(|i| format!("line {i}\n")).collect(); // ~16 kB
+        let text = numbered_lines(2000); // ~16 kB
         let b = PromptBuilder::new(Some(markers()), 2000, 500);
         let cursor = text.find("line 1050").unwrap();
         let first = b.build(&text, cursor);
@@ -597,7 +602,7 @@ mod tests {
 
     #[test]
     fn an_edit_far_from_the_cursor_leaves_the_prompt_where_it_was() {
-        let text: String = (0..4000).map(|i| format!("line {i}\n")).collect(); // ~35 kB
+        let text = numbered_lines(4000); // ~35 kB
         let b = PromptBuilder::new(Some(markers()), 4000, 1000);
         let typing = text.find("line 3500").unwrap();
         let p = b.build(&text, typing);
@@ -622,7 +627,7 @@ mod tests {
 
     #[test]
     fn window_stays_still_while_typing_and_moves_in_blocks() {
-        let text: String = (0..1000).map(|i| format!("line {i}\n")).collect();
+        let text = numbered_lines(1000);
         let b = PromptBuilder::new(Some(markers()), 2000, 500);
         let cursor = text.find("line 700").unwrap();
         let p1 = b.build(&text, cursor);
