@@ -449,7 +449,7 @@ fn load(model_spec: Option<String>, config: EngineConfig, notify: &dyn Fn(Notice
 /// Whether `edits` (one update's, folded) look like typing: each inserts and removes at most
 /// `TYPING_EDIT_BYTES`, all within `TYPING_SPAN_BYTES` of each other (a rename's edits all over the file are not).
 fn is_typing(edits: &[TextEdit]) -> bool {
-    let small = edits.iter().all(|e| e.new_text.len() <= TYPING_EDIT_BYTES && e.old_end_byte - e.start_byte <= TYPING_EDIT_BYTES);
+    let small = edits.iter().all(|e| e.new_text.len() <= TYPING_EDIT_BYTES && e.old_end_byte.saturating_sub(e.start_byte) <= TYPING_EDIT_BYTES);
     let (lo, hi) = edits.iter().fold((usize::MAX, 0), |(lo, hi), e| (lo.min(e.start_byte), hi.max(e.start_byte)));
     small && !edits.is_empty() && hi - lo <= TYPING_SPAN_BYTES
 }
