@@ -713,7 +713,7 @@ impl Warm {
         let context = self.context_for(uri);
         let Some(Ok(doc)) = self.sessions.get_mut(uri) else { return Err(format!("{uri} is not warm")) };
         let kept = carry_window(&doc.text, &text, (doc.prompt.window_start, doc.prompt.window_end));
-        let prompt = self.prompts.build_keeping(&text, cursor, &context, Some(kept));
+        let prompt = self.prompts.build_keeping(&text, cursor, &context, kept);
         if (prompt.window_start, prompt.window_end) != kept {
             tracing::debug!(from = ?kept, to = ?(prompt.window_start, prompt.window_end), len = text.len(), "warm: prompt window moved");
         }
@@ -1032,7 +1032,7 @@ mod tests {
         assert!(is_typing(&[TextEdit::new(500, 500, "x")]));
         // A burst folded into one update, Enter and an auto-indent included.
         assert!(is_typing(&[TextEdit::new(500, 500, "a"), TextEdit::new(501, 501, "\n    "), TextEdit::new(506, 507, "")]));
-        assert!(!is_typing(&[TextEdit::new(500, 500, &"line\n".repeat(20))]), "a paste");
+        assert!(!is_typing(&[TextEdit::new(500, 500, "line\n".repeat(20))]), "a paste");
         assert!(!is_typing(&[TextEdit::new(500, 1500, "")]), "a block deleted");
         assert!(!is_typing(&[TextEdit::new(100, 103, "new"), TextEdit::new(9000, 9003, "new")]), "a rename across the file");
         assert!(!is_typing(&[]));

@@ -72,7 +72,7 @@ impl PromptBuilder {
     /// The same, after `context` (other files' code, see `CrossFileContext`). The context comes first so that
     /// typing in this document never changes it: only an edit in another document does.
     pub fn build_with_context(&self, text: &str, cursor: usize, context: &str) -> Prompt {
-        let cursor = floor_char_boundary(text, cursor);
+        let cursor = text.floor_char_boundary_compat(cursor);
         let (window_start, window_end) = self.fresh_window(text, cursor);
         self.render(text, cursor, window_start, window_end, context)
     }
@@ -82,13 +82,10 @@ impl PromptBuilder {
     /// drop text when the cursor goes one way and encode it again when it comes back: after a block edit above
     /// the typing place, the return to it re-encoded 64-line blocks of suffix, 8-22 s at 4k tokens on 2 cores
     /// (`bench typing --block-edits`). A kept window costs the cache only the marker's move.
-    pub fn build_keeping(&self, text: &str, cursor: usize, context: &str, kept: Option<(usize, usize)>) -> Prompt {
-        let cursor = floor_char_boundary(text, cursor);
+    pub fn build_keeping(&self, text: &str, cursor: usize, context: &str, kept: (usize, usize)) -> Prompt {
+        let cursor = text.floor_char_boundary_compat(cursor);
         let fresh = self.fresh_window(text, cursor);
-        let window = match kept {
-            Some(kept) if self.markers.is_some() && self.may_keep(text, cursor, kept, fresh) => kept,
-            _ => fresh,
-        };
+        let window = if self.markers.is_some() && self.may_keep(text, cursor, kept, fresh) { kept } else { fresh };
         self.render(text, cursor, window.0, window.1, context)
     }
 
@@ -104,11 +101,11 @@ impl PromptBuilder {
         }
         let kept = carry_window(old, new, window);
         let stays = |cursor: usize| self.may_keep(new, cursor, kept, self.fresh_window(new, cursor));
-        let edit_cursor = floor_char_boundary(new, edit_cursor);
+        let edit_cursor = new.floor_char_boundary_compat(edit_cursor);
         if stays(edit_cursor) {
             return edit_cursor;
         }
-        let carried = floor_char_boundary(new, carry_point(old, new, old_cursor));
+        let carried = new.floor_char_boundary_compat(carry_point(old, new, old_cursor));
         if stays(carried) {
             carried
         } else {
@@ -240,12 +237,14 @@ impl FloorCharBoundary for str {
     }
 }
 
-fn floor_char_boundary(text: &str, at: usize) -> usize {
-    let mut at = at.min(text.len());
-    while !text.is_char_boundary(at) {
-        at -= 1;
+/// Where `old` and `new` differ, from their common prefix and suffix: `(start, old end, new end)`; `None` when
+/// they are equal.
+fn changed_span(old: &str, new: &str) -> Option<(usize, usize, usize)> {
+    if old == new {
+        return None;
     }
-    at
+    let change = crate::engine::session::diff_edit(old, new);
+    Some((change.start_byte, change.old_end_byte, change.start_byte + change.new_text.len()))
 }
 
 /// A prompt window `(start, end)` of `old` carried into `new` (the same document after some edits, told apart by
@@ -253,17 +252,13 @@ fn floor_char_boundary(text: &str, at: usize) -> usize {
 /// change goes to the change's start (the start) or end (the end), so the window keeps what it held and grows by
 /// what was inserted inside it or at its edges. Both ends are then put on line starts (or the text's end).
 pub fn carry_window(old: &str, new: &str, (start, end): (usize, usize)) -> (usize, usize) {
-    if old == new {
-        return (start, end);
-    }
-    let change = crate::engine::session::diff_edit(old, new);
-    let (at, old_end, new_end) = (change.start_byte, change.old_end_byte, change.start_byte + change.new_text.len());
+    let Some((at, old_end, new_end)) = changed_span(old, new) else { return (start, end) };
     let carry_start = |b: usize| if b <= at { b } else if b >= old_end { b - old_end + new_end } else { at };
     // Text inserted right at the end is taken in (the cursor may be there, typing at the end of the file); text
     // replaced right after it is not.
     let carry_end = |b: usize| if b >= old_end { b - old_end + new_end } else if b <= at { b } else { new_end };
-    let start = floor_char_boundary(new, carry_start(start));
-    let end = floor_char_boundary(new, carry_end(end)).max(start);
+    let start = new.floor_char_boundary_compat(carry_start(start));
+    let end = new.floor_char_boundary_compat(carry_end(end)).max(start);
     // Back to the start of its line; forward to the start of the next line.
     let start = new[..start].rfind('\n').map_or(0, |i| i + 1);
     let end = if end == 0 || new.as_bytes()[end - 1] == b'\n' { end } else { new[end..].find('\n').map_or(new.len(), |i| end + i + 1) };
@@ -273,11 +268,7 @@ pub fn carry_window(old: &str, new: &str, (start, end): (usize, usize)) -> (usiz
 /// A byte position of `old` carried into `new` (see `carry_window`): before the change it stays, after it it
 /// shifts, inside it it goes to the change's end.
 fn carry_point(old: &str, new: &str, at: usize) -> usize {
-    if old == new {
-        return at.min(new.len());
-    }
-    let change = crate::engine::session::diff_edit(old, new);
-    let (start, old_end, new_end) = (change.start_byte, change.old_end_byte, change.start_byte + change.new_text.len());
+    let Some((start, old_end, new_end)) = changed_span(old, new) else { return at.min(new.len()) };
     if at <= start {
         at
     } else if at >= old_end {
@@ -577,13 +568,13 @@ mod tests {
         let b = PromptBuilder::new(Some(markers()), 2000, 500);
         let cursor = text.find("line 1050").unwrap();
         let first = b.build(&text, cursor);
-        let kept = Some((first.window_start, first.window_end));
+        let kept = (first.window_start, first.window_end);
         // A few lines up: kept, and the cache moves only the marker, there and back.
         let near = text.find("line 1020").unwrap();
         assert!(b.build(&text, near).window_end < first.window_end, "a fresh window there would drop suffix lines");
         let up = b.build_keeping(&text, near, "", kept);
         assert_eq!((up.window_start, up.window_end), (first.window_start, first.window_end));
-        let back = b.build_keeping(&text, cursor, "", Some((up.window_start, up.window_end)));
+        let back = b.build_keeping(&text, cursor, "", (up.window_start, up.window_end));
         assert_eq!(back, first);
         assert!(inserted(&first.text, &up.text) < 40 && inserted(&up.text, &back.text) < 40);
         // Near the window's start the prefix would be under half its budget: a fresh window.
@@ -593,7 +584,7 @@ mod tests {
         let far = text.find("line 100\n").unwrap();
         assert_eq!(b.build_keeping(&text, far, "", kept), b.build(&text, far));
         // A window larger than both budgets together is not kept, even with the cursor inside.
-        let huge = Some((0, text.len()));
+        let huge = (0, text.len());
         assert_eq!(b.build_keeping(&text, cursor, "", huge), first);
         // Models without FIM markers: the prompt ends at the cursor, nothing to keep.
         let l2r = PromptBuilder::new(None, 2000, 500);
@@ -614,7 +605,7 @@ mod tests {
         let deleted = format!("{}{}", &text[..a], &text[z..]);
         let cursor = b.cursor_after_edit(&text, &deleted, typing, window, a);
         assert_eq!(cursor, typing - (z - a));
-        let after = b.build_keeping(&deleted, cursor, "", Some(carry_window(&text, &deleted, window)));
+        let after = b.build_keeping(&deleted, cursor, "", carry_window(&text, &deleted, window));
         assert_eq!(after.text, p.text);
         // Typing a few lines above the cursor, inside the window: the cursor goes to the edit, as usual.
         let near = text.find("line 3480").unwrap();
