@@ -363,3 +363,30 @@ fn peers_produce_the_same_prompt_and_close_logits() {
         assert!(k < 0.05, "{mode:?}: KL {k}");
     }
 }
+
+#[test]
+fn text_inserted_right_before_a_stale_run_is_encoded_fresh() {
+    // Read a file in two parts, the way a window read around the cursor first is completed: the later lines are
+    // cached first, then the earlier ones are inserted before them. The later lines are stale (they did not see
+    // the earlier ones); the inserted lines see only fresh text and must be fresh, even though they start with
+    // the same token as the stale run (`result`): the plan keeps that token, and without re-encoding it the
+    // inserted lines would have seen a stale token (second-order staleness, for all of them).
+    let e = engine();
+    let head = "import os\nresult += 1\nresult += 2\n";
+    let tail = "result = os.getcwd()\nprint(result)\n";
+    let mut s = KvSession::open(&e, tail).unwrap();
+    s.set_correction(Correction::OFF);
+    let (line1, rest) = head.split_at(head.find('\n').unwrap() + 1);
+    s.update(&format!("{line1}{tail}"), &[TextEdit::new(0, 0, line1)]).unwrap();
+    assert!(s.stats().stale_tokens > 0, "the tail did not see the first line");
+    let first_stale = s.stale_spans()[0].start;
+    let text = format!("{head}{tail}");
+    s.update(&text, &[TextEdit::new(line1.len(), line1.len(), rest)]).unwrap();
+    let spans = s.stale_spans().to_vec();
+    assert!(spans.iter().all(|sp| sp.origin.is_some()), "no second-order staleness: {spans:?}");
+    assert!(spans[0].start > first_stale, "the inserted lines are fresh: {spans:?}");
+    // And the refresh makes the whole cache exact.
+    s.refresh_stale(10_000, &AtomicBool::new(false)).unwrap();
+    assert_eq!(s.stats().stale_tokens, 0);
+    assert_eq!(argmax(&s.next_token_logits().unwrap()), argmax(&full_logits(&text)));
+}

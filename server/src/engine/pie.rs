@@ -317,6 +317,19 @@ fn read_off(origin: &[Option<usize>], old_len: usize) -> (Vec<KeptRun>, Vec<(usi
 }
 
 impl Plan {
+    /// Turns the cached tokens at new indices `tokens` into new tokens (re-encoded with their site).
+    pub fn renew(&mut self, tokens: &[usize], old_len: usize) {
+        let mut turned = false;
+        for &t in tokens {
+            if let Some(o) = self.origin.get_mut(t) {
+                turned |= o.take().is_some();
+            }
+        }
+        if turned {
+            (self.kept, self.removed, self.sites, self.unchanged_prefix) = read_off(&self.origin, old_len);
+        }
+    }
+
     /// Bounded correction: the first cached tokens after each change (an edit site, or the place where tokens
     /// were removed) are re-encoded with the update instead of being moved, `window(inserted, removed)` of them
     /// for a change that inserted and removed that many tokens (so a paste's large window is not also spent after

@@ -74,6 +74,10 @@ pub struct CacheStats {
     pub accepted_draft_tokens: u64,
     /// Wall time of the idle refresh, in milliseconds.
     pub refresh_ms: f64,
+    /// Bytes of the prompt's window not read yet (a window entered far from the cache is read around the cursor
+    /// first, the rest when the user pauses). Set by the warm thread, not the session.
+    #[serde(default)]
+    pub unread_bytes: usize,
 }
 
 /// The bounded correction applied with every PIE update (see `docs/engine.md`).
@@ -231,6 +235,8 @@ pub struct KvSession {
     stats: CacheStats,
     /// Set when a KV operation failed half-way: the next update recomputes from scratch.
     broken: bool,
+    /// Tokens the context is sized for at least (`set_room`): a prompt read in parts grows to it.
+    room: usize,
     /// How long the last generation's decode steps took (a moving average, milliseconds; 0 before the first): a
     /// streaming caller uses it to judge whether waiting one more step keeps it in time.
     step_ms: f64,
@@ -244,8 +250,16 @@ fn cache_err(e: impl std::fmt::Display) -> EngineError {
 impl KvSession {
     /// Open a session mirroring `text` and encode it.
     pub fn open(engine: &Engine, text: &str) -> Result<KvSession> {
+        Self::open_with_room(engine, text, 0)
+    }
+
+    /// `open`, with a context sized for a prompt of `room` tokens when that is more than `text`'s: a prompt read
+    /// in parts grows to it without a new context (growing one recomputes the whole prompt). See `set_room`.
+    pub fn open_with_room(engine: &Engine, text: &str, room: usize) -> Result<KvSession> {
         let doc = TokenText::new(text, &engine.bos_prefix(), engine);
-        let n_ctx = Self::size_for(engine, doc.len())?;
+        // A room past the context limit is not an error: the prompt may never grow to it.
+        let room = room.min(engine.config.n_ctx.max(64) - 1);
+        let n_ctx = Self::size_for(engine, doc.len().max(room))?;
         let gate = std::sync::Arc::<AbortGate>::default();
         let ctx = engine.new_context(n_ctx, &gate)?;
         let n_batch = engine.config.n_batch.clamp(1, n_ctx);
@@ -261,6 +275,7 @@ impl KvSession {
             logits: None,
             stats: CacheStats::default(),
             broken: false,
+            room,
             step_ms: 0.0,
             id: SESSION_IDS.fetch_add(1, Ordering::Relaxed),
         };
@@ -283,6 +298,13 @@ impl KvSession {
 
     pub fn text(&self) -> &str {
         &self.doc.text
+    }
+
+    /// Sizes the context for prompts of at least `tokens` from the next update on. A context that must grow
+    /// loses its cache and the update recomputes its prompt: set before an update that makes the prompt small (a
+    /// window read around the cursor first), that costs the small prompt, not the whole one it grows to later.
+    pub fn set_room(&mut self, tokens: usize) {
+        self.room = tokens.min(self.engine.config.n_ctx.max(64) - 1);
     }
 
     /// About how long one generation step takes here (the recent average; zero before the first generation).
@@ -527,7 +549,7 @@ impl KvSession {
         }
         let n_new = plan.new.len();
         let mut report = UpdateReport { resynced, ..Default::default() };
-        let lost = self.ensure_capacity(n_new)?;
+        let lost = self.ensure_capacity(n_new.max(self.room))?;
         let old_encoded = self.stats.encoded_tokens;
         let result = if lost || self.broken {
             self.doc = plan.new;
@@ -573,6 +595,36 @@ impl KvSession {
         Ok(report)
     }
 
+    /// The few cached tokens right before a site that are the cache's first stale tokens (everything before them
+    /// is fresh) are encoded again with the site, so that its new tokens are fresh: otherwise they saw a stale
+    /// token and are stale themselves (second order), with everything encoded after them. It happens where the
+    /// new text starts with the token that stood there (an indentation, a newline): the plan keeps that token,
+    /// and text inserted before a stale run lands after its first token. Reading a window in parts hit it at
+    /// every step (`warm::Warm::read_step`).
+    fn renew_stale_edges(&self, plan: &mut Plan) {
+        const MAX_EDGE: usize = 4;
+        let Some(first_stale) = self.stale.first_stale_from(0) else { return };
+        let mut renew = Vec::new();
+        for site in &plan.sites {
+            let mut t = site.start;
+            let mut run = Vec::new();
+            while t > plan.new.n_fixed && run.len() < MAX_EDGE {
+                match plan.origin[t - 1] {
+                    Some(o) if o >= first_stale => {
+                        run.push(t - 1);
+                        if o == first_stale {
+                            renew.extend(run.drain(..));
+                            break;
+                        }
+                        t -= 1;
+                    }
+                    _ => break,
+                }
+            }
+        }
+        plan.renew(&renew, self.doc.len());
+    }
+
     fn apply_pie(&mut self, mut plan: Plan, naive: bool, report: &mut UpdateReport) -> Result<()> {
         self.logits = None;
         // The correction is PIE's; the naive baseline stays what it is.
@@ -581,6 +633,9 @@ impl KvSession {
         let changed = plan.origin.clone();
         // Each change's own size decides its window, before the correction turns cached tokens into new ones.
         let widened = plan.correct_after_changes(|inserted, removed| correction.after_edit_for(inserted, removed), self.doc.len());
+        if !naive {
+            self.renew_stale_edges(&mut plan);
+        }
         // 1. Drop removed cells (old positions; nothing has moved yet).
         for &(a, b) in &plan.removed {
             self.seq_rm(SEQ_MAIN, a, Some(b))?;
