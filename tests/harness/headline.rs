@@ -36,13 +36,15 @@ pub struct Headline {
     pub reread_tokens: u64,
 }
 
-/// The server settings the headline runs under: the defaults, except that the prompt's window around the cursor
+/// The server settings the headline runs under: the defaults, except that the file is read whole at once and the prompt's window around the cursor
 /// (`completion.prefixBytes` / `suffixBytes`, 12,000 / 4,000 bytes by default) holds the whole file from any
 /// cursor. Otherwise typing in the middle of a 15 kB file also moves the window (lines enter the prompt at the top
 /// and leave it at the bottom), which PIE handles as one more edit but which is not the edit being shown, and the
 /// re-read would read another prompt than the edited one.
 pub fn settings(text: &str) -> Value {
-    json!({ "completion": { "prefixBytes": text.len() + 1, "suffixBytes": text.len() + 1 } })
+    // The re-read the demo compares the update with is one read of the whole file, the way the server read a file
+    // before it read around the cursor first (`completion.firstReadBytes`): that read, in parts, takes longer.
+    json!({ "completion": { "prefixBytes": text.len() + 1, "suffixBytes": text.len() + 1, "firstReadBytes": 0 } })
 }
 
 /// The leading whole lines of `text`, at most `max_bytes`, cut before a top-level definition so that the document

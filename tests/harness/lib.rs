@@ -309,13 +309,14 @@ impl LspClient {
         self.request("pie/cacheStats", json!({ "textDocument": { "uri": uri } }))
     }
 
-    /// Polls `pie/cacheStats` until the document's cache holds tokens (its first full read is done); returns those
+    /// Polls `pie/cacheStats` until the document's cache holds its whole prompt window (a large file is read
+    /// around the cursor first and the rest in the background: `unreadBytes` counts what is left); returns those
     /// stats. Fails at once when the server has no model, and after `timeout` otherwise.
     pub fn wait_warm(&mut self, uri: &str, timeout: Duration) -> Result<Value> {
         let deadline = Instant::now() + timeout;
         loop {
             match self.cache_stats(uri) {
-                Ok(stats) if stats["cachedTokens"].as_u64().unwrap_or(0) > 0 => return Ok(stats),
+                Ok(stats) if is_read(&stats) => return Ok(stats),
                 Err(err) if err.message.contains("no model") => bail!("{uri} cannot warm: {err}"),
                 _ if Instant::now() > deadline => bail!("{uri} was not warm after {} s", timeout.as_secs()),
                 _ => thread::sleep(Duration::from_millis(200)),
@@ -659,4 +660,10 @@ pub fn json_subset(expected: &Value, actual: &Value) -> bool {
         (Value::Object(e), Value::Object(a)) => e.iter().all(|(k, v)| a.get(k).is_some_and(|av| json_subset(v, av))),
         (e, a) => e == a,
     }
+}
+
+/// Whether `pie/cacheStats` says the document's cache holds its whole prompt window: tokens cached and no window
+/// bytes left to read.
+pub fn is_read(stats: &Value) -> bool {
+    stats["cachedTokens"].as_u64().unwrap_or(0) > 0 && stats["unreadBytes"].as_u64().unwrap_or(0) == 0
 }

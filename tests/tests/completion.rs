@@ -47,7 +47,7 @@ fn wait_warm(lsp: &mut LspClient) -> Value {
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         if let Ok(stats) = lsp.cache_stats(URI) {
-            if stats["cachedTokens"].as_u64().unwrap_or(0) > 0 {
+            if pie_ls_harness::is_read(&stats) {
                 return stats;
             }
         }

@@ -29,7 +29,7 @@ fn warm_stats(lsp: &mut LspClient, uri: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(240);
     loop {
         match lsp.cache_stats(uri) {
-            Ok(stats) if stats["cachedTokens"].as_u64().unwrap_or(0) > 0 => return stats,
+            Ok(stats) if pie_ls_harness::is_read(&stats) => return stats,
             Ok(_) | Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
             other => panic!("document never became warm: {other:?}\nstderr: {}", lsp.stderr()),
         }
@@ -248,4 +248,68 @@ fn the_server_reports_model_loading_as_progress() {
     assert_eq!(end["value"]["kind"], "end", "{end}");
     assert_eq!(end["token"], begin["token"]);
     let _ = json!(null);
+}
+
+#[test]
+fn a_large_file_is_read_around_the_cursor_first_and_whole_when_idle() {
+    // ~8 kB: more than twice `completion.firstReadBytes` (2,048 by default), so the open reads nothing but the
+    // prompt's markers, a request reads ~2 kB around its cursor and is answered from that, and idle time reads the
+    // rest of the window, ending with a cache as exact as one read of the whole file.
+    let uri = "file:///w/large.py";
+    let text = helpers(52);
+    assert!(text.len() > 8000, "{}", text.len());
+    let mut lsp = LspClient::builder().model(&default_model()).init_options(json!({ "completion": { "maxTokens": 8 } })).spawn().unwrap();
+    // Answered once the model is loaded: commands reach the warm thread in order.
+    let _ = lsp.cache_stats(uri);
+    lsp.open(uri, "python", &text);
+    let opened = lsp.cache_stats(uri).unwrap();
+    assert!(opened["cachedTokens"].as_u64().unwrap() < 20, "the open reads the markers only: {opened}");
+    assert_eq!(opened["unreadBytes"].as_u64().unwrap() as usize, text.len(), "{opened}");
+
+    // A request in the middle of the file: answered from the text around it.
+    let line = text[..text.find("def helper_26(").unwrap()].matches('\n').count() as u32;
+    let answer = lsp
+        .request(
+            "textDocument/inlineCompletion",
+            json!({ "textDocument": { "uri": uri }, "position": { "line": line + 2, "character": 4 }, "context": { "triggerKind": 1 } }),
+        )
+        .unwrap();
+    assert!(answer.get("items").is_some() || answer.is_array(), "{answer}");
+    let first = lsp.cache_stats(uri).unwrap();
+    let first_tokens = first["cachedTokens"].as_u64().unwrap();
+    assert!(first_tokens > 200 && first_tokens < 900, "about 2 kB around the cursor: {first}");
+    assert!(first["unreadBytes"].as_u64().unwrap() > 5000, "{first}");
+
+    // Idle: the rest is read, and the cache is whole and exact (nothing stale, the tokens a fresh tokenization's).
+    let read = lsp.wait_warm(uri, Duration::from_secs(300)).unwrap();
+    let whole = read["cachedTokens"].as_u64().unwrap();
+    assert!(whole > 3 * first_tokens, "{first}\n{read}");
+    assert_eq!(read["fullRecomputes"], 0, "read in parts, never recomputed: {read}");
+    let settled = {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let stats = lsp.cache_stats(uri).unwrap();
+            if stats["staleTokens"] == 0 {
+                break stats;
+            }
+            assert!(Instant::now() < deadline, "what the read left stale was never settled: {stats}");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    };
+    let check = lsp.request("pie/cacheCheck", json!({ "textDocument": { "uri": uri } })).unwrap();
+    assert_eq!(check["tokensMatch"], true, "{check}");
+    assert_eq!(check["promptMatches"], true, "{check}");
+    assert_eq!(check["textMatchesDocument"], true, "{check}");
+    assert_eq!(check["cachedTokens"].as_u64(), settled["cachedTokens"].as_u64(), "{check}");
+
+    // From here on the file is warm: a keystroke and a request encode a few tokens, not the window.
+    lsp.edit(uri, vec![range_change((line + 2, 4), (line + 2, 4), "r")]);
+    lsp.request(
+        "textDocument/inlineCompletion",
+        json!({ "textDocument": { "uri": uri }, "position": { "line": line + 2, "character": 5 }, "context": { "triggerKind": 1 } }),
+    )
+    .unwrap();
+    let typed = lsp.cache_stats(uri).unwrap();
+    let encoded = typed["encodedTokens"].as_u64().unwrap() - settled["encodedTokens"].as_u64().unwrap();
+    assert!(encoded < 100, "{encoded} tokens encoded for a keystroke and a request: {typed}");
 }

@@ -21,9 +21,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use crate::engine::{self, CacheStats, Engine, EngineConfig, GenerateParams, KvSession, SamplingParams, TextEdit, WarmPool};
+use crate::engine::{self, CacheStats, Correction, Engine, EngineConfig, GenerateParams, KvSession, SamplingParams, TextEdit, WarmPool};
 use crate::features::chat::{render, ChatMessage};
-use crate::features::completion::{carry_window, generate_streaming, prompt_edits, CompletionConfig, CrossFileContext, Markers, Prompt, PromptBuilder, Streaming};
+use crate::features::completion::{carry_unread, carry_window, generate_streaming, prompt_edits, CompletionConfig, CrossFileContext, Markers, Prompt, PromptBuilder, Streaming};
 
 /// How long the warm thread waits for the next keystroke before it applies an edit to the cache, so that a burst
 /// of typing is one PIE update rather than one per key. Any other command (a completion, a query) applies the
@@ -35,6 +35,16 @@ const EDIT_DEBOUNCE_MAX: Duration = Duration::from_millis(1500);
 
 /// How long the document must be idle before stale tokens are refreshed.
 const IDLE_BEFORE_REFRESH: Duration = Duration::from_millis(400);
+
+/// Bytes one step of reading a window that was read around the cursor first adds to the prompt: ~110 tokens of
+/// code, under a second at 4k tokens on 2 cores. A step is one PIE update and cannot be stopped half-way, so a
+/// keystroke waits for the step under way; the settling between steps (re-encoding what the steps left stale)
+/// stops at once.
+const READ_STEP_BYTES: usize = 384;
+
+/// Stale tokens re-encoded at a time while settling a window read in parts (the refresh's chunks, which a command
+/// stops half-way; larger than the idle refresh's, which is bounded per pause).
+const SETTLE_CHUNK_TOKENS: usize = 128;
 
 /// Something the warm thread reports to the user (turned into `window/logMessage` / `$/progress` by the caller).
 #[derive(Debug, Clone)]
@@ -446,6 +456,11 @@ fn load(model_spec: Option<String>, config: EngineConfig, notify: &dyn Fn(Notice
     result
 }
 
+/// The `$/progress` token of reading `uri` into the model (the open, and a window read around the cursor first).
+fn reading_token(uri: &str) -> String {
+    format!("pie-ls/warm/{uri}")
+}
+
 /// Whether `edits` (one update's, folded) look like typing: each inserts and removes at most
 /// `TYPING_EDIT_BYTES`, all within `TYPING_SPAN_BYTES` of each other (a rename's edits all over the file are not).
 fn is_typing(edits: &[TextEdit]) -> bool {
@@ -464,6 +479,9 @@ struct WarmDoc {
     text: String,
     cursor: usize,
     prompt: Prompt,
+    /// While the window is being read (see `Warm::read_step`): how many bytes were unread when it began, for the
+    /// progress shown. Stays set after the last bytes are read until what the reading left stale is re-encoded.
+    reading: Option<usize>,
 }
 
 struct Warm {
@@ -489,7 +507,7 @@ struct Warm {
 impl Warm {
     fn new(engine: Result<Engine, String>, completion: &CompletionConfig, interrupt: Arc<AtomicBool>, notify: std::rc::Rc<dyn Fn(Notice)>) -> Warm {
         let markers = engine.as_ref().ok().and_then(Markers::of_model);
-        let prompts = PromptBuilder::new(markers, completion.prefix_bytes, completion.suffix_bytes);
+        let prompts = PromptBuilder::new(markers, completion.prefix_bytes, completion.suffix_bytes).with_first_read(completion.first_read_bytes);
         let context = engine.as_ref().ok().and_then(CrossFileContext::of_model);
         let model_file = engine.as_ref().ok().map(|e| ModelFile::of(&e.info().path));
         Warm {
@@ -518,7 +536,7 @@ impl Warm {
             self.watch_model();
             if self.queue.is_empty() {
                 // Idle time counts from the last edit: queries (cacheStats) do not postpone the refresh.
-                let next = if last_edited.is_some() {
+                let next = if last_edited.is_some() || self.reading_any() {
                     rx.recv_timeout(IDLE_BEFORE_REFRESH.saturating_sub(last_edit_at.elapsed()))
                 } else {
                     // Wakes up now and then to look at the model file.
@@ -527,6 +545,10 @@ impl Warm {
                 match next {
                     Ok(cmd) => self.queue.push_back(cmd),
                     Err(RecvTimeoutError::Timeout) => {
+                        // A window read around the cursor first is read on before anything is refreshed.
+                        if self.read_step(last_edited.as_deref()) {
+                            continue;
+                        }
                         if let Some(uri) = &last_edited {
                             if !self.refresh(uri, last_edit_at) {
                                 last_edited = None;
@@ -546,7 +568,7 @@ impl Warm {
                 Command::Open { uri, version, text } => {
                     let cursor = text.len();
                     self.texts.open(&uri, version, &text);
-                    self.open(uri, version, text, cursor);
+                    self.open(uri, version, text, cursor, false);
                 }
                 Command::Edit { uri, mut version, mut edits } => {
                     let held_since = Instant::now();
@@ -586,7 +608,9 @@ impl Warm {
                 }
                 Command::Close { uri } => {
                     self.texts.close(&uri);
-                    self.sessions.remove(&uri);
+                    if let Some(Ok(doc)) = self.sessions.remove(&uri) {
+                        self.end_reading(&uri, &doc, "closed");
+                    }
                     if let Some(context) = self.context.as_mut() {
                         context.forget(&uri);
                     }
@@ -600,7 +624,7 @@ impl Warm {
                 Command::Stats { uri, reply } => {
                     let stats = match (&self.engine, self.sessions.get(&uri)) {
                         (Err(err), _) => Err(format!("no model loaded: {err}")),
-                        (Ok(_), Some(Ok(doc))) => Ok(doc.session.stats()),
+                        (Ok(_), Some(Ok(doc))) => Ok(CacheStats { unread_bytes: doc.prompt.unread_bytes(), ..doc.session.stats() }),
                         (Ok(_), Some(Err(err))) => Err(format!("{uri} has no warm cache: {err}")),
                         (Ok(_), None) => Err(format!("{uri} has no warm cache (not open, closed, or evicted by the warm-document limit)")),
                     };
@@ -642,24 +666,128 @@ impl Warm {
         }
     }
 
-    fn open(&mut self, uri: String, version: i32, text: String, cursor: usize) {
+    /// Opens a warm session for `uri`. A window too large to read at once (`PromptBuilder::read_first`) is read
+    /// around the cursor first when `cursor_known` (an edit or a request brought it), and not at all otherwise
+    /// (`didOpen` says nothing of the cursor): the first edit or request reads around its cursor, idle time the rest.
+    fn open(&mut self, uri: String, version: i32, text: String, cursor: usize, cursor_known: bool) {
         let Ok(engine) = &self.engine else { return };
-        let token = format!("pie-ls/warm/{uri}");
+        if let Some(Ok(old)) = self.sessions.remove(&uri) {
+            self.end_reading(&uri, &old, "reopened");
+        }
+        let token = reading_token(&uri);
         (self.notify)(Notice::ProgressBegin { token: token.clone(), title: "pie-ls: reading file into the model".into(), message: uri.clone() });
-        let prompt = self.prompts.build_with_context(&text, cursor, &self.context_for(&uri));
-        let session = KvSession::open(engine, &prompt.text).map_err(|e| e.to_string());
-        let message = match &session {
-            Ok(s) => format!("{} tokens cached", s.stats().cached_tokens),
+        let context = self.context_for(&uri);
+        let whole = self.prompts.build_with_context(&text, cursor, &context);
+        // The context is sized for the whole window, which a first read grows to.
+        let room = engine.tokenize(&whole.text, true).len();
+        let prompt = match self.prompts.read_first(&text, cursor, &context, &whole, None) {
+            Some(first) if cursor_known => first,
+            _ => self.prompts.build_unread(&text, cursor, &context, whole),
+        };
+        let session = KvSession::open_with_room(engine, &prompt.text, room).map_err(|e| e.to_string());
+        let reading = (prompt.unread.is_some()).then(|| prompt.unread_bytes());
+        match &session {
+            Ok(_) if reading.is_some() => {
+                let message = "read around the cursor at the first edit or request, the rest when idle".to_owned();
+                (self.notify)(Notice::ProgressReport { token, message, percentage: Some(0) });
+            }
+            Ok(s) => (self.notify)(Notice::ProgressEnd { token, message: format!("{} tokens cached", s.stats().cached_tokens) }),
             Err(err) => {
                 (self.notify)(Notice::Log { error: false, message: format!("{uri} stays cold: {err}") });
-                "not cached".into()
+                (self.notify)(Notice::ProgressEnd { token, message: "not cached".into() });
             }
-        };
-        (self.notify)(Notice::ProgressEnd { token, message });
+        }
         let bytes = session.as_ref().map(|s| s.kv_bytes()).unwrap_or(0);
-        let doc = session.map(|session| WarmDoc { session, version, text, cursor, prompt });
+        let doc = session.map(|session| WarmDoc { session, version, text, cursor, prompt, reading });
         self.sessions.insert(uri.clone(), doc);
         self.touch(&uri, bytes);
+    }
+
+    /// Ends the reading progress of `doc`, if it was being read (closed, dropped, or read to the end).
+    fn end_reading(&self, uri: &str, doc: &WarmDoc, message: &str) {
+        if doc.reading.is_some() {
+            (self.notify)(Notice::ProgressEnd { token: reading_token(uri), message: message.to_owned() });
+        }
+    }
+
+    /// Whether some warm document's window is still being read.
+    fn reading_any(&self) -> bool {
+        self.sessions.values().any(|d| matches!(d, Ok(d) if d.reading.is_some()))
+    }
+
+    /// One step of reading a window that was read around the cursor first (`PromptBuilder::read_first`), in
+    /// `prefer` (the document last edited) when it is being read, else in any: the next bytes of the prefix gap;
+    /// once the gap is read, a chunk of the tokens the steps left stale (the part around the cursor, which did not
+    /// see the text before it); then the suffix's next bytes. The end is a cache as exact as a full read. Returns
+    /// whether a step ran. Not budgeted like the refresh: it is the read an open did at once before (~30 s of
+    /// both cores for a 16 kB window), moved after the first suggestion, and every command stops it.
+    fn read_step(&mut self, prefer: Option<&str>) -> bool {
+        let is_reading = |d: &Result<WarmDoc, String>| matches!(d, Ok(d) if d.reading.is_some());
+        let uri = match prefer.filter(|u| self.sessions.get(*u).is_some_and(is_reading)) {
+            Some(uri) => uri.to_owned(),
+            None => match self.sessions.iter().find(|(_, d)| is_reading(d)) {
+                Some((uri, _)) => uri.clone(),
+                None => return false,
+            },
+        };
+        let context = self.context_for(&uri);
+        let Some(Ok(doc)) = self.sessions.get_mut(&uri) else { return false };
+        let total = doc.reading.unwrap_or(0).max(1);
+        let t = Instant::now();
+        let next = self.prompts.read_more(&doc.text, doc.cursor, &context, &doc.prompt, READ_STEP_BYTES, true);
+        let result = if let Some(next) = next {
+            Self::apply_read(doc, next)
+        } else if doc.session.stale_tokens() > 0 {
+            self.interrupt.store(false, Ordering::Relaxed);
+            match doc.session.refresh_stale(SETTLE_CHUNK_TOKENS, &self.interrupt) {
+                Ok(report) if report.encoded_tokens == 0 => Err("re-encoding the stale tokens made no progress".to_owned()),
+                Ok(_) | Err(engine::EngineError::Cancelled) => Ok(()),
+                Err(err) => Err(err.to_string()),
+            }
+        } else if let Some(next) = self.prompts.read_more(&doc.text, doc.cursor, &context, &doc.prompt, READ_STEP_BYTES, false) {
+            Self::apply_read(doc, next)
+        } else {
+            let message = format!("{} tokens cached", doc.session.stats().cached_tokens);
+            tracing::debug!(uri, "warm: window read");
+            let doc = match self.sessions.get_mut(&uri) {
+                Some(Ok(doc)) => doc,
+                _ => return false,
+            };
+            doc.reading = None;
+            (self.notify)(Notice::ProgressEnd { token: reading_token(&uri), message });
+            return true;
+        };
+        let Some(Ok(doc)) = self.sessions.get_mut(&uri) else { return false };
+        let unread = doc.prompt.unread_bytes();
+        tracing::debug!(unread, stale = doc.session.stale_tokens(), ms = t.elapsed().as_secs_f64() * 1e3, spans = ?doc.session.stale_spans().iter().take(4).map(|s| (s.start, s.end, s.origin)).collect::<Vec<_>>(), n = doc.session.tokens().len(), "warm: read step");
+        match result {
+            Ok(()) => {
+                let percentage = Some(((total - unread.min(total)) * 100 / total) as u32);
+                let message = format!("{} tokens cached, {unread} bytes to read", doc.session.stats().cached_tokens);
+                (self.notify)(Notice::ProgressReport { token: reading_token(&uri), message, percentage });
+                let bytes = doc.session.kv_bytes();
+                self.touch(&uri, bytes);
+            }
+            Err(err) => {
+                (self.notify)(Notice::Log { error: true, message: format!("{uri}: reading the window failed, dropping the warm cache: {err}") });
+                if let Some(Ok(doc)) = self.sessions.insert(uri.clone(), Err(err)) {
+                    self.end_reading(&uri, &doc, "failed");
+                }
+            }
+        }
+        true
+    }
+
+    /// Applies one read step's prompt: the new bytes are encoded after what comes before them, and nothing else
+    /// is re-encoded (the settling does that: a correction window would spend its tokens at every step).
+    fn apply_read(doc: &mut WarmDoc, (next, edit): (Prompt, TextEdit)) -> Result<(), String> {
+        let correction = doc.session.correction();
+        doc.session.set_correction(Correction::OFF);
+        let result = doc.session.update(&next.text, &[edit]);
+        doc.session.set_correction(correction);
+        result.map_err(|e| e.to_string())?;
+        doc.prompt = next;
+        Ok(())
     }
 
     /// Reports, once, that the loaded model's file was removed or changed.
@@ -687,7 +815,7 @@ impl Warm {
         if !matches!(self.sessions.get(uri), Some(Ok(_))) {
             // Evicted or failed earlier: a new edit is a reason to try warming it again.
             if self.engine.is_ok() {
-                self.open(uri.to_owned(), version, text, cursor);
+                self.open(uri.to_owned(), version, text, cursor, true);
             }
             return;
         }
@@ -695,14 +823,14 @@ impl Warm {
         // means the request that follows finds it in place), but a larger edit only when the window may stay for
         // it: a block pasted or deleted far away would move the window there and back.
         let cursor = match self.sessions.get(uri) {
-            Some(Ok(doc)) if !is_typing(edits) => {
-                self.prompts.cursor_after_edit(&doc.text, &text, doc.cursor, (doc.prompt.window_start, doc.prompt.window_end), cursor)
-            }
+            Some(Ok(doc)) if !is_typing(edits) => self.prompts.cursor_after_edit(&doc.text, &text, doc.cursor, &doc.prompt, cursor),
             _ => cursor,
         };
         if let Err(err) = self.move_to(uri, version, text, cursor) {
             (self.notify)(Notice::Log { error: true, message: format!("{uri}: cache update failed, dropping the warm cache: {err}") });
-            self.sessions.insert(uri.to_owned(), Err(err));
+            if let Some(Ok(doc)) = self.sessions.insert(uri.to_owned(), Err(err)) {
+                self.end_reading(uri, &doc, "failed");
+            }
         } else if large {
             self.grant_catch_up(uri);
         }
@@ -713,9 +841,27 @@ impl Warm {
         let context = self.context_for(uri);
         let Some(Ok(doc)) = self.sessions.get_mut(uri) else { return Err(format!("{uri} is not warm")) };
         let kept = carry_window(&doc.text, &text, (doc.prompt.window_start, doc.prompt.window_end));
-        let prompt = self.prompts.build_keeping(&text, cursor, &context, kept);
+        let unread = doc.prompt.unread.map(|u| carry_unread(&doc.text, &text, u));
+        let prompt = self.prompts.build_keeping(&text, cursor, &context, kept, unread);
+        // What the cache holds, in `text`'s bytes: a window that enters far from it is read around the cursor first.
+        let held = Prompt { text: String::new(), window_start: kept.0, window_end: kept.1, unread };
+        let prompt = match self.prompts.read_first(&text, cursor, &context, &prompt, Some(&held)) {
+            Some(first) => {
+                // Sized for the whole window now, while the prompt is small.
+                doc.session.set_room(self.engine.as_ref().map_or(0, |e| e.tokenize(&prompt.text, true).len()));
+                first
+            }
+            None => prompt,
+        };
         if (prompt.window_start, prompt.window_end) != kept {
-            tracing::debug!(from = ?kept, to = ?(prompt.window_start, prompt.window_end), len = text.len(), "warm: prompt window moved");
+            tracing::debug!(from = ?kept, to = ?(prompt.window_start, prompt.window_end), len = text.len(), unread = prompt.unread_bytes(), "warm: prompt window moved");
+        }
+        if prompt.unread.is_some() && doc.reading.is_none() {
+            doc.reading = Some(prompt.unread_bytes());
+            let message = format!("{} bytes around the cursor first; the rest of the window when idle", prompt.text.len());
+            (self.notify)(Notice::ProgressBegin { token: reading_token(uri), title: "pie-ls: reading the window into the model".into(), message });
+        } else if let (Some(total), Some(_)) = (doc.reading, prompt.unread) {
+            doc.reading = Some(total.max(prompt.unread_bytes()));
         }
         if prompt.text != doc.prompt.text {
             let edits = prompt_edits(&doc.prompt.text, &prompt.text);
@@ -765,7 +911,7 @@ impl Warm {
         let before = match self.sessions.get(uri.as_str()) {
             Some(Ok(doc)) => doc.session.stats(),
             _ => {
-                self.open(uri.clone(), version, text.clone(), cursor);
+                self.open(uri.clone(), version, text.clone(), cursor, true);
                 match self.sessions.get(uri.as_str()) {
                     Some(Ok(_)) => CacheStats::default(),
                     Some(Err(err)) => return Some((reply, Err(err.clone()))),

@@ -10,7 +10,7 @@ mod prompt;
 
 pub use generate::{generate_streaming, generate_suggestion, Generated, Streaming};
 pub use postprocess::{finish_suggestion, BlockStop};
-pub use prompt::{carry_window, prompt_edits, CrossFileContext, Markers, Prompt, PromptBuilder};
+pub use prompt::{carry_unread, carry_window, prompt_edits, CrossFileContext, Markers, Prompt, PromptBuilder, Unread};
 
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +35,10 @@ pub struct CompletionConfig {
     pub prefix_bytes: usize,
     /// Bytes of text after the cursor in the prompt.
     pub suffix_bytes: usize,
+    /// When the cache does not hold the prompt's window (a file opened, a jump far away) and entering it would read
+    /// more than twice this: read this many bytes around the cursor first (three quarters before it), answer from
+    /// them, and read the rest of the window when the user pauses. 0: read the whole window before answering.
+    pub first_read_bytes: usize,
     /// Offer multi-line suggestions (continue a block); off: stop at the end of the line.
     pub multiline: bool,
     /// The backend of completions, over `backend`.
@@ -51,6 +55,7 @@ impl Default for CompletionConfig {
             extension_ms: 600,
             prefix_bytes: 12_000,
             suffix_bytes: 4_000,
+            first_read_bytes: 2_048,
             multiline: true,
             backend: None,
         }

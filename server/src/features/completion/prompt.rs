@@ -42,6 +42,34 @@ pub struct Prompt {
     pub window_start: usize,
     /// One past the last document byte included.
     pub window_end: usize,
+    /// The parts of the window not in the prompt yet (`None`: the whole window is). A window the cache does not
+    /// hold (a file opened, a jump far away) is read around the cursor first and the rest when the user pauses
+    /// (`PromptBuilder::read_first`, `build_unread`, `read_more`), so that the first suggestion does not wait for it.
+    pub unread: Option<Unread>,
+}
+
+/// Window bytes a prompt does not hold yet: the prefix is `window_start..gap.0` then `gap.1..cursor`, the suffix
+/// `cursor..suffix_to`. Read in this order: the gap from its start (each part then sees everything before it,
+/// as a full read would), then the suffix at its end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unread {
+    pub gap: (usize, usize),
+    pub suffix_to: usize,
+}
+
+impl Prompt {
+    /// Window bytes not in the prompt yet.
+    pub fn unread_bytes(&self) -> usize {
+        self.unread.map_or(0, |u| (u.gap.1 - u.gap.0) + (self.window_end - u.suffix_to))
+    }
+
+    /// The document byte ranges the prompt holds.
+    fn read_ranges(&self) -> Vec<(usize, usize)> {
+        match self.unread {
+            Some(u) => vec![(self.window_start, u.gap.0), (u.gap.1, u.suffix_to)],
+            None => vec![(self.window_start, self.window_end)],
+        }
+    }
 }
 
 /// Builds prompts for one document, keeping the window still while the cursor stays inside it.
@@ -50,6 +78,8 @@ pub struct PromptBuilder {
     markers: Option<Markers>,
     prefix_bytes: usize,
     suffix_bytes: usize,
+    /// Bytes around the cursor read first when the cache does not hold the window (0: the whole window at once).
+    first_read_bytes: usize,
 }
 
 /// Windows move in steps of this many lines, so that typing does not slide them on every keystroke.
@@ -57,7 +87,14 @@ const WINDOW_STEP_LINES: usize = 64;
 
 impl PromptBuilder {
     pub fn new(markers: Option<Markers>, prefix_bytes: usize, suffix_bytes: usize) -> PromptBuilder {
-        PromptBuilder { markers, prefix_bytes: prefix_bytes.max(256), suffix_bytes }
+        PromptBuilder { markers, prefix_bytes: prefix_bytes.max(256), suffix_bytes, first_read_bytes: 0 }
+    }
+
+    /// Reads a window the cache does not hold around the cursor first, `bytes` of it (FIM models only: a
+    /// left-to-right prompt moves its window with every line typed, so it never keeps one to grow).
+    pub fn with_first_read(mut self, bytes: usize) -> PromptBuilder {
+        self.first_read_bytes = bytes;
+        self
     }
 
     pub fn is_fim(&self) -> bool {
@@ -74,7 +111,7 @@ impl PromptBuilder {
     pub fn build_with_context(&self, text: &str, cursor: usize, context: &str) -> Prompt {
         let cursor = text.floor_char_boundary_compat(cursor);
         let (window_start, window_end) = self.fresh_window(text, cursor);
-        self.render(text, cursor, window_start, window_end, context)
+        self.render(text, cursor, window_start, window_end, None, context)
     }
 
     /// The same, keeping `kept` (the last prompt's window, carried into `text` by `carry_window`) while the cursor
@@ -82,11 +119,85 @@ impl PromptBuilder {
     /// drop text when the cursor goes one way and encode it again when it comes back: after a block edit above
     /// the typing place, the return to it re-encoded 64-line blocks of suffix, 8-22 s at 4k tokens on 2 cores
     /// (`bench typing --block-edits`). A kept window costs the cache only the marker's move.
-    pub fn build_keeping(&self, text: &str, cursor: usize, context: &str, kept: (usize, usize)) -> Prompt {
+    /// With `unread` (carried into `text` by `carry_unread`), a window still being read stays while the cursor
+    /// is inside its read part around the cursor.
+    pub fn build_keeping(&self, text: &str, cursor: usize, context: &str, kept: (usize, usize), unread: Option<Unread>) -> Prompt {
         let cursor = text.floor_char_boundary_compat(cursor);
         let fresh = self.fresh_window(text, cursor);
-        let window = if self.markers.is_some() && self.may_keep(text, cursor, kept, fresh) { kept } else { fresh };
-        self.render(text, cursor, window.0, window.1, context)
+        if let Some(unread) = unread {
+            if self.may_keep_unread(text, cursor, kept, unread) {
+                return self.render(text, cursor, kept.0, kept.1, Some(unread), context);
+            }
+        } else if self.markers.is_some() && self.may_keep(text, cursor, kept, fresh) {
+            return self.render(text, cursor, kept.0, kept.1, None, context);
+        }
+        self.render(text, cursor, fresh.0, fresh.1, None, context)
+    }
+
+    /// When `prompt` (built for `text`) holds more than twice the first read's bytes that `held` (the prompt the
+    /// cache mirrors, carried into `text`) does not: the same window read around the cursor first
+    /// (`first_read_bytes`, three quarters of it before the cursor), the rest unread. `None`: read `prompt` at
+    /// once. Reading 4,000 tokens takes ~30 s on 2 cores; the first read, ~600 tokens, a few seconds.
+    pub fn read_first(&self, text: &str, cursor: usize, context: &str, prompt: &Prompt, held: Option<&Prompt>) -> Option<Prompt> {
+        if self.markers.is_none() || self.first_read_bytes == 0 || prompt.unread.is_some() {
+            return None;
+        }
+        let held = held.map(Prompt::read_ranges).unwrap_or_default();
+        let entering: usize = prompt
+            .read_ranges()
+            .iter()
+            .map(|&(a, b)| (b - a) - held.iter().map(|&(c, d)| b.min(d).saturating_sub(a.max(c))).sum::<usize>())
+            .sum();
+        if entering <= 2 * self.first_read_bytes {
+            return None;
+        }
+        let cursor = text.floor_char_boundary_compat(cursor);
+        let (start, end) = (prompt.window_start, prompt.window_end);
+        let before = self.first_read_bytes * 3 / 4;
+        let from = line_start(text, cursor.saturating_sub(before)).clamp(start, cursor);
+        let suffix_to = next_line_start(text, (cursor + self.first_read_bytes - before).min(text.len())).clamp(cursor, end);
+        // What the cache holds from the window's start on stays read (a jump within a window being read keeps
+        // what was read of its gap).
+        let read_to = held.iter().find(|&&(a, b)| a <= start && start < b).map_or(start, |&(_, b)| b.min(from));
+        let unread = (read_to < from || suffix_to < end).then_some(Unread { gap: (read_to, from), suffix_to });
+        Some(self.render(text, cursor, start, end, unread, context))
+    }
+
+    /// The same window with nothing read yet but the cursor marker (`prompt` built for `text`, the cursor at
+    /// its end: a file just opened, whose cursor the server does not know): the first command that brings a cursor
+    /// reads around it (`read_first`), and idle time reads the window from its start. `prompt` itself when it
+    /// is small enough to read at once (as `read_first` judges) or not FIM.
+    pub fn build_unread(&self, text: &str, cursor: usize, context: &str, prompt: Prompt) -> Prompt {
+        let cursor = text.floor_char_boundary_compat(cursor);
+        let size = prompt.window_end - prompt.window_start;
+        if self.markers.is_none() || self.first_read_bytes == 0 || size <= 2 * self.first_read_bytes || cursor != prompt.window_end {
+            return prompt;
+        }
+        let unread = Unread { gap: (prompt.window_start, cursor), suffix_to: cursor };
+        self.render(text, cursor, prompt.window_start, prompt.window_end, Some(unread), context)
+    }
+
+    /// The next step of reading `prompt`'s window (built for `text` with the cursor at `cursor`, after
+    /// `context`): about `step` more bytes of the prefix gap, at its start; once the gap is read (`prefix_only`:
+    /// not before), of the suffix, at its end. Returns the new prompt and the one insertion that makes it (a line
+    /// diff could split it where the new lines repeat lines after them, and re-encode those). `None` when there
+    /// is nothing left to read in that part.
+    pub fn read_more(&self, text: &str, cursor: usize, context: &str, prompt: &Prompt, step: usize, prefix_only: bool) -> Option<(Prompt, TextEdit)> {
+        let u = prompt.unread?;
+        let markers = self.markers.as_ref()?;
+        let (unread, at, added) = if u.gap.0 < u.gap.1 {
+            let to = next_line_start(text, (u.gap.0 + step.max(1)).min(u.gap.1)).min(u.gap.1);
+            (Unread { gap: (to, u.gap.1), ..u }, context.len() + markers.prefix.len() + (u.gap.0 - prompt.window_start), &text[u.gap.0..to])
+        } else if !prefix_only && u.suffix_to < prompt.window_end {
+            let to = next_line_start(text, (u.suffix_to + step.max(1)).min(prompt.window_end)).min(prompt.window_end);
+            (Unread { suffix_to: to, ..u }, prompt.text.len() - markers.middle.len(), &text[u.suffix_to..to])
+        } else {
+            return None;
+        };
+        let done = unread.gap.0 >= unread.gap.1 && unread.suffix_to >= prompt.window_end;
+        let unread = (!done).then_some(unread);
+        let next = self.render(text, cursor, prompt.window_start, prompt.window_end, unread, context);
+        Some((next, TextEdit::new(at, at, added)))
     }
 
     /// Where a warm document's prompt puts the cursor after an edit of `old` into `new` that ended at
@@ -95,12 +206,16 @@ impl PromptBuilder {
     /// far from where the user types (a block deleted or pasted outside the window, a rename elsewhere) then leaves
     /// the prompt where it was, instead of moving the window there and back (each move re-encodes what enters the
     /// window: seconds per kilobyte on 2 cores); a completion request brings its own cursor.
-    pub fn cursor_after_edit(&self, old: &str, new: &str, old_cursor: usize, window: (usize, usize), edit_cursor: usize) -> usize {
+    pub fn cursor_after_edit(&self, old: &str, new: &str, old_cursor: usize, prompt: &Prompt, edit_cursor: usize) -> usize {
         if self.markers.is_none() {
             return edit_cursor;
         }
-        let kept = carry_window(old, new, window);
-        let stays = |cursor: usize| self.may_keep(new, cursor, kept, self.fresh_window(new, cursor));
+        let kept = carry_window(old, new, (prompt.window_start, prompt.window_end));
+        let unread = prompt.unread.map(|u| carry_unread(old, new, u));
+        let stays = |cursor: usize| match unread {
+            Some(u) => self.may_keep_unread(new, cursor, kept, u),
+            None => self.may_keep(new, cursor, kept, self.fresh_window(new, cursor)),
+        };
         let edit_cursor = new.floor_char_boundary_compat(edit_cursor);
         if stays(edit_cursor) {
             return edit_cursor;
@@ -141,16 +256,30 @@ impl PromptBuilder {
             && end - start <= (self.prefix_bytes + self.suffix_bytes).max(fresh.1 - fresh.0) * 5 / 4
     }
 
-    fn render(&self, text: &str, cursor: usize, window_start: usize, window_end: usize, context: &str) -> Prompt {
-        let prefix = &text[window_start..cursor];
+    /// Whether a window still being read (`kept`, `unread`) may stay for the cursor at `cursor`: the cursor is in
+    /// the part read around it, and the window is no larger than `may_keep` allows.
+    fn may_keep_unread(&self, text: &str, cursor: usize, (start, end): (usize, usize), unread: Unread) -> bool {
+        let points = [start, unread.gap.0, unread.gap.1, cursor, unread.suffix_to, end];
+        self.markers.is_some()
+            && points.windows(2).all(|w| w[0] <= w[1])
+            && end <= text.len()
+            && points.iter().all(|&p| text.is_char_boundary(p))
+            && end - start <= (self.prefix_bytes + self.suffix_bytes).max(self.fresh_window(text, cursor).1 - self.fresh_window(text, cursor).0) * 5 / 4
+    }
+
+    fn render(&self, text: &str, cursor: usize, window_start: usize, window_end: usize, unread: Option<Unread>, context: &str) -> Prompt {
+        let (prefix, suffix_to) = match unread {
+            Some(u) => (format!("{}{}", &text[window_start..u.gap.0], &text[u.gap.1..cursor]), u.suffix_to),
+            None => (text[window_start..cursor].to_owned(), window_end),
+        };
         let body = match &self.markers {
             Some(m) => {
-                let suffix = &text[cursor..window_end];
+                let suffix = &text[cursor..suffix_to];
                 format!("{context}{}{prefix}{}{suffix}{}", m.prefix, m.suffix, m.middle)
             }
             None => format!("{context}{prefix}"),
         };
-        Prompt { text: body, window_start, window_end }
+        Prompt { text: body, window_start, window_end, unread }
     }
 }
 
@@ -263,6 +392,30 @@ pub fn carry_window(old: &str, new: &str, (start, end): (usize, usize)) -> (usiz
     let start = new[..start].rfind('\n').map_or(0, |i| i + 1);
     let end = if end == 0 || new.as_bytes()[end - 1] == b'\n' { end } else { new[end..].find('\n').map_or(new.len(), |i| end + i + 1) };
     (start, end)
+}
+
+/// A prompt's unread parts carried from `old` into `new` like its window (`carry_window`): the gap's ends on line
+/// starts, the suffix's end on a line start or the text's end. `PromptBuilder::build_keeping` checks the result.
+pub fn carry_unread(old: &str, new: &str, unread: Unread) -> Unread {
+    let carry = |at: usize| new.floor_char_boundary_compat(carry_point(old, new, at));
+    let gap = (line_start(new, carry(unread.gap.0)), line_start(new, carry(unread.gap.1)));
+    let suffix_to = carry(unread.suffix_to);
+    let suffix_to = if suffix_to == 0 || new.as_bytes()[suffix_to - 1] == b'\n' { suffix_to } else { next_line_start(new, suffix_to) };
+    Unread { gap, suffix_to }
+}
+
+/// The start of the line holding byte `at`.
+fn line_start(text: &str, at: usize) -> usize {
+    text[..at].rfind('\n').map_or(0, |i| i + 1)
+}
+
+/// The start of the line after the one holding byte `at` (the text's end on the last line); `at` itself when it
+/// is a line start.
+fn next_line_start(text: &str, at: usize) -> usize {
+    if at == 0 || at >= text.len() || text.as_bytes()[at - 1] == b'\n' {
+        return at.min(text.len());
+    }
+    text[at..].find('\n').map_or(text.len(), |i| at + i + 1)
 }
 
 /// A byte position of `old` carried into `new` (see `carry_window`): before the change it stays, after it it
@@ -531,6 +684,108 @@ mod tests {
     }
 
     #[test]
+    fn a_window_far_from_the_cache_is_read_around_the_cursor_first_then_in_steps_to_the_whole_window() {
+        let text = numbered_lines(4000); // ~35 kB
+        let b = PromptBuilder::new(Some(markers()), 4000, 1000).with_first_read(1000);
+        let cursor = text.find("line 2500\n").unwrap() + 3;
+        let whole = b.build(&text, cursor);
+        // Nothing held (a file opened): the window is the same, read around the cursor first, on line starts.
+        let first = b.read_first(&text, cursor, "", &whole, None).expect("a first read");
+        assert_eq!((first.window_start, first.window_end), (whole.window_start, whole.window_end));
+        let u = first.unread.expect("a first read");
+        assert_eq!(u.gap.0, whole.window_start);
+        assert!(cursor - u.gap.1 <= 750 + 10 && cursor - u.gap.1 >= 740, "{u:?}");
+        assert!(u.suffix_to - cursor >= 250 && u.suffix_to - cursor <= 260, "{u:?}");
+        assert!(text[..u.gap.1].ends_with('\n') && text[..u.suffix_to].ends_with('\n'));
+        assert_eq!(first.unread_bytes(), whole.text.len() - first.text.len());
+        assert!(first.text.contains("line 2499\nlin<S>e 2500\n") && !first.text.contains("line 2400\n"));
+        // Read on: the gap from its start (each step is one insertion right after what was read of the gap, so it
+        // sees all the text before it), then the suffix at its end, until the prompt is the whole window's.
+        let mut p = first.clone();
+        let mut steps = 0;
+        while let Some((next, edit)) = b.read_more(&text, cursor, "", &p, 300, false) {
+            assert_eq!(apply(&p.text, &[edit]), next.text);
+            // One site for the cache, and the text it adds is the next lines of the document, inserted right
+            // after what was read of the gap (after the prefix marker), or before the middle marker (the suffix).
+            assert_eq!(prompt_edits(&p.text, &next.text).len(), 1);
+            let u = p.unread.unwrap();
+            let (at, added, part_done) = if u.gap.0 < u.gap.1 {
+                assert!(b.read_more(&text, cursor, "", &p, 300, true).is_some());
+                let to = next.unread.map_or(u.gap.1, |n| n.gap.0);
+                ("<P>".len() + (u.gap.0 - p.window_start), &text[u.gap.0..to], to == u.gap.1)
+            } else {
+                // Not while `prefix_only`.
+                assert!(b.read_more(&text, cursor, "", &p, 300, true).is_none());
+                let to = next.unread.map_or(p.window_end, |n| n.suffix_to);
+                (p.text.len() - "<M>".len(), &text[u.suffix_to..to], to == p.window_end)
+            };
+            assert_eq!(next.text, format!("{}{added}{}", &p.text[..at], &p.text[at..]));
+            assert!((added.len() >= 300 || part_done) && added.len() < 320 && added.ends_with('\n'), "{}", added.len());
+            p = next;
+            steps += 1;
+        }
+        assert_eq!(p, whole);
+        let unread = first.unread_bytes();
+        assert!(steps >= unread / 320 && steps <= unread / 300 + 2, "{steps} steps for {unread} bytes");
+        // Held (the cache holds most of the window already): read at once, as before.
+        let near = b.build(&text, cursor - 200);
+        assert_eq!(b.read_first(&text, cursor, "", &whole, Some(&near)), None);
+        // Off, or a small file: at once.
+        let off = PromptBuilder::new(Some(markers()), 4000, 1000);
+        assert_eq!(off.read_first(&text, cursor, "", &whole, None), None);
+        let small = numbered_lines(100);
+        let all = b.build(&small, 50);
+        assert_eq!(b.read_first(&small, 50, "", &all, None), None);
+    }
+
+    #[test]
+    fn a_window_being_read_stays_while_the_cursor_types_in_its_read_part() {
+        let text = numbered_lines(4000);
+        let b = PromptBuilder::new(Some(markers()), 4000, 1000).with_first_read(1000);
+        let cursor = text.find("line 2500\n").unwrap() + 3;
+        let first = b.read_first(&text, cursor, "", &b.build(&text, cursor), None).unwrap();
+        let window = (first.window_start, first.window_end);
+        // A keystroke at the cursor: the window and its unread parts are carried, and the prompt only changes there.
+        let typed = format!("{}x{}", &text[..cursor], &text[cursor..]);
+        let unread = carry_unread(&text, &typed, first.unread.unwrap());
+        let kept = carry_window(&text, &typed, window);
+        let after = b.build_keeping(&typed, cursor + 1, "", kept, Some(unread));
+        assert_eq!(after.unread, Some(Unread { suffix_to: first.unread.unwrap().suffix_to + 1, ..first.unread.unwrap() }));
+        assert_eq!(inserted(&first.text, &after.text), "line 2500\n".len() + 1 + "<S>".len());
+        assert_eq!(after.unread_bytes(), first.unread_bytes());
+        // The cursor somewhere it has not read (in the gap): a fresh window, whole (the caller may read it first).
+        let far = text.find("line 2200\n").unwrap();
+        let moved = b.build_keeping(&text, far, "", window, first.unread);
+        assert_eq!(moved, b.build(&text, far));
+        assert!(b.read_first(&text, far, "", &moved, Some(&first)).is_some());
+        // When the window stays (a file that fits whole) and its gap was read in part, what was read stays read.
+        let small = numbered_lines(450);
+        // A file opened: nothing read but the markers; a cursor in it reads around it and keeps what was read.
+        let opened = b.build_unread(&small, small.len(), "", b.build(&small, small.len()));
+        assert_eq!(opened.text, "<P><S><M>");
+        assert_eq!(opened.unread_bytes(), small.len());
+        assert_eq!((opened.window_start, opened.window_end), (0, small.len()));
+        let mut part = opened.clone();
+        for _ in 0..3 {
+            part = b.read_more(&small, small.len(), "", &part, 300, true).unwrap().0;
+        }
+        let read_to = part.unread.unwrap().gap.0;
+        assert!(read_to >= 900, "{read_to}");
+        let in_gap = small.find("line 250\n").unwrap();
+        let whole = b.build(&small, in_gap);
+        assert_eq!((whole.window_start, whole.window_end), (0, small.len()));
+        let again = b.read_first(&small, in_gap, "", &whole, Some(&part)).unwrap();
+        assert_eq!(again.unread.unwrap().gap.0, read_to);
+        assert!(inserted(&part.text, &again.text) < 1100, "{}", inserted(&part.text, &again.text));
+        // A line deleted inside the read prefix part moves the gap's end and the window's end with it.
+        let line = text.find("line 2499\n").unwrap();
+        let deleted = format!("{}{}", &text[..line], &text[line + "line 2499\n".len()..]);
+        let u = carry_unread(&text, &deleted, first.unread.unwrap());
+        assert_eq!(u.gap, first.unread.unwrap().gap);
+        assert_eq!(u.suffix_to, first.unread.unwrap().suffix_to - "line 2499\n".len());
+    }
+
+    #[test]
     fn a_window_is_carried_through_edits_and_put_on_line_starts() {
         let old = "a\nbb\ncc\ndd\nee\n";
         // Typing inside the window: the end shifts by what was typed.
@@ -572,23 +827,23 @@ mod tests {
         // A few lines up: kept, and the cache moves only the marker, there and back.
         let near = text.find("line 1020").unwrap();
         assert!(b.build(&text, near).window_end < first.window_end, "a fresh window there would drop suffix lines");
-        let up = b.build_keeping(&text, near, "", kept);
+        let up = b.build_keeping(&text, near, "", kept, None);
         assert_eq!((up.window_start, up.window_end), (first.window_start, first.window_end));
-        let back = b.build_keeping(&text, cursor, "", (up.window_start, up.window_end));
+        let back = b.build_keeping(&text, cursor, "", (up.window_start, up.window_end), None);
         assert_eq!(back, first);
         assert!(inserted(&first.text, &up.text) < 40 && inserted(&up.text, &back.text) < 40);
         // Near the window's start the prefix would be under half its budget: a fresh window.
         let edge = first.window_start + 200;
-        assert_eq!(b.build_keeping(&text, edge, "", kept), b.build(&text, edge));
+        assert_eq!(b.build_keeping(&text, edge, "", kept, None), b.build(&text, edge));
         // Outside it: a fresh window.
         let far = text.find("line 100\n").unwrap();
-        assert_eq!(b.build_keeping(&text, far, "", kept), b.build(&text, far));
+        assert_eq!(b.build_keeping(&text, far, "", kept, None), b.build(&text, far));
         // A window larger than both budgets together is not kept, even with the cursor inside.
         let huge = (0, text.len());
-        assert_eq!(b.build_keeping(&text, cursor, "", huge), first);
+        assert_eq!(b.build_keeping(&text, cursor, "", huge, None), first);
         // Models without FIM markers: the prompt ends at the cursor, nothing to keep.
         let l2r = PromptBuilder::new(None, 2000, 500);
-        assert_eq!(l2r.build_keeping(&text, near, "", kept), l2r.build(&text, near));
+        assert_eq!(l2r.build_keeping(&text, near, "", kept, None), l2r.build(&text, near));
     }
 
     #[test]
@@ -603,17 +858,17 @@ mod tests {
         // the prompt text does not change at all.
         let (a, z) = (text.find("line 100\n").unwrap(), text.find("line 130\n").unwrap());
         let deleted = format!("{}{}", &text[..a], &text[z..]);
-        let cursor = b.cursor_after_edit(&text, &deleted, typing, window, a);
+        let cursor = b.cursor_after_edit(&text, &deleted, typing, &p, a);
         assert_eq!(cursor, typing - (z - a));
-        let after = b.build_keeping(&deleted, cursor, "", carry_window(&text, &deleted, window));
+        let after = b.build_keeping(&deleted, cursor, "", carry_window(&text, &deleted, window), None);
         assert_eq!(after.text, p.text);
         // Typing a few lines above the cursor, inside the window: the cursor goes to the edit, as usual.
         let near = text.find("line 3480").unwrap();
         let typed = format!("{}x{}", &text[..near], &text[near..]);
-        assert_eq!(b.cursor_after_edit(&text, &typed, typing, window, near + 1), near + 1);
+        assert_eq!(b.cursor_after_edit(&text, &typed, typing, &p, near + 1), near + 1);
         // Models without FIM markers: always the edit.
         let l2r = PromptBuilder::new(None, 4000, 1000);
-        assert_eq!(l2r.cursor_after_edit(&text, &deleted, typing, window, a), a);
+        assert_eq!(l2r.cursor_after_edit(&text, &deleted, typing, &p, a), a);
     }
 
     #[test]
