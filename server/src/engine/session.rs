@@ -613,7 +613,7 @@ impl KvSession {
                     Some(o) if o >= first_stale => {
                         run.push(t - 1);
                         if o == first_stale {
-                            renew.extend(run.drain(..));
+                            renew.append(&mut run);
                             break;
                         }
                         t -= 1;

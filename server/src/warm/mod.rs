@@ -1001,7 +1001,9 @@ impl Warm {
         let Some(pool) = self.pool.as_mut() else { return };
         for evicted in pool.touch(&uri.to_owned(), bytes) {
             tracing::info!("evicting the warm cache of {evicted} (warm-document limit)");
-            self.sessions.remove(&evicted);
+            if let Some(Ok(doc)) = self.sessions.remove(&evicted) {
+                self.end_reading(&evicted, &doc, "evicted (warm-document limit)");
+            }
         }
     }
 
