@@ -254,7 +254,7 @@ fn the_server_reports_model_loading_as_progress() {
 fn a_large_file_is_read_around_the_cursor_first_and_whole_when_idle() {
     // ~8 kB: more than twice `completion.firstReadBytes` (2,048 by default), so the open reads nothing but the
     // prompt's markers, a request reads ~2 kB around its cursor and is answered from that, and idle time reads the
-    // rest of the window, ending with a cache as exact as one read of the whole file.
+    // rest of the window (of the document in use only), ending with a cache as exact as one read of the whole file.
     let uri = "file:///w/large.py";
     let text = helpers(52);
     assert!(text.len() > 8000, "{}", text.len());
@@ -279,6 +279,23 @@ fn a_large_file_is_read_around_the_cursor_first_and_whole_when_idle() {
     let first_tokens = first["cachedTokens"].as_u64().unwrap();
     assert!(first_tokens > 200 && first_tokens < 900, "about 2 kB around the cursor: {first}");
     assert!(first["unreadBytes"].as_u64().unwrap() > 5000, "{first}");
+
+    // Another document opened meanwhile is the one in use: it is read, and this one waits (not read on in the
+    // background while the user works elsewhere), until a request brings the user back.
+    let other = "file:///w/other.py";
+    lsp.open(other, "python", &helpers(50));
+    let unread = |lsp: &mut LspClient, uri: &str| lsp.cache_stats(uri).unwrap()["unreadBytes"].as_u64().unwrap();
+    let (this_before, other_before) = (unread(&mut lsp, uri), unread(&mut lsp, other));
+    std::thread::sleep(Duration::from_secs(4));
+    let (this_after, other_after) = (unread(&mut lsp, uri), unread(&mut lsp, other));
+    assert_eq!(this_after, this_before, "the document left is not read on");
+    assert!(other_after < other_before, "the document in use is read: {other_before} -> {other_after}");
+    lsp.close(other);
+    lsp.request(
+        "textDocument/inlineCompletion",
+        json!({ "textDocument": { "uri": uri }, "position": { "line": line + 2, "character": 4 }, "context": { "triggerKind": 1 } }),
+    )
+    .unwrap();
 
     // Idle: the rest is read, and the cache is whole and exact (nothing stale, the tokens a fresh tokenization's).
     let read = lsp.wait_warm(uri, Duration::from_secs(300)).unwrap();

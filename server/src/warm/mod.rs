@@ -482,6 +482,8 @@ struct WarmDoc {
     /// While the window is being read (see `Warm::read_step`): how many bytes were unread when it began, for the
     /// progress shown. Stays set after the last bytes are read until what the reading left stale is re-encoded.
     reading: Option<usize>,
+    /// Whether the reading's `$/progress` is open (it ends while the user works in another document).
+    progress_shown: bool,
 }
 
 struct Warm {
@@ -531,12 +533,15 @@ impl Warm {
             self.pool = Some(WarmPool::from_config(engine.config()));
         }
         let mut last_edited: Option<String> = None;
+        // The document the user works in (opened, edited or asked in last): the only one whose window is read in
+        // idle time. A document opened and left is not read on, so browsing files does not set the cores to work.
+        let mut focus: Option<String> = None;
         let mut last_edit_at = Instant::now();
         loop {
             self.watch_model();
             if self.queue.is_empty() {
                 // Idle time counts from the last edit: queries (cacheStats) do not postpone the refresh.
-                let next = if last_edited.is_some() || self.reading_any() {
+                let next = if last_edited.is_some() || focus.as_deref().is_some_and(|u| self.is_reading(u)) {
                     rx.recv_timeout(IDLE_BEFORE_REFRESH.saturating_sub(last_edit_at.elapsed()))
                 } else {
                     // Wakes up now and then to look at the model file.
@@ -546,7 +551,7 @@ impl Warm {
                     Ok(cmd) => self.queue.push_back(cmd),
                     Err(RecvTimeoutError::Timeout) => {
                         // A window read around the cursor first is read on before anything is refreshed.
-                        if self.read_step(last_edited.as_deref()) {
+                        if focus.as_deref().is_some_and(|u| self.read_step(u)) {
                             continue;
                         }
                         if let Some(uri) = &last_edited {
@@ -564,6 +569,13 @@ impl Warm {
             let Some(cmd) = self.queue.pop_front() else { continue };
             tracing::trace!(kind = cmd.kind(), "warm: command");
             test_panic(cmd.kind());
+            if let Command::Open { uri, .. } | Command::Edit { uri, .. } | Command::Complete(CompleteRequest { uri, .. }) = &cmd {
+                if focus.as_deref() != Some(uri.as_str()) {
+                    if let Some(left) = focus.replace(uri.clone()) {
+                        self.pause_reading(&left);
+                    }
+                }
+            }
             match cmd {
                 Command::Open { uri, version, text } => {
                     let cursor = text.len();
@@ -698,40 +710,54 @@ impl Warm {
             }
         }
         let bytes = session.as_ref().map(|s| s.kv_bytes()).unwrap_or(0);
-        let doc = session.map(|session| WarmDoc { session, version, text, cursor, prompt, reading });
+        let progress_shown = reading.is_some();
+        let doc = session.map(|session| WarmDoc { session, version, text, cursor, prompt, reading, progress_shown });
         self.sessions.insert(uri.clone(), doc);
         self.touch(&uri, bytes);
     }
 
     /// Ends the reading progress of `doc`, if it was being read (closed, dropped, or read to the end).
     fn end_reading(&self, uri: &str, doc: &WarmDoc, message: &str) {
-        if doc.reading.is_some() {
+        if doc.reading.is_some() && doc.progress_shown {
             (self.notify)(Notice::ProgressEnd { token: reading_token(uri), message: message.to_owned() });
         }
     }
 
-    /// Whether some warm document's window is still being read.
-    fn reading_any(&self) -> bool {
-        self.sessions.values().any(|d| matches!(d, Ok(d) if d.reading.is_some()))
+    /// Whether `uri`'s window is still being read.
+    fn is_reading(&self, uri: &str) -> bool {
+        matches!(self.sessions.get(uri), Some(Ok(d)) if d.reading.is_some())
     }
 
-    /// One step of reading a window that was read around the cursor first (`PromptBuilder::read_first`), in
-    /// `prefer` (the document last edited) when it is being read, else in any: the next bytes of the prefix gap;
+    /// The user left `uri` for another document: its reading waits until it is used again, and its progress ends
+    /// until then.
+    fn pause_reading(&mut self, uri: &str) {
+        if let Some(Ok(doc)) = self.sessions.get_mut(uri) {
+            if doc.reading.is_some() && doc.progress_shown {
+                doc.progress_shown = false;
+                let message = format!("paused with {} bytes to read: goes on when the document is used again", doc.prompt.unread_bytes());
+                (self.notify)(Notice::ProgressEnd { token: reading_token(uri), message });
+            }
+        }
+    }
+
+    /// One step of reading `uri`'s window, which was read around the cursor first (`PromptBuilder::read_first`)
+    /// or not at all (opened): the next bytes of the prefix gap;
     /// once the gap is read, a chunk of the tokens the steps left stale (the part around the cursor, which did not
     /// see the text before it); then the suffix's next bytes. The end is a cache as exact as a full read. Returns
     /// whether a step ran. Not budgeted like the refresh: it is the read an open did at once before (~30 s of
     /// both cores for a 16 kB window), moved after the first suggestion, and every command stops it.
-    fn read_step(&mut self, prefer: Option<&str>) -> bool {
-        let is_reading = |d: &Result<WarmDoc, String>| matches!(d, Ok(d) if d.reading.is_some());
-        let uri = match prefer.filter(|u| self.sessions.get(*u).is_some_and(is_reading)) {
-            Some(uri) => uri.to_owned(),
-            None => match self.sessions.iter().find(|(_, d)| is_reading(d)) {
-                Some((uri, _)) => uri.clone(),
-                None => return false,
-            },
-        };
+    fn read_step(&mut self, uri: &str) -> bool {
+        let uri = uri.to_owned();
+        if !self.is_reading(&uri) {
+            return false;
+        }
         let context = self.context_for(&uri);
         let Some(Ok(doc)) = self.sessions.get_mut(&uri) else { return false };
+        if !doc.progress_shown {
+            doc.progress_shown = true;
+            let message = format!("{} bytes to read", doc.prompt.unread_bytes());
+            (self.notify)(Notice::ProgressBegin { token: reading_token(&uri), title: "pie-ls: reading the window into the model".into(), message });
+        }
         let total = doc.reading.unwrap_or(0).max(1);
         let t = Instant::now();
         let next = self.prompts.read_more(&doc.text, doc.cursor, &context, &doc.prompt, READ_STEP_BYTES, true);
@@ -754,6 +780,7 @@ impl Warm {
                 _ => return false,
             };
             doc.reading = None;
+            doc.progress_shown = false;
             (self.notify)(Notice::ProgressEnd { token: reading_token(&uri), message });
             return true;
         };
@@ -858,8 +885,6 @@ impl Warm {
         }
         if prompt.unread.is_some() && doc.reading.is_none() {
             doc.reading = Some(prompt.unread_bytes());
-            let message = format!("{} bytes around the cursor first; the rest of the window when idle", prompt.text.len());
-            (self.notify)(Notice::ProgressBegin { token: reading_token(uri), title: "pie-ls: reading the window into the model".into(), message });
         } else if let (Some(total), Some(_)) = (doc.reading, prompt.unread) {
             doc.reading = Some(total.max(prompt.unread_bytes()));
         }
