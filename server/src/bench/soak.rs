@@ -152,7 +152,9 @@ pub fn run(args: SoakArgs) -> anyhow::Result<()> {
         lsp.open_version(&doc.uri, doc.language, doc.version, &doc.text);
         doc.open = true;
     }
-    // The warm thread handles commands in order: once the last eligible document answers, every open was read.
+    // The warm thread handles commands in order and reads the window of the document in use (the last opened):
+    // once that one is read, every open was handled. The others are read around the cursor when the run first
+    // edits them (`completion.firstReadBytes`), the rest when idle.
     let last = docs.iter().rev().find(|d| d.warm_eligible).map(|d| d.uri.clone()).context("no warm-eligible document")?;
     wait_warm(&mut lsp, &last)?;
     println!("soak: all documents open after {:.1} s", started.elapsed().as_secs_f64());

@@ -42,6 +42,11 @@ const IDLE_BEFORE_REFRESH: Duration = Duration::from_millis(400);
 /// stops at once.
 const READ_STEP_BYTES: usize = 384;
 
+/// How long the user must pause before the window of the document in use is read on. Longer than the refresh's
+/// wait: a read step cannot stop half-way, and short pauses between bursts of typing (0.3-0.8 s in `bench typing`)
+/// would make the next keystroke wait for one.
+const READ_AFTER_IDLE: Duration = Duration::from_millis(1000);
+
 /// Stale tokens re-encoded at a time while settling a window read in parts (the refresh's chunks, which a command
 /// stops half-way; larger than the idle refresh's, which is bounded per pause).
 const SETTLE_CHUNK_TOKENS: usize = 128;
@@ -541,8 +546,10 @@ impl Warm {
             self.watch_model();
             if self.queue.is_empty() {
                 // Idle time counts from the last edit: queries (cacheStats) do not postpone the refresh.
-                let next = if last_edited.is_some() || focus.as_deref().is_some_and(|u| self.is_reading(u)) {
-                    rx.recv_timeout(IDLE_BEFORE_REFRESH.saturating_sub(last_edit_at.elapsed()))
+                let reading = focus.as_deref().is_some_and(|u| self.is_reading(u));
+                let next = if last_edited.is_some() || reading {
+                    let idle = if reading { READ_AFTER_IDLE } else { IDLE_BEFORE_REFRESH };
+                    rx.recv_timeout(idle.saturating_sub(last_edit_at.elapsed()))
                 } else {
                     // Wakes up now and then to look at the model file.
                     rx.recv_timeout(MODEL_CHECK_EVERY)
@@ -551,7 +558,7 @@ impl Warm {
                     Ok(cmd) => self.queue.push_back(cmd),
                     Err(RecvTimeoutError::Timeout) => {
                         // A window read around the cursor first is read on before anything is refreshed.
-                        if focus.as_deref().is_some_and(|u| self.read_step(u)) {
+                        if reading && focus.as_deref().is_some_and(|u| self.read_step(u)) {
                             continue;
                         }
                         if let Some(uri) = &last_edited {
@@ -766,7 +773,15 @@ impl Warm {
         } else if doc.session.stale_tokens() > 0 {
             self.interrupt.store(false, Ordering::Relaxed);
             match doc.session.refresh_stale(SETTLE_CHUNK_TOKENS, &self.interrupt) {
-                Ok(report) if report.encoded_tokens == 0 => Err("re-encoding the stale tokens made no progress".to_owned()),
+                Ok(report) if report.encoded_tokens == 0 => {
+                    // Not expected (stale tokens are what the refresh finds); stop reading rather than loop. The
+                    // prompt stays consistent, with its unread part unread.
+                    tracing::warn!(uri, stale = doc.session.stale_tokens(), "settling a window read in parts made no progress; reading stops");
+                    doc.reading = None;
+                    doc.progress_shown = false;
+                    (self.notify)(Notice::ProgressEnd { token: reading_token(&uri), message: "stopped".into() });
+                    return true;
+                }
                 Ok(_) | Err(engine::EngineError::Cancelled) => Ok(()),
                 Err(err) => Err(err.to_string()),
             }
