@@ -54,6 +54,10 @@ pub struct TypingBenchArgs {
     /// the pause (compare with '{"model":{"refreshLargeEditTokens":0}}').
     #[arg(long)]
     pub block_edits: bool,
+    /// Start the session right after the first suggestion, while the server still reads the file's window in
+    /// the background (`completion.firstReadBytes`), instead of after the read: the figures then include it.
+    #[arg(long)]
+    pub type_while_reading: bool,
     /// Write the server's own log here (its `--log-file`; the level follows `RUST_LOG`), to see where the time goes.
     #[arg(long)]
     pub server_log: Option<PathBuf>,
@@ -228,10 +232,17 @@ pub fn run(args: TypingBenchArgs) -> anyhow::Result<()> {
     let first_answer = suggest(&mut lsp, cursor_line, cursor_col);
     let open_to_suggestion_ms = opened_at.elapsed().as_secs_f64() * 1e3;
     let at_first = lsp.cache_stats(URI).ok();
-    let opened = wait_warm(&mut lsp)?;
-    let open_to_read_s = opened_at.elapsed().as_secs_f64();
-    let sampler = Sampler::start(pid);
-    wait_quiet(&sampler, 60.0);
+    let sampler;
+    let (opened, open_to_read_s) = if args.type_while_reading {
+        sampler = Sampler::start(pid);
+        (at_first.clone().context("pie/cacheStats after the first suggestion")?, f64::NAN)
+    } else {
+        let opened = wait_warm(&mut lsp)?;
+        let read_s = opened_at.elapsed().as_secs_f64();
+        sampler = Sampler::start(pid);
+        wait_quiet(&sampler, 60.0);
+        (opened, read_s)
+    };
     let before = lsp.cache_stats(URI).map_err(|e| anyhow::anyhow!("pie/cacheStats: {e}"))?;
 
     let t_start = sampler.now();
@@ -352,7 +363,12 @@ pub fn run(args: TypingBenchArgs) -> anyhow::Result<()> {
         at_first.as_ref().map_or(Value::Null, |s| s["cachedTokens"].clone()),
         if first_answer.is_err() { ", the request failed" } else { "" }
     );
-    println!("| file opened: s until the whole window is read | {open_to_read_s:.1} |");
+    if args.type_while_reading {
+        let left = after["unreadBytes"].as_u64().unwrap_or(0);
+        println!("| file opened: the session started at once (`--type-while-reading`); window bytes unread at its end | {left} |");
+    } else {
+        println!("| file opened: s until the whole window is read | {open_to_read_s:.1} |");
+    }
     println!("| cores busy during the session (server CPU s per s) | {busy:.2} |");
     println!("| server CPU seconds per minute of session | {:.1} |", busy * 60.0);
     println!("| idle (< 5% of a core) after the last keystroke | {} |", fmt_s(idle_key));
