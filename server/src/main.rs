@@ -60,6 +60,8 @@ enum BenchCommand {
     Soak(pie_ls::bench::soak::SoakArgs),
     /// A typing session through the real server: cores busy, time to idle, suggestion latency.
     Typing(pie_ls::bench::typing::TypingBenchArgs),
+    /// What a suggestion answered from the text read around the cursor first loses against the whole window.
+    FirstRead(pie_ls::bench::firstread::FirstReadBenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -92,6 +94,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Perf(args)) => pie_ls::bench::perf::run(args),
         Command::Bench(BenchCommand::Soak(args)) => pie_ls::bench::soak::run(args),
         Command::Bench(BenchCommand::Typing(args)) => pie_ls::bench::typing::run(args),
+        Command::Bench(BenchCommand::FirstRead(args)) => pie_ls::bench::firstread::run(args),
     }
 }
 

@@ -5,6 +5,7 @@ pub mod alloc;
 pub mod backends;
 pub mod completion;
 pub mod decode;
+pub mod firstread;
 pub mod infill;
 pub mod keystroke;
 pub mod perf;

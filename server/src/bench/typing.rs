@@ -165,7 +165,12 @@ fn idle_within(samples: &[(f64, f64)], from: f64, until: f64) -> Option<f64> {
 }
 
 fn source_text(args: &TypingBenchArgs) -> anyhow::Result<String> {
-    let text = match &args.file {
+    source_text_of(args.file.as_deref(), args.bytes)
+}
+
+/// `file`'s text, or Python standard-library modules, cut to whole lines within `bytes`.
+pub(crate) fn source_text_of(file: Option<&std::path::Path>, bytes: usize) -> anyhow::Result<String> {
+    let text = match file {
         Some(file) => std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?,
         None => {
             let out = std::process::Command::new("python3")
@@ -188,7 +193,7 @@ fn source_text(args: &TypingBenchArgs) -> anyhow::Result<String> {
     };
     let mut out = String::new();
     for line in text.split_inclusive('\n') {
-        if out.len() + line.len() > args.bytes {
+        if out.len() + line.len() > bytes {
             break;
         }
         out.push_str(line);

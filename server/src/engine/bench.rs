@@ -606,7 +606,8 @@ fn levenshtein(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-fn edit_similarity(a: &str, b: &str) -> f64 {
+/// 1 - Levenshtein distance / the longer length, over chars of the trimmed texts (1: identical).
+pub fn edit_similarity(a: &str, b: &str) -> f64 {
     let (a, b) = (a.trim(), b.trim());
     let m = a.chars().count().max(b.chars().count());
     if m == 0 {
