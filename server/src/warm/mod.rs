@@ -697,12 +697,12 @@ impl Warm {
         (self.notify)(Notice::ProgressBegin { token: token.clone(), title: "pie-ls: reading file into the model".into(), message: uri.clone() });
         let context = self.context_for(&uri);
         let whole = self.prompts.build_with_context(&text, cursor, &context);
-        // The context is sized for the whole window, which a first read grows to.
-        let room = engine.tokenize(&whole.text, true).len();
         let prompt = match self.prompts.read_first(&text, cursor, &context, &whole, None) {
             Some(first) if cursor_known => first,
-            _ => self.prompts.build_unread(&text, cursor, &context, whole),
+            _ => self.prompts.build_unread(&text, cursor, &context, whole.clone()),
         };
+        // A prompt read in parts gets a context sized for the whole window, which it grows to.
+        let room = if prompt.unread.is_some() { engine.tokenize(&whole.text, true).len() } else { 0 };
         let session = KvSession::open_with_room(engine, &prompt.text, room).map_err(|e| e.to_string());
         let reading = (prompt.unread.is_some()).then(|| prompt.unread_bytes());
         match &session {
@@ -790,10 +790,6 @@ impl Warm {
         } else {
             let message = format!("{} tokens cached", doc.session.stats().cached_tokens);
             tracing::debug!(uri, "warm: window read");
-            let doc = match self.sessions.get_mut(&uri) {
-                Some(Ok(doc)) => doc,
-                _ => return false,
-            };
             doc.reading = None;
             doc.progress_shown = false;
             (self.notify)(Notice::ProgressEnd { token: reading_token(&uri), message });

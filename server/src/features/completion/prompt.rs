@@ -125,7 +125,7 @@ impl PromptBuilder {
         let cursor = text.floor_char_boundary_compat(cursor);
         let fresh = self.fresh_window(text, cursor);
         if let Some(unread) = unread {
-            if self.may_keep_unread(text, cursor, kept, unread) {
+            if self.may_keep_unread(text, cursor, kept, unread, fresh) {
                 return self.render(text, cursor, kept.0, kept.1, Some(unread), context);
             }
         } else if self.markers.is_some() && self.may_keep(text, cursor, kept, fresh) {
@@ -213,7 +213,7 @@ impl PromptBuilder {
         let kept = carry_window(old, new, (prompt.window_start, prompt.window_end));
         let unread = prompt.unread.map(|u| carry_unread(old, new, u));
         let stays = |cursor: usize| match unread {
-            Some(u) => self.may_keep_unread(new, cursor, kept, u),
+            Some(u) => self.may_keep_unread(new, cursor, kept, u, self.fresh_window(new, cursor)),
             None => self.may_keep(new, cursor, kept, self.fresh_window(new, cursor)),
         };
         let edit_cursor = new.floor_char_boundary_compat(edit_cursor);
@@ -253,18 +253,24 @@ impl PromptBuilder {
         well_formed
             && cursor - start >= (cursor - fresh.0).min(self.prefix_bytes / 2)
             && end - cursor >= (fresh.1 - cursor).min(self.suffix_bytes / 2)
-            && end - start <= (self.prefix_bytes + self.suffix_bytes).max(fresh.1 - fresh.0) * 5 / 4
+            && self.within_size(kept, fresh)
+    }
+
+    /// Whether the window `(start, end)` is at most a quarter larger than the prefix and suffix budgets together,
+    /// or than the fresh window (`fresh`, which line blocks widen).
+    fn within_size(&self, (start, end): (usize, usize), fresh: (usize, usize)) -> bool {
+        end - start <= (self.prefix_bytes + self.suffix_bytes).max(fresh.1 - fresh.0) * 5 / 4
     }
 
     /// Whether a window still being read (`kept`, `unread`) may stay for the cursor at `cursor`: the cursor is in
     /// the part read around it, and the window is no larger than `may_keep` allows.
-    fn may_keep_unread(&self, text: &str, cursor: usize, (start, end): (usize, usize), unread: Unread) -> bool {
+    fn may_keep_unread(&self, text: &str, cursor: usize, (start, end): (usize, usize), unread: Unread, fresh: (usize, usize)) -> bool {
         let points = [start, unread.gap.0, unread.gap.1, cursor, unread.suffix_to, end];
         self.markers.is_some()
             && points.windows(2).all(|w| w[0] <= w[1])
             && end <= text.len()
             && points.iter().all(|&p| text.is_char_boundary(p))
-            && end - start <= (self.prefix_bytes + self.suffix_bytes).max(self.fresh_window(text, cursor).1 - self.fresh_window(text, cursor).0) * 5 / 4
+            && self.within_size((start, end), fresh)
     }
 
     fn render(&self, text: &str, cursor: usize, window_start: usize, window_end: usize, unread: Option<Unread>, context: &str) -> Prompt {
@@ -397,11 +403,11 @@ pub fn carry_window(old: &str, new: &str, (start, end): (usize, usize)) -> (usiz
 /// A prompt's unread parts carried from `old` into `new` like its window (`carry_window`): the gap's ends on line
 /// starts, the suffix's end on a line start or the text's end. `PromptBuilder::build_keeping` checks the result.
 pub fn carry_unread(old: &str, new: &str, unread: Unread) -> Unread {
-    let carry = |at: usize| new.floor_char_boundary_compat(carry_point(old, new, at));
+    // One diff of the texts for the three points: this runs with every keystroke while a window is being read.
+    let span = changed_span(old, new);
+    let carry = |at: usize| new.floor_char_boundary_compat(carry_point_in(span, new, at));
     let gap = (line_start(new, carry(unread.gap.0)), line_start(new, carry(unread.gap.1)));
-    let suffix_to = carry(unread.suffix_to);
-    let suffix_to = if suffix_to == 0 || new.as_bytes()[suffix_to - 1] == b'\n' { suffix_to } else { next_line_start(new, suffix_to) };
-    Unread { gap, suffix_to }
+    Unread { gap, suffix_to: next_line_start(new, carry(unread.suffix_to)) }
 }
 
 /// The start of the line holding byte `at`.
@@ -421,7 +427,12 @@ fn next_line_start(text: &str, at: usize) -> usize {
 /// A byte position of `old` carried into `new` (see `carry_window`): before the change it stays, after it it
 /// shifts, inside it it goes to the change's end.
 fn carry_point(old: &str, new: &str, at: usize) -> usize {
-    let Some((start, old_end, new_end)) = changed_span(old, new) else { return at.min(new.len()) };
+    carry_point_in(changed_span(old, new), new, at)
+}
+
+/// `carry_point` with the change (`changed_span(old, new)`) already found.
+fn carry_point_in(span: Option<(usize, usize, usize)>, new: &str, at: usize) -> usize {
+    let Some((start, old_end, new_end)) = span else { return at.min(new.len()) };
     if at <= start {
         at
     } else if at >= old_end {
