@@ -390,3 +390,48 @@ fn text_inserted_right_before_a_stale_run_is_encoded_fresh() {
     assert_eq!(s.stats().stale_tokens, 0);
     assert_eq!(argmax(&s.next_token_logits().unwrap()), argmax(&full_logits(&text)));
 }
+
+#[test]
+fn a_read_step_stopped_inside_its_decode_leaves_the_session_as_it_was() {
+    // A window read in parts inserts each step's text right after what was read of it (`warm::Warm::read_step`):
+    // here twelve lines (one batch) between a cached head and tail. A command arriving while the step
+    // decodes stops it; the session must then be exactly as before the step, and the step taken again must end
+    // where an uninterrupted update does.
+    let e = engine();
+    let (a, b) = (line_offset(SOURCE, 30), line_offset(SOURCE, 42));
+    let (head, middle, tail) = (&SOURCE[..a], &SOURCE[a..b], &SOURCE[b..]);
+    let opened = format!("{head}{tail}");
+    let edit = TextEdit::new(a, a, middle);
+    let mut s = KvSession::open(&e, &opened).unwrap();
+    s.set_correction(Correction::OFF);
+    let cached = s.tokens().to_vec();
+    let before = s.stats();
+
+    // Raised before the call: the decode stops at its first graph node.
+    let stopped = s.update_interruptible(SOURCE, &[edit.clone()], &AtomicBool::new(true));
+    assert!(matches!(stopped, Err(pie_ls::engine::EngineError::Cancelled)), "{stopped:?}");
+    assert_eq!(s.tokens(), &cached[..], "the session still mirrors the text before the step");
+    assert_eq!(s.text(), opened);
+    let after = s.stats();
+    assert_eq!((after.updates, after.encoded_tokens, after.stale_tokens), (before.updates, before.encoded_tokens, before.stale_tokens));
+    assert_eq!(after.full_recomputes, 0);
+    // Its cells are untouched: the prompt's logits are still a full read's.
+    assert!(kl(&full_logits(&opened), &s.next_token_logits().unwrap()) < 1e-3);
+
+    // Taken again, undisturbed: the same tokens, staleness and logits as `update`.
+    let report = s.update_interruptible(SOURCE, &[edit.clone()], &AtomicBool::new(false)).unwrap();
+    assert!(!report.recomputed && report.decodes == 1, "one decode of the new run: {report:?}");
+    let mut reference = KvSession::open(&e, &opened).unwrap();
+    reference.set_correction(Correction::OFF);
+    reference.update(SOURCE, &[edit]).unwrap();
+    assert_eq!(s.tokens(), reference.tokens());
+    assert_eq!(s.stale_spans(), reference.stale_spans());
+    assert!(s.stats().stale_tokens > 0, "the tail did not see the middle");
+    let (got, want) = (s.next_token_logits().unwrap(), reference.next_token_logits().unwrap());
+    assert_eq!(argmax(&got), argmax(&want));
+    assert!(kl(&want, &got) < 1e-3, "KL {}", kl(&want, &got));
+    // And the refresh makes it exact.
+    s.refresh_stale(usize::MAX, &AtomicBool::new(false)).unwrap();
+    assert_eq!(s.stats().stale_tokens, 0);
+    assert!(kl(&full_logits(SOURCE), &s.next_token_logits().unwrap()) < 1e-2);
+}

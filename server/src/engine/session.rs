@@ -457,9 +457,14 @@ impl KvSession {
         Ok(())
     }
 
+    /// Whether a prompt of `n` tokens fits the context as it is (`ensure_capacity` leaves it alone).
+    fn fits(&self, n: usize) -> bool {
+        n < self.n_ctx && (self.n_ctx == self.engine.config.n_ctx || n + GEN_HEADROOM.min(self.n_ctx / 4) <= self.n_ctx)
+    }
+
     /// Grow the context when the prompt no longer fits. Returns true if the cache was lost (caller recomputes).
     fn ensure_capacity(&mut self, n: usize) -> Result<bool> {
-        if n + 1 <= self.n_ctx && (self.n_ctx == self.engine.config.n_ctx || n + GEN_HEADROOM.min(self.n_ctx / 4) <= self.n_ctx) {
+        if self.fits(n) {
             return Ok(false);
         }
         let size = Self::size_for(&self.engine, n)?;
@@ -591,6 +596,91 @@ impl KvSession {
         self.stats.reused_tokens += report.reused_tokens as u64;
         self.stats.correction_tokens += report.correction_tokens as u64;
         self.stats.correction_ms += report.correction_ms;
+        self.sync_stats();
+        Ok(report)
+    }
+
+    /// `update` without a correction, in a way `cancel` stops. When the update is one run of new tokens after an
+    /// untouched prefix (a window read on in steps, `warm::Warm::read_step`), that run is decoded first, on
+    /// scratch sequence 1 next to the old cells, armed to stop when `cancel` is set; only a finished decode drops,
+    /// moves and joins cells of the main sequence. A stopped update returns `Cancelled` and leaves the session as
+    /// it was, so a keystroke never waits for a read step. Other shapes (several sites, a context to grow, a
+    /// broken session) are applied as `update` applies them, to the end.
+    pub fn update_interruptible(&mut self, new_text: &str, edits: &[TextEdit], cancel: &AtomicBool) -> Result<UpdateReport> {
+        let t0 = Instant::now();
+        let mut plan = plan(&self.doc, edits, &self.engine)?;
+        let resynced = plan.new.text != new_text;
+        if resynced {
+            plan = super::pie::plan(&self.doc, &[diff_edit(&self.doc.text, new_text)], &self.engine)?;
+        }
+        let incremental = !self.broken
+            && self.fits(plan.new.len().max(self.room))
+            && (plan.shifted_tokens() == 0 || self.engine.info.can_shift);
+        // Staleness follows the text's changes; the renewed edge tokens are the same text, re-encoded.
+        let changed = plan.origin.clone();
+        if incremental {
+            self.renew_stale_edges(&mut plan);
+        }
+        let site = match plan.sites[..] {
+            [s] if incremental
+                && s.len <= self.n_batch()
+                && plan.origin[..s.start].iter().enumerate().all(|(i, o)| *o == Some(i)) =>
+            {
+                s
+            }
+            _ => {
+                let correction = std::mem::replace(&mut self.correction, Correction::OFF);
+                let result = self.update_with(new_text, edits, UpdateMode::Pie);
+                self.correction = correction;
+                return result;
+            }
+        };
+        // 1. The new run, over a copy of the untouched prefix; the main sequence is not touched yet.
+        self.seq_cp(SEQ_MAIN, 1, 0, site.start)?;
+        let items: Vec<(Tok, usize, i32)> = (site.start..site.start + site.len).map(|p| (plan.new.tokens[p], p, 1)).collect();
+        let decoded = {
+            let gate = std::sync::Arc::clone(&self.gate);
+            let _armed = gate.arm(cancel);
+            self.decode(&items, None)
+        };
+        if let Err(e) = decoded {
+            // llama.cpp dropped the stopped batch's cells; the prefix's copies go here. The main sequence is whole.
+            self.seq_rm_all(1);
+            return Err(e);
+        }
+        // 2. Finished: the scratch sequence keeps only the new cells, the main one drops what the plan removes and
+        //    moves what comes after the site (only its own cells move), then takes the new cells.
+        self.logits = None;
+        self.seq_rm(1, 0, Some(site.start))?;
+        for &(a, b) in &plan.removed {
+            self.seq_rm(SEQ_MAIN, a, Some(b))?;
+        }
+        for r in plan.kept.iter().rev().filter(|r| r.delta() > 0) {
+            self.seq_add(r.old_start, r.old_start + r.len, r.delta())?;
+        }
+        for r in plan.kept.iter().filter(|r| r.delta() < 0) {
+            self.seq_add(r.old_start, r.old_start + r.len, r.delta())?;
+        }
+        self.seq_cp(1, SEQ_MAIN, site.start, site.start + site.len)?;
+        self.seq_rm_all(1);
+        let report = UpdateReport {
+            encoded_tokens: site.len,
+            shifted_tokens: plan.shifted_tokens(),
+            reused_tokens: plan.reused_tokens(),
+            removed_tokens: plan.removed.iter().map(|(a, b)| b - a).sum(),
+            sites: 1,
+            decodes: 1,
+            resynced,
+            ms: t0.elapsed().as_secs_f64() * 1e3,
+            ..Default::default()
+        };
+        self.stale.remap(&changed);
+        self.doc = plan.new;
+        self.stale.encoded(site.start, site.start + site.len, None);
+        self.stats.updates += 1;
+        self.stats.last_update_ms = report.ms;
+        self.stats.shifted_tokens += report.shifted_tokens as u64;
+        self.stats.reused_tokens += report.reused_tokens as u64;
         self.sync_stats();
         Ok(report)
     }

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use crate::engine::{self, CacheStats, Correction, Engine, EngineConfig, GenerateParams, KvSession, SamplingParams, TextEdit, WarmPool};
+use crate::engine::{self, CacheStats, Engine, EngineConfig, GenerateParams, KvSession, SamplingParams, TextEdit, WarmPool};
 use crate::features::chat::{render, ChatMessage};
 use crate::features::completion::{carry_unread, carry_window, generate_streaming, prompt_edits, CompletionConfig, CrossFileContext, Markers, Prompt, PromptBuilder, Streaming};
 
@@ -37,14 +37,13 @@ const EDIT_DEBOUNCE_MAX: Duration = Duration::from_millis(1500);
 const IDLE_BEFORE_REFRESH: Duration = Duration::from_millis(400);
 
 /// Bytes one step of reading a window that was read around the cursor first adds to the prompt: ~110 tokens of
-/// code, under a second at 4k tokens on 2 cores. A step is one PIE update and cannot be stopped half-way, so a
-/// keystroke waits for the step under way; the settling between steps (re-encoding what the steps left stale)
-/// stops at once.
+/// code, under a second at 4k tokens on 2 cores. Any command stops a step inside its decode, which leaves the
+/// session as it was (`KvSession::update_interruptible`), so a stopped step's work is lost: steps stay small.
 const READ_STEP_BYTES: usize = 384;
 
 /// How long the user must pause before the window of the document in use is read on. Longer than the refresh's
-/// wait: a read step cannot stop half-way, and short pauses between bursts of typing (0.3-0.8 s in `bench typing`)
-/// would make the next keystroke wait for one.
+/// wait: a step that a keystroke stops is work thrown away, and short pauses between bursts of typing (0.3-0.8 s
+/// in `bench typing`) would stop most of them.
 const READ_AFTER_IDLE: Duration = Duration::from_millis(1000);
 
 /// Stale tokens re-encoded at a time while settling a window read in parts (the refresh's chunks, which a command
@@ -767,11 +766,12 @@ impl Warm {
         }
         let total = doc.reading.unwrap_or(0).max(1);
         let t = Instant::now();
+        // Any command from here on stops the step (or the settling) between two graph nodes.
+        self.interrupt.store(false, Ordering::Relaxed);
         let next = self.prompts.read_more(&doc.text, doc.cursor, &context, &doc.prompt, READ_STEP_BYTES, true);
         let result = if let Some(next) = next {
-            Self::apply_read(doc, next)
+            Self::apply_read(doc, next, &self.interrupt)
         } else if doc.session.stale_tokens() > 0 {
-            self.interrupt.store(false, Ordering::Relaxed);
             match doc.session.refresh_stale(SETTLE_CHUNK_TOKENS, &self.interrupt) {
                 Ok(report) if report.encoded_tokens == 0 => {
                     // Not expected (stale tokens are what the refresh finds); stop reading rather than loop. The
@@ -786,7 +786,7 @@ impl Warm {
                 Err(err) => Err(err.to_string()),
             }
         } else if let Some(next) = self.prompts.read_more(&doc.text, doc.cursor, &context, &doc.prompt, READ_STEP_BYTES, false) {
-            Self::apply_read(doc, next)
+            Self::apply_read(doc, next, &self.interrupt)
         } else {
             let message = format!("{} tokens cached", doc.session.stats().cached_tokens);
             tracing::debug!(uri, "warm: window read");
@@ -817,15 +817,21 @@ impl Warm {
     }
 
     /// Applies one read step's prompt: the new bytes are encoded after what comes before them, and nothing else
-    /// is re-encoded (the settling does that: a correction window would spend its tokens at every step).
-    fn apply_read(doc: &mut WarmDoc, (next, edit): (Prompt, TextEdit)) -> Result<(), String> {
-        let correction = doc.session.correction();
-        doc.session.set_correction(Correction::OFF);
-        let result = doc.session.update(&next.text, &[edit]);
-        doc.session.set_correction(correction);
-        result.map_err(|e| e.to_string())?;
-        doc.prompt = next;
-        Ok(())
+    /// is re-encoded (the settling does that: a correction window would spend its tokens at every step). A
+    /// command arriving meanwhile stops the step's decode (`KvSession::update_interruptible`): the session and the
+    /// prompt stay as they were, and the step is taken again at the next pause.
+    fn apply_read(doc: &mut WarmDoc, (next, edit): (Prompt, TextEdit), interrupt: &AtomicBool) -> Result<(), String> {
+        match doc.session.update_interruptible(&next.text, &[edit], interrupt) {
+            Ok(_) => {
+                doc.prompt = next;
+                Ok(())
+            }
+            Err(engine::EngineError::Cancelled) => {
+                tracing::debug!("warm: read step stopped by a command");
+                Ok(())
+            }
+            Err(err) => Err(err.to_string()),
+        }
     }
 
     /// Reports, once, that the loaded model's file was removed or changed.
