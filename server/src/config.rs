@@ -136,6 +136,17 @@ pub struct ModelConfig {
     pub refresh_large_edit_tokens: Option<usize>,
     /// Greedy generation: tokens drafted from the prompt per decode and verified in it (0: off).
     pub draft_tokens: Option<usize>,
+    /// llama.cpp's flash-attention kernels: `auto`, `on` or `off` (default: off on a CPU, auto with GPU layers).
+    pub flash_attention: Option<FlashAttention>,
+}
+
+/// The `model.flashAttention` setting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlashAttention {
+    Auto,
+    On,
+    Off,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -211,6 +222,13 @@ impl Config {
         }
         if let Some(n) = self.model.draft_tokens {
             config.draft_tokens = n;
+        }
+        if let Some(fa) = self.model.flash_attention {
+            config.flash_attention = match fa {
+                FlashAttention::Auto => None,
+                FlashAttention::On => Some(true),
+                FlashAttention::Off => Some(false),
+            };
         }
         config
     }
@@ -327,5 +345,17 @@ mod tests {
         assert_eq!(config.refresh_cpu_seconds_per_minute, 1.5);
         assert_eq!(config.refresh_large_edit_tokens, 200);
         assert_eq!(defaults.refresh_large_edit_tokens, crate::engine::model::DEFAULT_REFRESH_LARGE_EDIT_TOKENS);
+    }
+
+    #[test]
+    fn flash_attention_is_auto_unless_set() {
+        let fa = |v: serde_json::Value| Config::from_client_value(&json!({"model": {"flashAttention": v}})).map(|c| c.engine_config().flash_attention);
+        assert_eq!(Config::default().engine_config().flash_attention, None);
+        assert_eq!(fa(json!("off")).unwrap(), Some(false));
+        assert_eq!(fa(json!("on")).unwrap(), Some(true));
+        assert_eq!(fa(json!("auto")).unwrap(), None);
+        assert_eq!(fa(json!(null)).unwrap(), None, "null puts the default back");
+        let err = fa(json!("fast")).unwrap_err().to_string();
+        assert!(err.contains("unknown variant") && err.contains("off"), "{err}");
     }
 }

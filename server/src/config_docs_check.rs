@@ -31,6 +31,11 @@ fn code_defaults() -> BTreeMap<String, Value> {
     value["model"]["refreshCpuSecondsPerMinute"] = json!(engine.refresh_cpu_seconds_per_minute);
     value["model"]["refreshLargeEditTokens"] = json!(engine.refresh_large_edit_tokens);
     value["model"]["draftTokens"] = json!(engine.draft_tokens);
+    value["model"]["flashAttention"] = json!(match engine.flash_attention {
+        None => "auto",
+        Some(true) => "on",
+        Some(false) => "off",
+    });
     let mut out = BTreeMap::new();
     flatten("", &value, &mut out);
     out

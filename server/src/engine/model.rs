@@ -68,8 +68,9 @@ pub struct EngineConfig {
     pub draft_tokens: usize,
     /// GPU layers to offload (only meaningful in GPU builds).
     pub gpu_layers: u32,
-    /// Flash attention: `None` lets llama.cpp decide; `Some(false)` gives batch-size-independent attention
-    /// numerics on CPU (exactness tests).
+    /// Flash attention (`model.flashAttention`): `None` lets llama.cpp decide (on, on this CPU); `Some(false)`
+    /// gives batch-size-independent attention numerics on CPU (exactness tests) and decodes faster, but reads
+    /// large batches slower and keeps the attention scores of a whole batch in memory (`docs/engine.md`).
     pub flash_attention: Option<bool>,
     /// Map the model file instead of reading it into memory. Off by default: a mapped file that is truncated
     /// while the server runs (a re-download, a full disk) kills the process with SIGBUS on the next access to
