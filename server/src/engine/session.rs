@@ -528,6 +528,35 @@ impl KvSession {
         Ok(decodes)
     }
 
+    /// Decode `tokens` at positions `start..` on scratch sequence 1, over a copy of the main sequence's cells
+    /// before `start`, armed to stop when `cancel` is set. The main sequence is not touched; on an error (a stop
+    /// included) the scratch sequence is emptied (llama.cpp has already dropped the stopped batch's cells).
+    fn decode_on_scratch(&mut self, start: usize, tokens: &[Tok], cancel: &AtomicBool) -> Result<()> {
+        self.seq_cp(SEQ_MAIN, 1, 0, start)?;
+        let items: Vec<(Tok, usize, i32)> = tokens.iter().enumerate().map(|(k, &t)| (t, start + k, 1)).collect();
+        let decoded = {
+            let gate = std::sync::Arc::clone(&self.gate);
+            let _armed = gate.arm(cancel);
+            self.decode(&items, None)
+        };
+        if decoded.is_err() {
+            self.seq_rm_all(1);
+        }
+        decoded
+    }
+
+    /// PIE's move of the kept runs (the pending rotation is applied by the next decode). Right-moving runs go
+    /// right to left and left-moving runs left to right, so a run never lands on cells that have yet to move.
+    fn move_kept_runs(&mut self, plan: &Plan) -> Result<()> {
+        for r in plan.kept.iter().rev().filter(|r| r.delta() > 0) {
+            self.seq_add(r.old_start, r.old_start + r.len, r.delta())?;
+        }
+        for r in plan.kept.iter().filter(|r| r.delta() < 0) {
+            self.seq_add(r.old_start, r.old_start + r.len, r.delta())?;
+        }
+        Ok(())
+    }
+
     // ----- updates --------------------------------------------------------------------------------------------
 
     /// Apply LSP edits (in order, each in the coordinates left by the previous one) with PIE. `new_text` is the
@@ -636,18 +665,7 @@ impl KvSession {
             }
         };
         // 1. The new run, over a copy of the untouched prefix; the main sequence is not touched yet.
-        self.seq_cp(SEQ_MAIN, 1, 0, site.start)?;
-        let items: Vec<(Tok, usize, i32)> = (site.start..site.start + site.len).map(|p| (plan.new.tokens[p], p, 1)).collect();
-        let decoded = {
-            let gate = std::sync::Arc::clone(&self.gate);
-            let _armed = gate.arm(cancel);
-            self.decode(&items, None)
-        };
-        if let Err(e) = decoded {
-            // llama.cpp dropped the stopped batch's cells; the prefix's copies go here. The main sequence is whole.
-            self.seq_rm_all(1);
-            return Err(e);
-        }
+        self.decode_on_scratch(site.start, &plan.new.tokens[site.start..site.start + site.len], cancel)?;
         // 2. Finished: the scratch sequence keeps only the new cells, the main one drops what the plan removes and
         //    moves what comes after the site (only its own cells move), then takes the new cells.
         self.logits = None;
@@ -655,12 +673,7 @@ impl KvSession {
         for &(a, b) in &plan.removed {
             self.seq_rm(SEQ_MAIN, a, Some(b))?;
         }
-        for r in plan.kept.iter().rev().filter(|r| r.delta() > 0) {
-            self.seq_add(r.old_start, r.old_start + r.len, r.delta())?;
-        }
-        for r in plan.kept.iter().filter(|r| r.delta() < 0) {
-            self.seq_add(r.old_start, r.old_start + r.len, r.delta())?;
-        }
+        self.move_kept_runs(&plan)?;
         self.seq_cp(1, SEQ_MAIN, site.start, site.start + site.len)?;
         self.seq_rm_all(1);
         let report = UpdateReport {
@@ -731,17 +744,11 @@ impl KvSession {
             self.seq_rm(SEQ_MAIN, a, Some(b))?;
         }
         report.removed_tokens = plan.removed.iter().map(|(a, b)| b - a).sum();
-        // 2. Move kept runs. Right-moving runs go right to left and left-moving runs left to right, so a run never
-        //    lands on cells that have yet to move.
+        // 2. Move kept runs (the naive baseline relabels them without rotating).
         if naive {
             self.relabel_without_rotation(&plan)?;
         } else {
-            for r in plan.kept.iter().rev().filter(|r| r.delta() > 0) {
-                self.seq_add(r.old_start, r.old_start + r.len, r.delta())?;
-            }
-            for r in plan.kept.iter().filter(|r| r.delta() < 0) {
-                self.seq_add(r.old_start, r.old_start + r.len, r.delta())?;
-            }
+            self.move_kept_runs(&plan)?;
         }
         report.shifted_tokens = plan.shifted_tokens();
         report.reused_tokens = plan.reused_tokens();
@@ -953,18 +960,8 @@ impl KvSession {
     /// is set; only a finished decode replaces the main sequence's cells, so a stopped one leaves the cache as it
     /// was (llama.cpp has already dropped the scratch cells of the stopped batch; the rest go here).
     fn refresh_span(&mut self, p: usize, q: usize, cancel: &AtomicBool) -> Result<()> {
-        self.seq_cp(SEQ_MAIN, 1, 0, p)?;
         let toks = self.doc.tokens[p..q].to_vec();
-        let items: Vec<(Tok, usize, i32)> = toks.iter().enumerate().map(|(k, &t)| (t, p + k, 1)).collect();
-        let decoded = {
-            let gate = std::sync::Arc::clone(&self.gate);
-            let _armed = gate.arm(cancel);
-            self.decode(&items, None)
-        };
-        if let Err(e) = decoded {
-            self.seq_rm_all(1);
-            return Err(e);
-        }
+        self.decode_on_scratch(p, &toks, cancel)?;
         self.seq_rm(SEQ_MAIN, p, Some(q))?;
         self.seq_cp(1, SEQ_MAIN, p, q)?;
         self.seq_rm_all(1);
