@@ -136,7 +136,7 @@ pub struct ModelConfig {
     pub refresh_large_edit_tokens: Option<usize>,
     /// Greedy generation: tokens drafted from the prompt per decode and verified in it (0: off).
     pub draft_tokens: Option<usize>,
-    /// llama.cpp's flash-attention kernels: `auto`, `on` or `off` (default: off on a CPU, auto with GPU layers).
+    /// llama.cpp's flash-attention kernels: `auto` (the default; llama.cpp decides), `on` or `off`.
     pub flash_attention: Option<FlashAttention>,
 }
 

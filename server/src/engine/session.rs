@@ -619,6 +619,12 @@ impl KvSession {
         }
         report.encoded_tokens = (self.stats.encoded_tokens - old_encoded) as usize;
         report.ms = t0.elapsed().as_secs_f64() * 1e3;
+        self.count_update(&report);
+        Ok(report)
+    }
+
+    /// Adds a finished update to the counters `pie/cacheStats` reports.
+    fn count_update(&mut self, report: &UpdateReport) {
         self.stats.updates += 1;
         self.stats.last_update_ms = report.ms;
         self.stats.shifted_tokens += report.shifted_tokens as u64;
@@ -626,7 +632,6 @@ impl KvSession {
         self.stats.correction_tokens += report.correction_tokens as u64;
         self.stats.correction_ms += report.correction_ms;
         self.sync_stats();
-        Ok(report)
     }
 
     /// `update` without a correction, in a way `cancel` stops. When the update is one run of new tokens after an
@@ -690,11 +695,7 @@ impl KvSession {
         self.stale.remap(&changed);
         self.doc = plan.new;
         self.stale.encoded(site.start, site.start + site.len, None);
-        self.stats.updates += 1;
-        self.stats.last_update_ms = report.ms;
-        self.stats.shifted_tokens += report.shifted_tokens as u64;
-        self.stats.reused_tokens += report.reused_tokens as u64;
-        self.sync_stats();
+        self.count_update(&report);
         Ok(report)
     }
 
