@@ -85,6 +85,13 @@ pub struct PromptBuilder {
 /// Windows move in steps of this many lines, so that typing does not slide them on every keystroke.
 const WINDOW_STEP_LINES: usize = 64;
 
+/// A window is read in parts only when entering it would read more than this (or twice the first read, when
+/// that is more): below it, one read takes a few seconds on 2 cores (~1,200 tokens), and a window read whole
+/// at once never has to settle the part read first. Kept apart from the first read's size so that a smaller
+/// first read (a closer first answer, sooner: `docs/benchmarks.md`, "What the first read's suggestion loses")
+/// does not send every file over 2 kB through the read in steps.
+pub const READ_IN_PARTS_OVER_BYTES: usize = 4_096;
+
 impl PromptBuilder {
     pub fn new(markers: Option<Markers>, prefix_bytes: usize, suffix_bytes: usize) -> PromptBuilder {
         PromptBuilder { markers, prefix_bytes: prefix_bytes.max(256), suffix_bytes, first_read_bytes: 0 }
@@ -95,6 +102,11 @@ impl PromptBuilder {
     pub fn with_first_read(mut self, bytes: usize) -> PromptBuilder {
         self.first_read_bytes = bytes;
         self
+    }
+
+    /// Entering more than this many bytes the cache does not hold reads the window in parts.
+    fn read_in_parts_over(&self) -> usize {
+        READ_IN_PARTS_OVER_BYTES.max(2 * self.first_read_bytes)
     }
 
     pub fn is_fim(&self) -> bool {
@@ -134,7 +146,7 @@ impl PromptBuilder {
         self.render(text, cursor, fresh.0, fresh.1, None, context)
     }
 
-    /// When `prompt` (built for `text`) holds more than twice the first read's bytes that `held` (the prompt the
+    /// When `prompt` (built for `text`) holds more than `read_in_parts_over` bytes that `held` (the prompt the
     /// cache mirrors, carried into `text`) does not: the same window read around the cursor first
     /// (`first_read_bytes`, three quarters of it before the cursor), the rest unread. `None`: read `prompt` at
     /// once. Reading 4,000 tokens takes ~30 s on 2 cores; the first read, ~600 tokens, a few seconds.
@@ -148,7 +160,7 @@ impl PromptBuilder {
             .iter()
             .map(|&(a, b)| (b - a) - held.iter().map(|&(c, d)| b.min(d).saturating_sub(a.max(c))).sum::<usize>())
             .sum();
-        if entering <= 2 * self.first_read_bytes {
+        if entering <= self.read_in_parts_over() {
             return None;
         }
         let cursor = text.floor_char_boundary_compat(cursor);
@@ -170,7 +182,7 @@ impl PromptBuilder {
     pub fn build_unread(&self, text: &str, cursor: usize, context: &str, prompt: Prompt) -> Prompt {
         let cursor = text.floor_char_boundary_compat(cursor);
         let size = prompt.window_end - prompt.window_start;
-        if self.markers.is_none() || self.first_read_bytes == 0 || size <= 2 * self.first_read_bytes || cursor != prompt.window_end {
+        if self.markers.is_none() || self.first_read_bytes == 0 || size <= self.read_in_parts_over() || cursor != prompt.window_end {
             return prompt;
         }
         let unread = Unread { gap: (prompt.window_start, cursor), suffix_to: cursor };
@@ -750,6 +762,34 @@ mod tests {
     }
 
     #[test]
+    fn which_windows_are_read_in_parts_does_not_follow_a_smaller_first_read() {
+        // A 1 kB first read still reads a window whole when it enters at most 4 kB: the threshold is its own.
+        let b = PromptBuilder::new(Some(markers()), 12_000, 4_000).with_first_read(1_024);
+        for (lines, in_parts) in [(300, false), (420, false), (600, true), (2000, true)] {
+            let text = numbered_lines(lines);
+            let cursor = text.len() / 2;
+            let whole = b.build(&text, cursor);
+            let size = whole.window_end - whole.window_start;
+            assert_eq!(size > READ_IN_PARTS_OVER_BYTES, in_parts, "{lines} lines: {size} bytes");
+            assert_eq!(b.read_first(&text, cursor, "", &whole, None).is_some(), in_parts, "{size} bytes");
+            // Opened (the cursor at the end, unknown): nothing read but the markers only when read in parts.
+            let opened = b.build(&text, text.len());
+            assert_eq!(b.build_unread(&text, text.len(), "", opened).unread.is_some(), in_parts, "{size} bytes");
+            if in_parts {
+                // The first read is the 1 kB around the cursor, not the 4 kB of the threshold.
+                let u = b.read_first(&text, cursor, "", &whole, None).unwrap().unread.unwrap();
+                assert!(u.suffix_to - u.gap.1 <= 1_024 + 20, "{u:?}");
+            }
+        }
+        // A first read larger than half the threshold raises it (twice the first read, as before).
+        let big = PromptBuilder::new(Some(markers()), 12_000, 4_000).with_first_read(4_096);
+        let text = numbered_lines(800);
+        assert!(text.len() > READ_IN_PARTS_OVER_BYTES && text.len() <= 8_192, "{}", text.len());
+        let whole = big.build(&text, text.len() / 2);
+        assert_eq!(big.read_first(&text, text.len() / 2, "", &whole, None), None);
+    }
+
+    #[test]
     fn a_window_being_read_stays_while_the_cursor_types_in_its_read_part() {
         let text = numbered_lines(4000);
         let b = PromptBuilder::new(Some(markers()), 4000, 1000).with_first_read(1000);
@@ -770,22 +810,24 @@ mod tests {
         assert_eq!(moved, b.build(&text, far));
         assert!(b.read_first(&text, far, "", &moved, Some(&first)).is_some());
         // When the window stays (a file that fits whole) and its gap was read in part, what was read stays read.
-        let small = numbered_lines(450);
+        let small = numbered_lines(700); // ~6 kB: over the 4 kB read in parts
+        assert!(small.len() > READ_IN_PARTS_OVER_BYTES + 1000, "{}", small.len());
+        let wide = PromptBuilder::new(Some(markers()), 8000, 1000).with_first_read(1000);
         // A file opened: nothing read but the markers; a cursor in it reads around it and keeps what was read.
-        let opened = b.build_unread(&small, small.len(), "", b.build(&small, small.len()));
+        let opened = wide.build_unread(&small, small.len(), "", wide.build(&small, small.len()));
         assert_eq!(opened.text, "<P><S><M>");
         assert_eq!(opened.unread_bytes(), small.len());
         assert_eq!((opened.window_start, opened.window_end), (0, small.len()));
         let mut part = opened.clone();
         for _ in 0..3 {
-            part = b.read_more(&small, small.len(), "", &part, 300, true).unwrap().0;
+            part = wide.read_more(&small, small.len(), "", &part, 300, true).unwrap().0;
         }
         let read_to = part.unread.unwrap().gap.0;
         assert!(read_to >= 900, "{read_to}");
         let in_gap = small.find("line 250\n").unwrap();
-        let whole = b.build(&small, in_gap);
+        let whole = wide.build(&small, in_gap);
         assert_eq!((whole.window_start, whole.window_end), (0, small.len()));
-        let again = b.read_first(&small, in_gap, "", &whole, Some(&part)).unwrap();
+        let again = wide.read_first(&small, in_gap, "", &whole, Some(&part)).unwrap();
         assert_eq!(again.unread.unwrap().gap.0, read_to);
         assert!(inserted(&part.text, &again.text) < 1100, "{}", inserted(&part.text, &again.text));
         // A line deleted inside the read prefix part moves the gap's end and the window's end with it.
