@@ -330,3 +330,46 @@ fn a_large_file_is_read_around_the_cursor_first_and_whole_when_idle() {
     let encoded = typed["encodedTokens"].as_u64().unwrap() - settled["encodedTokens"].as_u64().unwrap();
     assert!(encoded < 100, "{encoded} tokens encoded for a keystroke and a request: {typed}");
 }
+
+#[test]
+fn a_long_file_of_multibyte_text_is_windowed_and_read_in_parts_without_a_crash() {
+    // The window, the first read and the read steps are sized in bytes; in text of 2-4-byte characters a cursor
+    // less those bytes lands inside a character. Until 2026-12-07 the window's line blocks sliced there and the
+    // model thread panicked (restarted, then off after repeated crashes) on any such file longer than the window.
+    let uri = "file:///w/unicode.py";
+    let mut text = String::from("import math\n\n");
+    for i in 0..120 {
+        text.push_str(&format!(
+            "def 計算_{i}(値, 倍率={i}):\n    \"\"\"値の平均 — “scaled” mean, ü/ß/€ 😀.\"\"\"\n    合計 = sum(v * 倍率 for v in 値)\n    return 合計 / max(len(値), 1)\n\n\n"
+        ));
+    }
+    assert!(text.len() > 20_000 && text.chars().count() * 4 < text.len() * 3, "a quarter of the bytes inside characters: {}", text.len());
+    let settings = json!({ "completion": { "maxTokens": 4, "prefixBytes": 3000, "suffixBytes": 1000 } });
+    let mut lsp = LspClient::builder().model(&default_model()).init_options(settings).spawn().unwrap();
+    let _ = lsp.cache_stats(uri);
+    lsp.open(uri, "python", &text);
+    let lines: Vec<u32> = text.lines().enumerate().filter(|(_, l)| l.starts_with("    return")).map(|(i, _)| i as u32).collect();
+    // Cursors across the file (each a window the cache does not hold: read around the cursor first), and a
+    // keystroke at each before asking.
+    for (n, &line) in lines.iter().step_by(24).enumerate() {
+        let version = lsp.edit(uri, vec![range_change((line, 4), (line, 4), "x")]);
+        assert!(version > 1);
+        let answer = lsp
+            .request(
+                "textDocument/inlineCompletion",
+                json!({ "textDocument": { "uri": uri }, "position": { "line": line, "character": 5 }, "context": { "triggerKind": 1 } }),
+            )
+            .unwrap_or_else(|e| panic!("request {n} at line {line}: {e}\nstderr: {}", lsp.stderr()));
+        assert!(answer.get("items").is_some() || answer.is_array(), "{answer}");
+        let stats = lsp.cache_stats(uri).unwrap();
+        assert!(stats["cachedTokens"].as_u64().unwrap() > 50, "line {line}: {stats}");
+    }
+    lsp.pump();
+    let crashes: Vec<Value> = lsp
+        .take_notifications("window/showMessage")
+        .into_iter()
+        .filter(|m| m["message"].as_str().is_some_and(|s| s.contains("crashed")))
+        .collect();
+    assert!(crashes.is_empty(), "{crashes:?}\nstderr: {}", lsp.stderr());
+    assert!(!lsp.stderr().contains("crashed"), "{}", lsp.stderr());
+}

@@ -423,8 +423,10 @@ pub fn carry_unread(old: &str, new: &str, unread: Unread) -> Unread {
 }
 
 /// The start of the line holding byte `at`.
+/// Byte-wise: `at` may be inside a character (a cursor less a byte count), and the result, after a newline, is a
+/// boundary.
 fn line_start(text: &str, at: usize) -> usize {
-    text[..at].rfind('\n').map_or(0, |i| i + 1)
+    text.as_bytes()[..at.min(text.len())].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1)
 }
 
 /// The start of the line after the one holding byte `at` (the text's end on the last line); `at` itself when it
@@ -433,7 +435,7 @@ fn next_line_start(text: &str, at: usize) -> usize {
     if at == 0 || at >= text.len() || text.as_bytes()[at - 1] == b'\n' {
         return at.min(text.len());
     }
-    text[at..].find('\n').map_or(text.len(), |i| at + i + 1)
+    text.as_bytes()[at..].iter().position(|&b| b == b'\n').map_or(text.len(), |i| at + i + 1)
 }
 
 /// A byte position of `old` carried into `new` (see `carry_window`): before the change it stays, after it it
@@ -454,12 +456,17 @@ fn carry_point_in(span: Option<(usize, usize, usize)>, new: &str, at: usize) -> 
     }
 }
 
+/// Lines that end before byte `at` (which may be inside a character).
+fn newlines_before(text: &str, at: usize) -> usize {
+    text.as_bytes()[..at.min(text.len())].iter().filter(|&&b| b == b'\n').count()
+}
+
 /// The start of the line block at or before `at` (blocks are `WINDOW_STEP_LINES` lines, counted from the top).
 fn step_back(text: &str, at: usize, cursor: usize) -> usize {
     if at == 0 {
         return 0;
     }
-    let line = text[..at].matches('\n').count();
+    let line = newlines_before(text, at);
     let block_line = line / WINDOW_STEP_LINES * WINDOW_STEP_LINES;
     let start = nth_line_start(text, block_line);
     start.min(cursor)
@@ -470,7 +477,7 @@ fn step_forward(text: &str, at: usize, cursor: usize) -> usize {
     if at >= text.len() {
         return text.len();
     }
-    let line = text[..at].matches('\n').count();
+    let line = newlines_before(text, at);
     let block_line = (line / WINDOW_STEP_LINES + 1) * WINDOW_STEP_LINES;
     nth_line_start(text, block_line).max(cursor)
 }
@@ -759,6 +766,44 @@ mod tests {
         let small = numbered_lines(100);
         let all = b.build(&small, 50);
         assert_eq!(b.read_first(&small, 50, "", &all, None), None);
+    }
+
+    #[test]
+    fn windows_and_reads_in_parts_stay_on_char_boundaries_in_text_of_multibyte_characters() {
+        // Every size here (first read, threshold, window, step) is in bytes, and in text of 2-4-byte characters
+        // a cursor less those bytes lands inside a character: each place must come back to a boundary (a slice
+        // there panics the warm thread).
+        let text: String = (0..900).map(|i| format!("é{i}—ß “€” 😀 {}\n", "ü".repeat(i % 7))).collect();
+        let b = PromptBuilder::new(Some(markers()), 4000, 1000).with_first_read(1000);
+        let boundaries: Vec<usize> = text.char_indices().map(|(i, _)| i).step_by(97).chain([text.len()]).collect();
+        let mut read_in_parts = 0;
+        for &cursor in &boundaries {
+            let whole = b.build(&text, cursor);
+            let opened = b.build_unread(&text, text.len(), "", b.build(&text, text.len()));
+            let Some(first) = b.read_first(&text, cursor, "", &whole, None) else {
+                assert!(whole.window_end - whole.window_start <= READ_IN_PARTS_OVER_BYTES, "{cursor}");
+                continue;
+            };
+            for p in [&whole, &opened, &first] {
+                assert!(text.is_char_boundary(p.window_start) && text.is_char_boundary(p.window_end));
+            }
+            let mut p = first.clone();
+            let mut steps = 0;
+            while let Some((next, _)) = b.read_more(&text, cursor, "", &p, 301, false) {
+                p = next;
+                steps += 1;
+                assert!(steps < 100);
+            }
+            assert_eq!(p, whole, "read on to the whole window at {cursor}");
+            // Typed and carried.
+            let typed = format!("{}ø{}", &text[..cursor], &text[cursor..]);
+            let u = carry_unread(&text, &typed, first.unread.unwrap());
+            assert!(typed.is_char_boundary(u.gap.0) && typed.is_char_boundary(u.gap.1) && typed.is_char_boundary(u.suffix_to));
+            let kept = b.build_keeping(&typed, cursor + "ø".len(), "", carry_window(&text, &typed, (whole.window_start, whole.window_end)), Some(u));
+            assert!(kept.text.contains("ø"));
+            read_in_parts += 1;
+        }
+        assert!(read_in_parts > boundaries.len() / 2, "{read_in_parts} of {}", boundaries.len());
     }
 
     #[test]
