@@ -82,6 +82,10 @@ pub struct PromptBuilder {
     first_read_bytes: usize,
 }
 
+/// The byte settings are capped here (1 TiB: more than any text), so that sums and quarters of them cannot
+/// overflow when a user writes "as much as possible" as the largest integer.
+const MAX_SETTING_BYTES: usize = 1 << 40;
+
 /// Windows move in steps of this many lines, so that typing does not slide them on every keystroke.
 const WINDOW_STEP_LINES: usize = 64;
 
@@ -94,13 +98,14 @@ pub const READ_IN_PARTS_OVER_BYTES: usize = 4_096;
 
 impl PromptBuilder {
     pub fn new(markers: Option<Markers>, prefix_bytes: usize, suffix_bytes: usize) -> PromptBuilder {
-        PromptBuilder { markers, prefix_bytes: prefix_bytes.max(256), suffix_bytes, first_read_bytes: 0 }
+        let (prefix_bytes, suffix_bytes) = (prefix_bytes.clamp(256, MAX_SETTING_BYTES), suffix_bytes.min(MAX_SETTING_BYTES));
+        PromptBuilder { markers, prefix_bytes, suffix_bytes, first_read_bytes: 0 }
     }
 
     /// Reads a window the cache does not hold around the cursor first, `bytes` of it (FIM models only: a
     /// left-to-right prompt moves its window with every line typed, so it never keeps one to grow).
     pub fn with_first_read(mut self, bytes: usize) -> PromptBuilder {
-        self.first_read_bytes = bytes;
+        self.first_read_bytes = bytes.min(MAX_SETTING_BYTES);
         self
     }
 
@@ -804,6 +809,26 @@ mod tests {
             read_in_parts += 1;
         }
         assert!(read_in_parts > boundaries.len() / 2, "{read_in_parts} of {}", boundaries.len());
+    }
+
+    #[test]
+    fn the_largest_integer_as_a_byte_setting_means_the_whole_file() {
+        // `completion.prefixBytes` etc. come from the user's settings; the largest integer must not overflow the
+        // window's sums (a wrapped sum in a release build gave a window of a few bytes).
+        let text = numbered_lines(3000);
+        let cursor = text.len() / 2;
+        let b = PromptBuilder::new(Some(markers()), usize::MAX, usize::MAX).with_first_read(usize::MAX);
+        let whole = b.build(&text, cursor);
+        assert_eq!((whole.window_start, whole.window_end), (0, text.len()));
+        assert_eq!(b.read_first(&text, cursor, "", &whole, None), None, "a first read of all of it is one read");
+        let kept = b.build_keeping(&text, cursor + 10, "", (0, text.len()), None);
+        assert_eq!((kept.window_start, kept.window_end), (0, text.len()));
+        let lr = PromptBuilder::new(None, usize::MAX, usize::MAX);
+        assert_eq!(lr.build(&text, cursor).window_start, 0);
+        // All the suffix, a budget of prefix: the sum wrapped to less than the prefix, and the window ended a line
+        // block after the cursor.
+        let suffix_all = PromptBuilder::new(Some(markers()), 2_000, usize::MAX).build(&text, cursor);
+        assert_eq!(suffix_all.window_end, text.len());
     }
 
     #[test]
