@@ -373,3 +373,29 @@ fn a_long_file_of_multibyte_text_is_windowed_and_read_in_parts_without_a_crash()
     assert!(crashes.is_empty(), "{crashes:?}\nstderr: {}", lsp.stderr());
     assert!(!lsp.stderr().contains("crashed"), "{}", lsp.stderr());
 }
+
+#[test]
+fn a_context_limit_under_512_tokens_serves_what_fits_and_refuses_the_rest_clearly() {
+    // `model.contextLength` 256: the session's context was sized with `clamp(512, limit)`, which panicked, and
+    // after repeated crashes the model thread ran without a model.
+    let settings = json!({ "model": { "contextLength": 256 }, "completion": { "maxTokens": 4 } });
+    let mut lsp = LspClient::builder().model(&test_model()).init_options(settings).spawn().unwrap();
+    let ask = |lsp: &mut LspClient, uri: &str, line: u32| {
+        lsp.request(
+            "textDocument/inlineCompletion",
+            json!({ "textDocument": { "uri": uri }, "position": { "line": line, "character": 4 }, "context": { "triggerKind": 1 } }),
+        )
+    };
+    let short = "file:///w/short.py";
+    lsp.open(short, "python", "def f(x):\n    return x + 1\n\n\ndef g(y):\n    \n");
+    let answer = ask(&mut lsp, short, 5).unwrap_or_else(|e| panic!("{e}\nstderr: {}", lsp.stderr()));
+    assert!(answer.get("items").is_some() || answer.is_array(), "{answer}");
+    let long = "file:///w/long.py";
+    lsp.open(long, "python", &helpers(40));
+    let err = ask(&mut lsp, long, 100).unwrap_err();
+    assert!(err.message.contains("context") && err.message.contains("256"), "{err}");
+    // The short file is still served from its cache, and nothing crashed.
+    ask(&mut lsp, short, 5).unwrap_or_else(|e| panic!("{e}\nstderr: {}", lsp.stderr()));
+    assert!(lsp.cache_stats(short).unwrap()["cachedTokens"].as_u64().unwrap() > 5);
+    assert!(!lsp.stderr().contains("crashed"), "{}", lsp.stderr());
+}

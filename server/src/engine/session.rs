@@ -287,13 +287,7 @@ impl KvSession {
     /// Context size for a prompt of `n` tokens: headroom for growth and generation, in steps of 512, capped by
     /// the configured limit (a tight context keeps the K-shift, which touches every cell, cheap).
     fn size_for(engine: &Engine, n: usize) -> Result<usize> {
-        let limit = engine.config.n_ctx.max(64);
-        let need = n + GEN_HEADROOM.min(limit / 4);
-        if n + 1 > limit {
-            return Err(EngineError::ContextOverflow { needed: n + 1, limit });
-        }
-        let want = (need + need / 4 + 255).div_ceil(512) * 512;
-        Ok(want.clamp(512, limit).max(need.min(limit)))
+        context_size_for(engine.config.n_ctx, n)
     }
 
     pub fn text(&self) -> &str {
@@ -1227,6 +1221,18 @@ pub fn draft_from(prompt: &[Tok], generated: &[Tok], max: usize) -> Vec<Tok> {
     Vec::new()
 }
 
+/// `KvSession::size_for` with the configured limit (`model.contextLength`) given: at least 512 when the limit
+/// allows it, never more than the limit (a limit under 512 panicked in `clamp` and took the model thread down).
+fn context_size_for(n_ctx: usize, n: usize) -> Result<usize> {
+    let limit = n_ctx.max(64);
+    let need = n + GEN_HEADROOM.min(limit / 4);
+    if n + 1 > limit {
+        return Err(EngineError::ContextOverflow { needed: n + 1, limit });
+    }
+    let want = (need + need / 4 + 255).div_ceil(512) * 512;
+    Ok(want.max(512).min(limit).max(need.min(limit)))
+}
+
 pub fn diff_edit(old: &str, new: &str) -> TextEdit {
     let ob = old.as_bytes();
     let nb = new.as_bytes();
@@ -1245,6 +1251,23 @@ pub fn diff_edit(old: &str, new: &str) -> TextEdit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_context_limit_under_512_tokens_is_the_context() {
+        for limit in [64, 100, 256, 511] {
+            for n in [1, 10, limit / 2, limit - 1] {
+                let size = context_size_for(limit, n).unwrap();
+                assert!(size <= limit && size > n, "limit {limit}, {n} tokens: {size}");
+            }
+            assert!(context_size_for(limit, limit).is_err());
+        }
+        // The usual: steps of 512 with headroom, capped by the limit.
+        for n in [10, 600, 4_000] {
+            let size = context_size_for(32_768, n).unwrap();
+            assert!(size % 512 == 0 && size >= n + GEN_HEADROOM, "{n} tokens: {size}");
+        }
+        assert_eq!(context_size_for(4_096, 4_000).unwrap(), 4_096);
+    }
 
     #[test]
     fn drafts_continue_the_latest_earlier_occurrence_of_the_last_tokens() {
