@@ -399,3 +399,25 @@ fn a_context_limit_under_512_tokens_serves_what_fits_and_refuses_the_rest_clearl
     assert!(lsp.cache_stats(short).unwrap()["cachedTokens"].as_u64().unwrap() > 5);
     assert!(!lsp.stderr().contains("crashed"), "{}", lsp.stderr());
 }
+
+#[test]
+fn a_batch_size_under_the_sequences_a_session_uses_still_serves() {
+    // `model.batchSize` 1: llama.cpp reserves an output row per sequence (PIE's scratch sequences) and asserted,
+    // aborting the whole process, when the batch was smaller.
+    let settings = json!({ "model": { "batchSize": 1 }, "completion": { "maxTokens": 4 } });
+    let mut lsp = LspClient::builder().model(&test_model()).init_options(settings).spawn().unwrap();
+    let uri = "file:///w/tiny_batch.py";
+    lsp.open(uri, "python", "def f(x):\n    return x + 1\n\n\ndef g(y):\n    \n");
+    let version = lsp.edit(uri, vec![range_change((5, 4), (5, 4), "r")]);
+    assert_eq!(version, 2);
+    let answer = lsp
+        .request(
+            "textDocument/inlineCompletion",
+            json!({ "textDocument": { "uri": uri }, "position": { "line": 5, "character": 5 }, "context": { "triggerKind": 1 } }),
+        )
+        .unwrap_or_else(|e| panic!("{e}\nstderr: {}", lsp.stderr()));
+    assert!(answer.get("items").is_some() || answer.is_array(), "{answer}");
+    let check = lsp.request("pie/cacheCheck", json!({ "textDocument": { "uri": uri } })).unwrap();
+    assert_eq!(check["tokensMatch"], true, "{check}");
+    assert!(lsp.is_alive(), "{}", lsp.stderr());
+}

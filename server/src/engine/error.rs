@@ -24,7 +24,7 @@ pub enum EngineError {
     #[error("could not create a llama.cpp context ({reason})")]
     Context { reason: String },
 
-    #[error("context overflow: the prompt needs {needed} tokens but the context limit is {limit} (raise n_ctx or shorten the document)")]
+    #[error("context overflow: the prompt needs {needed} tokens but the context limit is {limit} (raise the setting model.contextLength, or shorten the document)")]
     ContextOverflow { needed: usize, limit: usize },
 
     #[error("cancelled")]

@@ -343,12 +343,16 @@ impl Engine {
             KvType::F16 => KvCacheType::F16,
             KvType::F32 => KvCacheType::F32,
         };
-        let n_batch = self.config.n_batch.clamp(1, n_ctx.max(1)) as u32;
+        let n_seq_max = 1 + self.config.max_fold_sites.max(1);
+        // llama.cpp reserves an output row per sequence and asserts (aborting the process) when that is more
+        // than the batch: `model.batchSize` under the sequences is raised to them. Sessions still decode at most
+        // their own (smaller) batch at a time.
+        let n_batch = self.config.n_batch.max(n_seq_max).clamp(1, n_ctx.max(1)) as u32;
         let params = LlamaContextParams::default()
             .with_n_ctx(NonZeroU32::new(n_ctx as u32))
             .with_n_batch(n_batch)
             .with_n_ubatch(n_batch)
-            .with_n_seq_max((1 + self.config.max_fold_sites.max(1)) as u32)
+            .with_n_seq_max(n_seq_max as u32)
             .with_kv_unified(true)
             .with_n_threads(threads)
             .with_n_threads_batch(threads)
