@@ -421,3 +421,32 @@ fn a_batch_size_under_the_sequences_a_session_uses_still_serves() {
     assert_eq!(check["tokensMatch"], true, "{check}");
     assert!(lsp.is_alive(), "{}", lsp.stderr());
 }
+
+#[test]
+fn a_small_context_narrows_the_window_instead_of_dropping_the_cache() {
+    // `model.contextLength` 2048 with the default 16 kB window (~4,000 tokens): the window was read into a
+    // context that could not hold it, and the warm cache was dropped with an overflow error.
+    let settings = json!({ "model": { "contextLength": 2048 }, "completion": { "maxTokens": 4 } });
+    let mut lsp = LspClient::builder().model(&default_model()).init_options(settings).spawn().unwrap();
+    let uri = "file:///w/long_small_ctx.py";
+    let text = helpers(120);
+    assert!(text.len() > 16_000, "longer than the default window: {}", text.len());
+    lsp.open(uri, "python", &text);
+    let line = text[..text.find("def helper_60(").unwrap()].matches('\n').count() as u32 + 2;
+    let version = lsp.edit(uri, vec![range_change((line, 4), (line, 4), "t")]);
+    assert_eq!(version, 2);
+    let answer = lsp
+        .request(
+            "textDocument/inlineCompletion",
+            json!({ "textDocument": { "uri": uri }, "position": { "line": line, "character": 5 }, "context": { "triggerKind": 1 } }),
+        )
+        .unwrap_or_else(|e| panic!("{e}\nstderr: {}", lsp.stderr()));
+    assert!(answer.get("items").is_some() || answer.is_array(), "{answer}");
+    let stats = warm_stats(&mut lsp, uri);
+    let cached = stats["cachedTokens"].as_u64().unwrap();
+    assert!(cached > 300 && cached < 2048, "{stats}");
+    lsp.pump();
+    let overflow: Vec<Value> = lsp.take_notifications("window/showMessage").into_iter().filter(|m| m.to_string().contains("overflow")).collect();
+    assert!(overflow.is_empty(), "{overflow:?}");
+    assert!(lsp.stderr().contains("narrowed to fit model.contextLength"), "{}", lsp.stderr());
+}

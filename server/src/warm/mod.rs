@@ -513,8 +513,13 @@ struct Warm {
 impl Warm {
     fn new(engine: Result<Engine, String>, completion: &CompletionConfig, interrupt: Arc<AtomicBool>, notify: std::rc::Rc<dyn Fn(Notice)>) -> Warm {
         let markers = engine.as_ref().ok().and_then(Markers::of_model);
-        let prompts = PromptBuilder::new(markers, completion.prefix_bytes, completion.suffix_bytes).with_first_read(completion.first_read_bytes);
         let context = engine.as_ref().ok().and_then(CrossFileContext::of_model);
+        let n_ctx = engine.as_ref().map_or(usize::MAX, |e| e.config().n_ctx);
+        let (prefix_bytes, suffix_bytes) = window_bytes_for_context(completion.prefix_bytes, completion.suffix_bytes, n_ctx, context.is_some());
+        if (prefix_bytes, suffix_bytes) != (completion.prefix_bytes, completion.suffix_bytes) {
+            tracing::info!(prefix_bytes, suffix_bytes, n_ctx, "the prompt window is narrowed to fit model.contextLength");
+        }
+        let prompts = PromptBuilder::new(markers, prefix_bytes, suffix_bytes).with_first_read(completion.first_read_bytes);
         let model_file = engine.as_ref().ok().map(|e| ModelFile::of(&e.info().path));
         Warm {
             engine,
@@ -1083,6 +1088,22 @@ impl Warm {
     }
 }
 
+/// The prompt window's byte budgets (`completion.prefixBytes` / `suffixBytes`) narrowed, in proportion, to what a
+/// context of `n_ctx` tokens holds: with `model.contextLength` 2048 the default 16 kB window (~4,000 tokens) was
+/// read into a context that could not hold it, and the document's warm cache was dropped with an overflow error.
+/// Counted at ~3 bytes a token (code tokenizes at 3-4), less a quarter that a kept window may grow past its
+/// budgets, after the generation headroom and a quarter of the context for other documents' preamble.
+fn window_bytes_for_context(prefix: usize, suffix: usize, n_ctx: usize, cross_file: bool) -> (usize, usize) {
+    let reserve = 256.min(n_ctx / 4) + if cross_file { n_ctx / 4 } else { 0 };
+    let max_window = n_ctx.saturating_sub(reserve).saturating_mul(12) / 5;
+    let total = prefix.saturating_add(suffix);
+    if total <= max_window {
+        return (prefix, suffix);
+    }
+    let prefix_share = (prefix as f64 / total as f64 * max_window as f64) as usize;
+    (prefix_share, max_window - prefix_share)
+}
+
 /// Text removed by one update's edits, in bytes, from which it earns the refresh a catch-up: about 120 tokens of
 /// code, a block of ten lines. Removals only: at 4k tokens a pasted block already agrees with a full re-read as
 /// often as the noise floor with the correction's window (57 of 62 cases, and so does the complete refresh),
@@ -1207,6 +1228,20 @@ impl Growing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_window_fits_the_context_and_keeps_its_shape() {
+        // The default context (16,384) holds the default window (12,000 + 4,000) as it is.
+        assert_eq!(window_bytes_for_context(12_000, 4_000, 16_384, true), (12_000, 4_000));
+        assert_eq!(window_bytes_for_context(12_000, 4_000, usize::MAX, true), (12_000, 4_000));
+        // 2,048 tokens: narrowed, three quarters before the cursor as set, under ~3 bytes a token of what is left.
+        for (n_ctx, cross_file) in [(2_048, true), (2_048, false), (1_024, false), (600, true), (64, false)] {
+            let (p, s) = window_bytes_for_context(12_000, 4_000, n_ctx, cross_file);
+            assert!(p + s < 12_000 + 4_000, "{n_ctx}");
+            assert!((p + s) / 3 * 5 / 4 <= n_ctx - 256.min(n_ctx / 4), "{n_ctx}: {p} + {s}");
+            assert!(p >= 2 * s && p <= 4 * s, "{n_ctx}: {p} / {s}");
+        }
+    }
 
     fn config(per_pause: usize, cpu_per_minute: f64, large_edit: usize) -> EngineConfig {
         EngineConfig {
