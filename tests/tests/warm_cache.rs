@@ -10,6 +10,15 @@ use serde_json::{json, Value};
 
 const URI: &str = "file:///w/stats.py";
 
+/// Held by the test that counts the idle refresh's tokens against its per-minute CPU budget and by the heavy
+/// default-model tests, so that they never run side by side on the 2 cores: beside two such tests, the catch-up
+/// test saw its 512 + 32 tokens exceeded (640 refreshed in all, 2026-12-07; not diagnosed yet).
+static TIMING_SENSITIVE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    TIMING_SENSITIVE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn source() -> String {
     helpers(12)
 }
@@ -121,6 +130,7 @@ fn long_source() -> String {
 
 #[test]
 fn a_deleted_block_is_caught_up_at_the_next_pause() {
+    let _serial = serial();
     // Default settings: the idle refresh may do 32 tokens a pause and 3 CPU-s a minute, which would leave nearly
     // all of the run after a deleted block stale; the deletion earns a catch-up of 512 more (the default), nearest
     // first, and then the refresh stops.
@@ -333,6 +343,7 @@ fn a_large_file_is_read_around_the_cursor_first_and_whole_when_idle() {
 
 #[test]
 fn a_long_file_of_multibyte_text_is_windowed_and_read_in_parts_without_a_crash() {
+    let _serial = serial();
     // The window, the first read and the read steps are sized in bytes; in text of 2-4-byte characters a cursor
     // less those bytes lands inside a character. Until 2026-12-07 the window's line blocks sliced there and the
     // model thread panicked (restarted, then off after repeated crashes) on any such file longer than the window.
@@ -424,6 +435,7 @@ fn a_batch_size_under_the_sequences_a_session_uses_still_serves() {
 
 #[test]
 fn a_small_context_narrows_the_window_instead_of_dropping_the_cache() {
+    let _serial = serial();
     // `model.contextLength` 2048 with the default 16 kB window (~4,000 tokens): the window was read into a
     // context that could not hold it, and the warm cache was dropped with an overflow error.
     let settings = json!({ "model": { "contextLength": 2048 }, "completion": { "maxTokens": 4 } });
