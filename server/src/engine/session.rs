@@ -35,7 +35,7 @@ use super::sample::{argmax, Sampler, SamplingParams};
 /// Main sequence; scratch sequences are `1..=max_fold_sites`.
 const SEQ_MAIN: i32 = 0;
 /// Room kept free after the prompt for generation before a context must grow.
-const GEN_HEADROOM: usize = 256;
+pub(crate) const GEN_HEADROOM: usize = 256;
 
 /// Counters a user (and the `pie/cacheStats` request) sees; cumulative since the document was opened.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -1094,7 +1094,7 @@ impl Warm {
 /// Counted at ~3 bytes a token (code tokenizes at 3-4), less a quarter that a kept window may grow past its
 /// budgets, after the generation headroom and a quarter of the context for other documents' preamble.
 fn window_bytes_for_context(prefix: usize, suffix: usize, n_ctx: usize, cross_file: bool) -> (usize, usize) {
-    let reserve = 256.min(n_ctx / 4) + if cross_file { n_ctx / 4 } else { 0 };
+    let reserve = engine::session::GEN_HEADROOM.min(n_ctx / 4) + if cross_file { n_ctx / 4 } else { 0 };
     let max_window = n_ctx.saturating_sub(reserve).saturating_mul(12) / 5;
     let total = prefix.saturating_add(suffix);
     if total <= max_window {
