@@ -665,5 +665,6 @@ pub fn json_subset(expected: &Value, actual: &Value) -> bool {
 /// Whether `pie/cacheStats` says the document's cache holds its whole prompt window: tokens cached and no window
 /// bytes left to read.
 pub fn is_read(stats: &Value) -> bool {
-    stats["cachedTokens"].as_u64().unwrap_or(0) > 0 && stats["unreadBytes"].as_u64().unwrap_or(0) == 0
+    // `unreadBytes` reaches 0 before the read ends: what it left stale is settled after, outside the refresh budget.
+    stats["cachedTokens"].as_u64().unwrap_or(0) > 0 && stats["unreadBytes"].as_u64().unwrap_or(0) == 0 && !stats["reading"].as_bool().unwrap_or(false)
 }

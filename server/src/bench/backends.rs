@@ -169,7 +169,7 @@ fn through_pie_ls(args: &BackendsBenchArgs, trace: &Trace, options: Value, serve
     lsp.open(uri, "python", &trace.doc);
     if server.is_none() {
         let deadline = Instant::now() + Duration::from_secs(1800);
-        while !lsp.cache_stats(uri).is_ok_and(|s| s["cachedTokens"].as_u64().unwrap_or(0) > 0 && s["unreadBytes"].as_u64().unwrap_or(0) == 0) {
+        while !lsp.cache_stats(uri).is_ok_and(|s| pie_ls_harness::is_read(&s)) {
             if Instant::now() > deadline {
                 bail!("the document never became warm; server stderr:\n{}", lsp.stderr());
             }

@@ -272,7 +272,7 @@ fn run_through_lsp(args: &CompletionBenchArgs) -> anyhow::Result<()> {
             let uri = "file:///bench/ghost.py";
             lsp.open(uri, "python", doc);
             let deadline = Instant::now() + std::time::Duration::from_secs(1800);
-            while !lsp.cache_stats(uri).is_ok_and(|s| s["cachedTokens"].as_u64().unwrap_or(0) > 0 && s["unreadBytes"].as_u64().unwrap_or(0) == 0) {
+            while !lsp.cache_stats(uri).is_ok_and(|s| pie_ls_harness::is_read(&s)) {
                 if Instant::now() > deadline {
                     bail!("the document never became warm; server stderr:\n{}", lsp.stderr());
                 }

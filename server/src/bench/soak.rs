@@ -389,7 +389,7 @@ fn wait_warm(lsp: &mut LspClient, uri: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(1800);
     loop {
         match lsp.request_with_timeout("pie/cacheStats", json!({ "textDocument": { "uri": uri } }), TIMEOUT) {
-            Ok(stats) if stats["cachedTokens"].as_u64().unwrap_or(0) > 0 && stats["unreadBytes"].as_u64().unwrap_or(0) == 0 => return Ok(()),
+            Ok(stats) if pie_ls_harness::is_read(&stats) => return Ok(()),
             Ok(_) => {}
             Err(err) if err.message.contains("no model") => bail!("the server has no model: {err}; stderr:\n{}", lsp.stderr()),
             Err(_) => {}

@@ -486,7 +486,7 @@ fn wait_warm(lsp: &mut LspClient) -> anyhow::Result<Value> {
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         match lsp.cache_stats(URI) {
-            Ok(stats) if stats["cachedTokens"].as_u64().unwrap_or(0) > 0 && stats["unreadBytes"].as_u64().unwrap_or(0) == 0 => return Ok(stats),
+            Ok(stats) if pie_ls_harness::is_read(&stats) => return Ok(stats),
             Err(e) if e.message.contains("no model loaded") => bail!("the server has no model: {}", e.message),
             _ if Instant::now() > deadline => bail!("the document never became warm; server log:\n{}", lsp.stderr()),
             _ => std::thread::sleep(Duration::from_millis(250)),

@@ -78,6 +78,11 @@ pub struct CacheStats {
     /// first, the rest when the user pauses). Set by the warm thread, not the session.
     #[serde(default)]
     pub unread_bytes: usize,
+    /// The window is still being read: bytes remain, or what the read left stale is still being settled (which
+    /// re-encodes every stale token, an edit's too, outside the refresh budget, so that the read ends exact).
+    /// `unreadBytes` reaches 0 before this goes false. Set by the warm thread.
+    #[serde(default)]
+    pub reading: bool,
 }
 
 /// The bounded correction applied with every PIE update (see `docs/engine.md`).

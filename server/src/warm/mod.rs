@@ -647,7 +647,7 @@ impl Warm {
                 Command::Stats { uri, reply } => {
                     let stats = match (&self.engine, self.sessions.get(&uri)) {
                         (Err(err), _) => Err(format!("no model loaded: {err}")),
-                        (Ok(_), Some(Ok(doc))) => Ok(CacheStats { unread_bytes: doc.prompt.unread_bytes(), ..doc.session.stats() }),
+                        (Ok(_), Some(Ok(doc))) => Ok(CacheStats { unread_bytes: doc.prompt.unread_bytes(), reading: doc.reading.is_some(), ..doc.session.stats() }),
                         (Ok(_), Some(Err(err))) => Err(format!("{uri} has no warm cache: {err}")),
                         (Ok(_), None) => Err(format!("{uri} has no warm cache (not open, closed, or evicted by the warm-document limit)")),
                     };
