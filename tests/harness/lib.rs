@@ -304,6 +304,20 @@ impl LspClient {
         self.child.id()
     }
 
+    /// `textDocument/inlineCompletion` at `(line, character)`, invoked (trigger kind 1), as an editor asks when the
+    /// user pauses or presses the key for it.
+    pub fn inline_completion(&mut self, uri: &str, (line, character): (u32, u32)) -> std::result::Result<Value, RpcError> {
+        self.request(
+            "textDocument/inlineCompletion",
+            json!({ "textDocument": { "uri": uri }, "position": { "line": line, "character": character }, "context": { "triggerKind": 1 } }),
+        )
+    }
+
+    /// `pie/cacheCheck`: the warm cache's consistency with the document.
+    pub fn cache_check(&mut self, uri: &str) -> std::result::Result<Value, RpcError> {
+        self.request("pie/cacheCheck", json!({ "textDocument": { "uri": uri } }))
+    }
+
     /// `pie/cacheStats`.
     pub fn cache_stats(&mut self, uri: &str) -> std::result::Result<Value, RpcError> {
         self.request("pie/cacheStats", json!({ "textDocument": { "uri": uri } }))

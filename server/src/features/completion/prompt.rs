@@ -89,6 +89,17 @@ const MAX_SETTING_BYTES: usize = 1 << 40;
 /// Windows move in steps of this many lines, so that typing does not slide them on every keystroke.
 const WINDOW_STEP_LINES: usize = 64;
 
+/// A line block that reaches further than this past the byte budget (lines of 256 bytes and more on average: a
+/// minified file, a data line) is not a window step: the window then moves in steps of `WINDOW_STEP_BYTES`, cut
+/// inside the line when no line starts near the cut. Found by opening a 400 kB one-line JavaScript file: its
+/// window was the whole line, a 204,460-token prompt that no context held, so the file got no suggestion at all.
+const LONG_BLOCK_BYTES: usize = WINDOW_STEP_LINES * 256;
+const WINDOW_STEP_BYTES: usize = 4_096;
+
+/// How far a window or read boundary moves to reach a line start; further (inside a long line), it stays where
+/// it is, on a character boundary.
+const MAX_SNAP_BYTES: usize = 1_024;
+
 /// A window is read in parts only when entering it would read more than this (or twice the first read, when
 /// that is more): below it, one read takes a few seconds on 2 cores (~1,200 tokens), and a window read whole
 /// at once never has to settle the part read first. Kept apart from the first read's size so that a smaller
@@ -171,8 +182,8 @@ impl PromptBuilder {
         let cursor = text.floor_char_boundary_compat(cursor);
         let (start, end) = (prompt.window_start, prompt.window_end);
         let before = self.first_read_bytes * 3 / 4;
-        let from = line_start(text, cursor.saturating_sub(before)).clamp(start, cursor);
-        let suffix_to = next_line_start(text, (cursor + self.first_read_bytes - before).min(text.len())).clamp(cursor, end);
+        let from = snap_back(text, cursor.saturating_sub(before)).clamp(start, cursor);
+        let suffix_to = snap_forward(text, (cursor + self.first_read_bytes - before).min(text.len())).clamp(cursor, end);
         // What the cache holds from the window's start on stays read (a jump within a window being read keeps
         // what was read of its gap).
         let read_to = held.iter().find(|&&(a, b)| a <= start && start < b).map_or(start, |&(_, b)| b.min(from));
@@ -203,10 +214,10 @@ impl PromptBuilder {
         let u = prompt.unread?;
         let markers = self.markers.as_ref()?;
         let (unread, at, added) = if u.gap.0 < u.gap.1 {
-            let to = next_line_start(text, (u.gap.0 + step.max(1)).min(u.gap.1)).min(u.gap.1);
+            let to = snap_forward(text, (u.gap.0 + step.max(1)).min(u.gap.1)).min(u.gap.1);
             (Unread { gap: (to, u.gap.1), ..u }, context.len() + markers.prefix.len() + (u.gap.0 - prompt.window_start), &text[u.gap.0..to])
         } else if !prefix_only && u.suffix_to < prompt.window_end {
-            let to = next_line_start(text, (u.suffix_to + step.max(1)).min(prompt.window_end)).min(prompt.window_end);
+            let to = snap_forward(text, (u.suffix_to + step.max(1)).min(prompt.window_end)).min(prompt.window_end);
             (Unread { suffix_to: to, ..u }, prompt.text.len() - markers.middle.len(), &text[u.suffix_to..to])
         } else {
             return None;
@@ -411,10 +422,11 @@ pub fn carry_window(old: &str, new: &str, (start, end): (usize, usize)) -> (usiz
     let carry_end = |b: usize| if b >= old_end { b - old_end + new_end } else if b <= at { b } else { new_end };
     let start = new.floor_char_boundary_compat(carry_start(start));
     let end = new.floor_char_boundary_compat(carry_end(end)).max(start);
-    // Back to the start of its line; forward to the start of the next line.
-    let start = new[..start].rfind('\n').map_or(0, |i| i + 1);
-    let end = if end == 0 || new.as_bytes()[end - 1] == b'\n' { end } else { new[end..].find('\n').map_or(new.len(), |i| end + i + 1) };
-    (start, end)
+    // Back to the start of its line; forward to the start of the next line (not when that is far: a window cut
+    // inside a long line stays cut there).
+    let start = snap_back(new, start);
+    let end = if end == 0 { end } else { snap_forward(new, end) };
+    (start, end.max(start))
 }
 
 /// A prompt's unread parts carried from `old` into `new` like its window (`carry_window`): the gap's ends on line
@@ -423,8 +435,8 @@ pub fn carry_unread(old: &str, new: &str, unread: Unread) -> Unread {
     // One diff of the texts for the three points: this runs with every keystroke while a window is being read.
     let span = changed_span(old, new);
     let carry = |at: usize| new.floor_char_boundary_compat(carry_point_in(span, new, at));
-    let gap = (line_start(new, carry(unread.gap.0)), line_start(new, carry(unread.gap.1)));
-    Unread { gap, suffix_to: next_line_start(new, carry(unread.suffix_to)) }
+    let gap = (snap_back(new, carry(unread.gap.0)), snap_back(new, carry(unread.gap.1)));
+    Unread { gap, suffix_to: snap_forward(new, carry(unread.suffix_to)) }
 }
 
 /// The start of the line holding byte `at`.
@@ -467,24 +479,65 @@ fn newlines_before(text: &str, at: usize) -> usize {
 }
 
 /// The start of the line block at or before `at` (blocks are `WINDOW_STEP_LINES` lines, counted from the top).
+/// In long lines (the block starts more than `LONG_BLOCK_BYTES` before `at`), the start of the
+/// `WINDOW_STEP_BYTES` step at or before `at` instead, on a nearby line start or inside the line (`snap_back`):
+/// either way it stays put while the cursor moves within a step.
 fn step_back(text: &str, at: usize, cursor: usize) -> usize {
     if at == 0 {
         return 0;
     }
     let line = newlines_before(text, at);
     let block_line = line / WINDOW_STEP_LINES * WINDOW_STEP_LINES;
-    let start = nth_line_start(text, block_line);
+    let mut start = nth_line_start(text, block_line);
+    if at.min(text.len()) - start > LONG_BLOCK_BYTES {
+        start = snap_back(text, at / WINDOW_STEP_BYTES * WINDOW_STEP_BYTES).max(start);
+    }
     start.min(cursor)
 }
 
-/// The end of the line block at or after `at`.
+/// The end of the line block at or after `at` (in long lines, of the byte step: see `step_back`).
 fn step_forward(text: &str, at: usize, cursor: usize) -> usize {
     if at >= text.len() {
         return text.len();
     }
     let line = newlines_before(text, at);
     let block_line = (line / WINDOW_STEP_LINES + 1) * WINDOW_STEP_LINES;
-    nth_line_start(text, block_line).max(cursor)
+    let mut end = nth_line_start(text, block_line);
+    if end - at > LONG_BLOCK_BYTES {
+        end = snap_forward(text, at.div_ceil(WINDOW_STEP_BYTES) * WINDOW_STEP_BYTES).min(end);
+    }
+    end.max(cursor)
+}
+
+/// The start of the line holding `at`, when it is at most `MAX_SNAP_BYTES` before; else `at` (on a character
+/// boundary, at or before it).
+fn snap_back(text: &str, at: usize) -> usize {
+    let start = line_start(text, at);
+    if at.min(text.len()) - start <= MAX_SNAP_BYTES {
+        start
+    } else {
+        text.floor_char_boundary_compat(at)
+    }
+}
+
+/// The start of the next line (see `next_line_start`), when it is at most `MAX_SNAP_BYTES` after `at`; else
+/// `at` (on a character boundary, at or after it, so that a boundary moved forward never moves back).
+fn snap_forward(text: &str, at: usize) -> usize {
+    let at = at.min(text.len());
+    let next = next_line_start(text, at);
+    if next - at <= MAX_SNAP_BYTES {
+        next
+    } else {
+        ceil_char_boundary(text, at)
+    }
+}
+
+fn ceil_char_boundary(text: &str, mut at: usize) -> usize {
+    at = at.min(text.len());
+    while !text.is_char_boundary(at) {
+        at += 1;
+    }
+    at
 }
 
 fn nth_line_start(text: &str, n: usize) -> usize {
@@ -809,6 +862,55 @@ mod tests {
             read_in_parts += 1;
         }
         assert!(read_in_parts > boundaries.len() / 2, "{read_in_parts} of {}", boundaries.len());
+    }
+
+    #[test]
+    fn a_window_in_long_lines_is_cut_inside_them_and_stays_while_typing() {
+        // A minified file (one 400 kB line) and a data line of 100 kB between lines of code: a window of whole
+        // lines was the whole line, a prompt of 200,000 tokens that no context holds.
+        let minified: String = (0..5000).map(|i| format!("function f{i}(a,b){{var c=a*{i}+b;return c-{i}}}")).collect();
+        let code = |n: usize, name: &str| -> String { (0..n).map(|i| format!("def {name}_{i}(x):\n    return x + {i}\n\n")).collect() };
+        let data = format!("{}DATA = '{}'\n{}", code(200, "f"), "ab€".repeat(25_000), code(200, "g"));
+        let b = PromptBuilder::new(Some(markers()), 12_000, 4_000).with_first_read(1024);
+        let bound = 12_000 + 4_000 + 2 * LONG_BLOCK_BYTES + 2 * MAX_SNAP_BYTES + 64;
+        for text in [&minified, &data] {
+            let mut cursors: Vec<usize> = (1..40).map(|k| text.len() * k / 40).collect();
+            cursors.extend(text.find("DATA").map(|d| d + 30_001));
+            for cursor in cursors {
+                let cursor = text.floor_char_boundary_compat(cursor);
+                let whole = b.build(text, cursor);
+                assert!(whole.text.len() <= bound, "{cursor}: a window of {} bytes", whole.text.len());
+                assert!(whole.window_start + 12_000 <= cursor || whole.window_start == 0, "{cursor}");
+                // Typing here keeps the window where it was (the cache moves only the keystrokes), but where the
+                // cursor crosses into the next step of the window, once.
+                let mut typed = text.to_string();
+                let mut window = (whole.window_start, whole.window_end);
+                let mut moves = 0;
+                for k in 0..20 {
+                    let before = typed.clone();
+                    typed.insert(cursor + k, 'x');
+                    let carried = carry_window(&before, &typed, window);
+                    assert_eq!(carried, (window.0, window.1 + 1), "{cursor} +{k}: carried as it was, one byte longer");
+                    let kept = b.build_keeping(&typed, cursor + k + 1, "", carried, None);
+                    if (kept.window_start, kept.window_end) != carried {
+                        moves += 1;
+                        assert!(kept.window_start > window.0 && kept.window_start <= window.0 + WINDOW_STEP_BYTES + MAX_SNAP_BYTES, "{cursor} +{k}");
+                    }
+                    assert!(kept.text.len() <= bound, "{cursor} +{k}");
+                    window = (kept.window_start, kept.window_end);
+                }
+                assert!(moves <= 1, "{cursor}: the window moved {moves} times in 20 keystrokes");
+                // Read in parts around the cursor first, in steps of about the step's size.
+                let Some(first) = b.read_first(text, cursor, "", &whole, None) else { panic!("{cursor}: a window of {} bytes is read in parts", whole.window_end - whole.window_start) };
+                assert!(first.text.len() <= 1024 + 2 * MAX_SNAP_BYTES + 64, "{cursor}: a first read of {} bytes", first.text.len());
+                let mut p = first;
+                while let Some((next, edit)) = b.read_more(text, cursor, "", &p, 384, false) {
+                    assert!(!edit.new_text.is_empty() && edit.new_text.len() <= 384 + MAX_SNAP_BYTES + 4, "{cursor}: a step of {}", edit.new_text.len());
+                    p = next;
+                }
+                assert_eq!(p, whole, "{cursor}");
+            }
+        }
     }
 
     #[test]
