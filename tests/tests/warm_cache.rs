@@ -345,6 +345,32 @@ fn a_large_file_is_read_around_the_cursor_first_and_whole_when_idle() {
 }
 
 #[test]
+fn a_document_over_the_warm_limit_says_so_and_comes_back_when_it_shrinks() {
+    // Over documents.maxWarmBytes a document gets no warm cache, so no suggestions: the user is told why, at the
+    // open and when an edit crosses the limit either way (before, the suggestions stopped without a word).
+    let uri = "file:///w/limit.py";
+    let text = helpers(80);
+    assert!(text.len() > 8_000);
+    let mut lsp = LspClient::builder().model(&default_model()).init_options(json!({ "documents": { "maxWarmBytes": 6_000 } })).spawn().unwrap();
+    lsp.open(uri, "python", &text);
+    let msg = lsp.wait_log_containing("maxWarmBytes", Duration::from_secs(30)).unwrap();
+    assert!(msg.contains("no suggestions") && msg.contains(&text.len().to_string()), "{msg}");
+    assert!(lsp.cache_stats(uri).is_err());
+    // Shrunk under the limit: warm again.
+    let lines = text.lines().count() as u32;
+    lsp.edit(uri, vec![range_change((20, 0), (lines - 10, 0), "")]);
+    let msg = lsp.wait_log_containing("suggestions resume", Duration::from_secs(30)).unwrap();
+    assert!(msg.contains(uri), "{msg}");
+    lsp.wait_warm(uri, Duration::from_secs(120)).unwrap();
+    // Grown over it by a paste: cold again, and said so.
+    lsp.edit(uri, vec![range_change((5, 0), (5, 0), &text)]);
+    let msg = lsp.wait_log_containing("over documents.maxWarmBytes", Duration::from_secs(30)).unwrap();
+    assert!(msg.contains(uri), "{msg}");
+    let cold = lsp.cache_stats(uri);
+    assert!(cold.as_ref().is_err_and(|e| e.message.contains("no warm cache")), "{cold:?}");
+}
+
+#[test]
 fn a_minified_file_of_one_long_line_gets_a_window_cut_inside_the_line() {
     let _serial = serial();
     // A window of whole lines was the whole line: opening a 400 kB one-line JavaScript file made a 204,460-token

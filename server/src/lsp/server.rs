@@ -523,6 +523,14 @@ fn warm_eligible_within(doc: &crate::document::Document, max_warm_bytes: usize) 
     !doc.is_binary() && doc.rope().len_bytes() <= max_warm_bytes
 }
 
+/// Why a text document gets no suggestions from the in-process model: it is over `documents.maxWarmBytes`.
+fn over_warm_limit_note(uri: &str, doc: &crate::document::Document, max_warm_bytes: usize) -> String {
+    format!(
+        "{uri} is {} bytes, over documents.maxWarmBytes ({max_warm_bytes}): no warm cache, so no suggestions for it (raise the setting to serve it)",
+        doc.rope().len_bytes()
+    )
+}
+
 impl ServerState {
     fn docs(&self) -> MutexGuard<'_, DocumentStore> {
         // A handler that panicked while holding the lock left a consistent store: every mutation is atomic.
@@ -532,7 +540,8 @@ impl ServerState {
     /// The synchronous part of `didChange`: apply the changes to the store (the tree gets `InputEdit`s, its
     /// re-parse is queued) and send the byte edits to the warm thread, all under the store lock so the warm
     /// thread sees edits in store order. O(edit) for a warm document that stays warm.
-    fn apply_change(&self, uri: &str, version: i32, changes: &[crate::document::ContentChange]) -> std::result::Result<(), StoreError> {
+    /// Returns a note for the user when the change took the document over the warm limit or back under it.
+    fn apply_change(&self, uri: &str, version: i32, changes: &[crate::document::ContentChange]) -> std::result::Result<Option<String>, StoreError> {
         let (limits, max_warm_bytes) = {
             let config = self.config.read().unwrap_or_else(|p| p.into_inner());
             (config.document_limits(), config.documents.max_warm_bytes)
@@ -554,7 +563,7 @@ impl ServerState {
                 recent.pop_front();
             }
         }
-        let (Some(warm), Ok(doc)) = (self.warm.get(), docs.get(uri)) else { return Ok(()) };
+        let (Some(warm), Ok(doc)) = (self.warm.get(), docs.get(uri)) else { return Ok(None) };
         let eligible = warm_eligible_within(doc, max_warm_bytes);
         let mut tracked = self.warm_docs.lock().unwrap_or_else(|p| p.into_inner());
         match (eligible, tracked.contains(uri)) {
@@ -566,14 +575,19 @@ impl ServerState {
             (true, false) => {
                 warm.send(Command::Open { uri: uri.to_owned(), version, text: doc.rope().to_string() });
                 tracked.insert(uri.to_owned());
+                let size = doc.rope().len_bytes();
+                return Ok(Some(format!("{uri} is {size} bytes again, within documents.maxWarmBytes: suggestions resume")));
             }
             (false, true) => {
                 warm.send(Command::Close { uri: uri.to_owned() });
                 tracked.remove(uri);
+                if !doc.is_binary() {
+                    return Ok(Some(over_warm_limit_note(uri, doc, max_warm_bytes)));
+                }
             }
             (false, false) => {}
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Sends every warm-eligible document's text to the warm thread again (after it restarted and lost its copies).
@@ -617,7 +631,7 @@ impl SyncPath {
     }
 
     pub fn change(&self, uri: &str, version: i32, changes: &[crate::document::ContentChange]) -> std::result::Result<(), StoreError> {
-        self.0.apply_change(uri, version, changes)
+        self.0.apply_change(uri, version, changes).map(|_| ())
     }
 
     /// The request for the tree of the document's current version.
@@ -1144,16 +1158,16 @@ impl LanguageServer for Backend {
             }
             let note = docs.get(&uri).ok().and_then(|doc| {
                 if doc.is_binary() {
-                    Some(format!("{uri} holds binary content (NUL bytes): stored, but not parsed nor sent to a model"))
-                } else if doc.language().is_some() && doc.syntax_language().is_none() {
-                    Some(format!(
-                        "{uri} is {} bytes, over documents.maxParseBytes ({}): no syntax tree",
-                        doc.rope().len_bytes(),
-                        limits.max_parse_bytes
-                    ))
-                } else {
-                    None
+                    return Some(format!("{uri} holds binary content (NUL bytes): stored, but not parsed nor sent to a model"));
                 }
+                let mut notes = Vec::new();
+                if self.warm().is_some() && !warm_eligible(doc, &config) {
+                    notes.push(over_warm_limit_note(&uri, doc, config.documents.max_warm_bytes));
+                }
+                if doc.language().is_some() && doc.syntax_language().is_none() {
+                    notes.push(format!("{uri} is {} bytes, over documents.maxParseBytes ({}): no syntax tree", doc.rope().len_bytes(), limits.max_parse_bytes));
+                }
+                (!notes.is_empty()).then(|| notes.join("; "))
             });
             (replaced, note)
         };
@@ -1172,8 +1186,10 @@ impl LanguageServer for Backend {
         let changes: Vec<_> = params.content_changes.into_iter().map(convert::content_change).collect();
         // Synchronous, before the first `.await`: see the module invariants in `lsp/mod.rs`.
         let result = self.state.apply_change(&uri, version, &changes);
-        if let Err(err) = result {
-            self.report(MessageType::ERROR, format!("didChange rejected: {err}")).await;
+        match result {
+            Ok(Some(note)) => self.report(MessageType::INFO, note).await,
+            Ok(None) => {}
+            Err(err) => self.report(MessageType::ERROR, format!("didChange rejected: {err}")).await,
         }
     }
 
