@@ -173,3 +173,28 @@ fn a_warm_thread_that_keeps_panicking_degrades_to_no_model_and_documents_still_w
     assert_eq!(state["syntaxErrors"], 0, "{state}");
     lsp.shutdown().unwrap();
 }
+
+#[test]
+fn a_panic_in_a_request_handler_is_an_error_for_that_request_and_the_server_goes_on() {
+    // tower-lsp polls every handler on the server's task: before the guard contained it, one panicking handler
+    // ended the process (an extract-method selection on a license comment did, 2026-12-07).
+    let mut lsp = LspClient::builder().without_model().env("PIE_LS_TEST_PANIC", "codeAction").spawn().unwrap();
+    lsp.open(URI, "python", SOURCE);
+    let params = json!({
+        "textDocument": { "uri": URI },
+        "range": { "start": { "line": 1, "character": 4 }, "end": { "line": 2, "character": 40 } },
+        "context": { "diagnostics": [] }
+    });
+    let err = lsp.request("textDocument/codeAction", params.clone()).unwrap_err();
+    assert_eq!(err.code, -32603, "{err}");
+    assert!(err.message.contains("bug") && err.message.contains("textDocument/codeAction") && err.message.contains("PIE_LS_TEST_PANIC"), "{err}");
+    let logged = lsp.wait_log_containing("recovered", Duration::from_secs(10)).unwrap();
+    assert!(logged.contains("PIE_LS_TEST_PANIC"), "{logged}");
+    // The same request again (the hook fires once) is answered, and edits still apply in order.
+    let actions = lsp.request("textDocument/codeAction", params).unwrap();
+    assert!(actions.is_array(), "{actions}");
+    lsp.edit(URI, vec![range_change((1, 4), (1, 9), "acc")]);
+    assert!(lsp.text(URI).unwrap().contains("acc = sum"));
+    assert!(lsp.is_alive());
+    lsp.shutdown().unwrap();
+}

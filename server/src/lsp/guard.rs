@@ -1,12 +1,23 @@
-//! A tower layer in front of tower-lsp that reports notifications it would otherwise drop in silence.
+//! A tower layer in front of tower-lsp that reports notifications it would otherwise drop in silence, and keeps a
+//! bug in one handler from taking the server down.
 //!
 //! tower-lsp ignores a notification whose params do not deserialize (it cannot answer a notification). A client
 //! whose `didChange` is silently dropped desyncs without knowing why, so this layer checks the params of the
 //! notifications that carry state and answers a bad one with a `window/logMessage` error instead.
+//!
+//! tower-lsp polls every handler's future on the server's own task, so a panic in any handler ended the process:
+//! the editor lost completions, actions and every document until it restarted the server (found 2026-12-07: an
+//! extract-method selection on a license comment at the top of a JavaScript file). Each handler's future is run
+//! under `catch_unwind`; a panic answers its request with an internal error (`-32603`) and a logged message, and
+//! the server goes on. The stores it may have been changing recover from poisoned locks, and every mutation of
+//! them is atomic.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+
+use futures::FutureExt;
 
 use serde::de::DeserializeOwned;
 use tower_lsp::jsonrpc::{Request, Response};
@@ -83,8 +94,32 @@ where
                 Ok(if declared { response.map(advertise_inline_completion) } else { response })
             });
         }
-        Box::pin(self.inner.call(req))
+        contain_panics(req.method().to_owned(), req.id().cloned(), self.client.clone(), self.inner.call(req))
     }
+}
+
+/// Runs a handler's future; a panic in it becomes an internal error for a request and a logged message either way.
+fn contain_panics<F>(method: String, id: Option<tower_lsp::jsonrpc::Id>, client: Client, handler: F) -> BoxFuture<Result<Option<Response>, ExitedError>>
+where
+    F: Future<Output = Result<Option<Response>, ExitedError>> + Send + 'static,
+{
+    Box::pin(async move {
+        match AssertUnwindSafe(handler).catch_unwind().await {
+            Ok(result) => result,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                let what: String = what.chars().take(300).collect();
+                let message = format!("pie-ls hit a bug handling {method} and recovered (please report it): {what}");
+                tracing::error!("{message}");
+                client.log_message(MessageType::ERROR, message.clone()).await;
+                Ok(id.map(|id| Response::from_error(id, tower_lsp::jsonrpc::Error { code: tower_lsp::jsonrpc::ErrorCode::InternalError, message: message.into(), data: None })))
+            }
+        }
+    })
 }
 
 /// Adds `inlineCompletionProvider` (LSP 3.18) to the `initialize` result: tower-lsp 0.20's `ServerCapabilities`

@@ -1067,6 +1067,7 @@ impl LanguageServer for Backend {
 
     async fn code_action(&self, params: CodeActionParams) -> Result<Option<CodeActionResponse>> {
         let snapshot = self.snapshot(&params.text_document.uri).await?;
+        crate::warm::test_panic("codeAction");
         let mut actions = super::code_action::code_actions(&snapshot, &params)?.unwrap_or_default();
         let model = match (self.warm(), self.config().actions_backend().is_local()) {
             (_, false) | (Some(_), true) => Ok(()),

@@ -380,9 +380,9 @@ fn supervise(
 }
 
 /// The test hook of the fault-path tests: `PIE_LS_TEST_PANIC=<command>` (`open`, `edit`, `complete`, `stats`,
-/// ...) makes the warm thread panic on the first such command, `<command>:always` on every one. Ignored unless
-/// set.
-fn test_panic(kind: &str) {
+/// ...) makes the warm thread panic on the first such command, `<command>:always` on every one; `codeAction`
+/// makes that LSP handler panic (`lsp/guard.rs` contains it). Ignored unless set.
+pub(crate) fn test_panic(kind: &str) {
     static FIRED: AtomicBool = AtomicBool::new(false);
     let Ok(hook) = std::env::var("PIE_LS_TEST_PANIC") else { return };
     let (name, always) = match hook.split_once(':') {

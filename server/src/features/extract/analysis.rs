@@ -545,7 +545,8 @@ pub(crate) fn analyze(src: &str, tree: &Tree, lang: Language, sel: Range<usize>)
     } else {
         let top = top_level_item(root, first, table);
         if module_level {
-            (line_start(src, top.start_byte()), true, String::new())
+            // Before the statement, or before the comments that move with the selection when it starts on them.
+            (line_start(src, top.start_byte().min(replace.start)), true, String::new())
         } else {
             (top.end_byte(), false, line_indent(src, top.start_byte()))
         }

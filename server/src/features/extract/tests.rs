@@ -136,6 +136,12 @@ fn garbage_ranges_never_panic() {
         (Language::Java, "class A {\n    int f(int a) {\n        int b = a + 1;\n        return b;\n    }\n}\n"),
         (Language::TypeScript, "function f(a: number) {\n  const b = a + 1;\n  return b;\n}\n"),
         (Language::JavaScript, "function f(a) {\n  const b = a + 1;\n  return b;\n}\n"),
+        // Module-level code after a leading comment: the comment moves with the statements, so the selection
+        // starts before the statement the new function goes before (a license header in tslib.js crashed the
+        // server with a slice from 887 to 0).
+        (Language::JavaScript, "/* License\n   text */\n\nvar a = 1;\nvar b = a + 2;\nconsole.log(b);\n"),
+        (Language::Python, "# License\n# text\n\na = 1\nb = a + 2\nprint(b)\n"),
+        (Language::TypeScript, "// header\nconst a: number = 1;\nconst b = a + 2;\nconsole.log(b);\n"),
     ];
     for (lang, src) in srcs {
         let syntax = SyntaxTree::new(lang, &ropey::Rope::from_str(src));
@@ -146,4 +152,10 @@ fn garbage_ranges_never_panic() {
             }
         }
     }
+}
+
+#[test]
+fn module_level_statements_after_a_leading_comment_take_the_comment_along() {
+    let out = run(Language::JavaScript, "«/* License */\nvar a = 1;\nvar b = a + 2;»\nconsole.log(b);\n").unwrap();
+    assert_eq!(out, "function computeB() {\n  /* License */\n  var a = 1;\n  var b = a + 2;\n  return b;\n}\n\nvar b = computeB();\nconsole.log(b);\n");
 }
