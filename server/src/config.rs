@@ -136,7 +136,7 @@ pub struct ModelConfig {
     pub refresh_large_edit_tokens: Option<usize>,
     /// Greedy generation: tokens drafted from the prompt per decode and verified in it (0: off).
     pub draft_tokens: Option<usize>,
-    /// llama.cpp's flash-attention kernels: `auto` (the default; llama.cpp decides), `on` or `off`.
+    /// llama.cpp's flash-attention kernels: `auto` (the default: off on the CPU, llama.cpp decides with layers on a GPU), `on` or `off`.
     pub flash_attention: Option<FlashAttention>,
 }
 
