@@ -265,13 +265,15 @@ async function resetFile() {
       await warm.locator('input').first().fill('2');
       await until('the server to log the new configuration', 30000, async () => updates() > before);
       // a client switch: the status-bar item goes away
-      const bar = await setting('pie-ls.statusBar.enabled');
-      const box = bar.locator('.setting-value-checkbox').first();
-      // A click that lands while the settings tree re-renders is lost (seen once: the box stayed clear and the
-      // item never came back), so each click is checked on the box itself and repeated if it did not take.
+      let box = (await setting('pie-ls.statusBar.enabled')).locator('.setting-value-checkbox').first();
+      // A click that lands while the settings tree re-renders is lost (seen twice: the box stayed clear and the
+      // item never came back, once for three clicks in a row on the same element), so each click is checked on
+      // the box itself, and a click that did not take is repeated on a box found by a fresh search (the tree
+      // may have replaced the element the old locator held).
       const tick = async (want) => {
         const ticked = async () => (await box.getAttribute('aria-checked')) === String(want);
-        for (let attempt = 0; attempt < 3 && !(await ticked()); attempt++) {
+        for (let attempt = 0; attempt < 5 && !(await ticked()); attempt++) {
+          if (attempt > 0) box = (await setting('pie-ls.statusBar.enabled')).locator('.setting-value-checkbox').first();
           await box.click();
           await until(`the checkbox to read ${want}`, 3000, ticked).catch(() => {});
         }
