@@ -576,7 +576,7 @@ impl ServerState {
                 warm.send(Command::Open { uri: uri.to_owned(), version, text: doc.rope().to_string() });
                 tracked.insert(uri.to_owned());
                 let size = doc.rope().len_bytes();
-                return Ok(Some(format!("{uri} is {size} bytes again, within documents.maxWarmBytes: suggestions resume")));
+                return Ok(Some(format!("{uri} ({size} bytes) gets a warm cache again: suggestions resume")));
             }
             (false, true) => {
                 warm.send(Command::Close { uri: uri.to_owned() });

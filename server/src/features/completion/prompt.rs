@@ -441,13 +441,15 @@ pub fn carry_unread(old: &str, new: &str, unread: Unread) -> Unread {
 
 /// The start of the line holding byte `at`.
 /// Byte-wise: `at` may be inside a character (a cursor less a byte count), and the result, after a newline, is a
-/// boundary.
+/// boundary. The server snaps with the bounded `snap_back`; the tests check it against this.
+#[cfg(test)]
 fn line_start(text: &str, at: usize) -> usize {
     text.as_bytes()[..at.min(text.len())].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1)
 }
 
 /// The start of the line after the one holding byte `at` (the text's end on the last line); `at` itself when it
-/// is a line start.
+/// is a line start. The server snaps with the bounded `snap_forward`; the tests check it against this.
+#[cfg(test)]
 fn next_line_start(text: &str, at: usize) -> usize {
     if at == 0 || at >= text.len() || text.as_bytes()[at - 1] == b'\n' {
         return at.min(text.len());
@@ -510,25 +512,31 @@ fn step_forward(text: &str, at: usize, cursor: usize) -> usize {
 }
 
 /// The start of the line holding `at`, when it is at most `MAX_SNAP_BYTES` before; else `at` (on a character
-/// boundary, at or before it).
+/// boundary, at or before it). Looks at most that far: `carry_window` runs with every keystroke, and a minified
+/// line is hundreds of kilobytes.
 fn snap_back(text: &str, at: usize) -> usize {
-    let start = line_start(text, at);
-    if at.min(text.len()) - start <= MAX_SNAP_BYTES {
-        start
-    } else {
-        text.floor_char_boundary_compat(at)
+    let at = at.min(text.len());
+    let from = at.saturating_sub(MAX_SNAP_BYTES + 1);
+    match text.as_bytes()[from..at].iter().rposition(|&b| b == b'\n') {
+        Some(i) => from + i + 1,
+        None if at <= MAX_SNAP_BYTES => 0,
+        None => text.floor_char_boundary_compat(at),
     }
 }
 
 /// The start of the next line (see `next_line_start`), when it is at most `MAX_SNAP_BYTES` after `at`; else
-/// `at` (on a character boundary, at or after it, so that a boundary moved forward never moves back).
+/// `at` (on a character boundary, at or after it, so that a boundary moved forward never moves back). Looks at
+/// most that far, as `snap_back`.
 fn snap_forward(text: &str, at: usize) -> usize {
     let at = at.min(text.len());
-    let next = next_line_start(text, at);
-    if next - at <= MAX_SNAP_BYTES {
-        next
-    } else {
-        ceil_char_boundary(text, at)
+    if at == 0 || at == text.len() || text.as_bytes()[at - 1] == b'\n' {
+        return at;
+    }
+    let to = (at + MAX_SNAP_BYTES).min(text.len());
+    match text.as_bytes()[at..to].iter().position(|&b| b == b'\n') {
+        Some(i) => at + i + 1,
+        None if to == text.len() => to,
+        None => ceil_char_boundary(text, at),
     }
 }
 
@@ -910,6 +918,24 @@ mod tests {
                 }
                 assert_eq!(p, whole, "{cursor}");
             }
+        }
+    }
+
+    #[test]
+    fn the_bounded_snaps_agree_with_whole_line_scans() {
+        let unbounded_back = |text: &str, at: usize| {
+            let start = line_start(text, at);
+            if at.min(text.len()) - start <= MAX_SNAP_BYTES { start } else { text.floor_char_boundary_compat(at) }
+        };
+        let unbounded_forward = |text: &str, at: usize| {
+            let at = at.min(text.len());
+            let next = next_line_start(text, at);
+            if next - at <= MAX_SNAP_BYTES { next } else { ceil_char_boundary(text, at) }
+        };
+        let text: String = (0..60).map(|i| format!("{}é\n", "x".repeat((i * 97) % 2_600))).collect();
+        for at in (0..=text.len() + 3).step_by(7).chain([MAX_SNAP_BYTES, MAX_SNAP_BYTES + 1, MAX_SNAP_BYTES + 2]) {
+            assert_eq!(snap_back(&text, at), unbounded_back(&text, at), "back {at}");
+            assert_eq!(snap_forward(&text, at), unbounded_forward(&text, at), "forward {at}");
         }
     }
 
