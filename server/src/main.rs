@@ -65,8 +65,10 @@ enum BenchCommand {
 }
 
 fn main() -> std::process::ExitCode {
+    // First, while this is the only thread: may run the binary again with a short OpenMP spin (see the module).
+    let spin = pie_ls::engine::openmp::ensure_short_spin();
     // Errors are for users: one clear line (with its causes), never a backtrace.
-    match run(Cli::parse()) {
+    match run(Cli::parse(), spin) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
@@ -75,8 +77,13 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli, spin: pie_ls::engine::openmp::SpinSetting) -> anyhow::Result<()> {
     init_logging(cli.log_file.as_deref(), cli.log_level.as_deref())?;
+    match (&spin, &cli.command) {
+        (pie_ls::engine::openmp::SpinSetting::RerunFailed(_), _) => tracing::warn!("{}", spin.describe()),
+        (_, None | Some(Command::Serve)) => tracing::info!("{}", spin.describe()),
+        _ => tracing::debug!("{}", spin.describe()),
+    }
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

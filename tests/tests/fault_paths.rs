@@ -198,3 +198,45 @@ fn a_panic_in_a_request_handler_is_an_error_for_that_request_and_the_server_goes
     assert!(lsp.is_alive());
     lsp.shutdown().unwrap();
 }
+
+/// The server's environment as the kernel started its current program (`/proc/<pid>/environ`).
+fn started_environment(lsp: &LspClient) -> Vec<String> {
+    let raw = std::fs::read(format!("/proc/{}/environ", lsp.pid())).expect("reading the server's environ");
+    raw.split(|&b| b == 0).filter(|v| !v.is_empty()).map(|v| String::from_utf8_lossy(v).into_owned()).collect()
+}
+
+/// Whether the server's log says `needle` within a few seconds (stderr is read on a thread of its own).
+fn stderr_says(lsp: &LspClient, needle: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !lsp.stderr().contains(needle) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    lsp.stderr().contains(needle)
+}
+
+#[test]
+fn llama_cpp_threads_spin_briefly_at_barriers_unless_the_environment_chose() {
+    // libgomp reads GOMP_SPINCOUNT when it is loaded, so the server runs itself again (same pid) with it set; under
+    // load its default spin made each barrier cost a scheduler slice (`engine/openmp.rs`).
+    let users = ["GOMP_SPINCOUNT", "OMP_WAIT_POLICY"].iter().find_map(|k| std::env::var(k).ok().map(|v| format!("{k}={v}")));
+    let mut lsp = LspClient::builder().without_model().spawn().unwrap();
+    lsp.open(URI, "python", SOURCE);
+    assert_eq!(lsp.text(URI).unwrap(), SOURCE, "the server that runs again serves the same stdio");
+    let env = started_environment(&lsp);
+    match &users {
+        None => assert!(env.iter().any(|v| v == "GOMP_SPINCOUNT=1000"), "{env:?}"),
+        Some(chosen) => assert!(env.contains(chosen) && !env.iter().any(|v| v.starts_with("PIE_LS_OPENMP_RERUN=")), "{env:?}"),
+    }
+    assert!(stderr_says(&lsp, "OpenMP threads"), "{}", lsp.stderr());
+    lsp.shutdown().unwrap();
+
+    // A spin count of the user's own is kept, and the server does not run again.
+    let mut lsp = LspClient::builder().without_model().env("GOMP_SPINCOUNT", "5000").spawn().unwrap();
+    lsp.open(URI, "python", SOURCE);
+    assert_eq!(lsp.text(URI).unwrap(), SOURCE);
+    let env = started_environment(&lsp);
+    assert!(env.iter().any(|v| v == "GOMP_SPINCOUNT=5000"), "{env:?}");
+    assert!(!env.iter().any(|v| v.starts_with("PIE_LS_OPENMP_RERUN=")), "{env:?}");
+    assert!(stderr_says(&lsp, "GOMP_SPINCOUNT=5000"), "{}", lsp.stderr());
+    lsp.shutdown().unwrap();
+}

@@ -17,6 +17,7 @@ pub mod error;
 pub mod fetch;
 pub mod hub;
 pub mod model;
+pub mod openmp;
 pub mod pie;
 pub mod pool;
 pub mod sample;
