@@ -47,6 +47,13 @@ pub struct BackendsBenchArgs {
     /// Source file (default: Python standard-library modules, concatenated).
     #[arg(long)]
     pub file: Option<std::path::PathBuf>,
+    /// Extra settings for the in-process row (JSON, merged into its `initializationOptions`), e.g.
+    /// '{"model":{"draftTokens":2}}'.
+    #[arg(long)]
+    pub settings: Option<String>,
+    /// Only the in-process row (to compare settings quickly; the peer's figures need the full run).
+    #[arg(long)]
+    pub local_only: bool,
 }
 
 /// The statement typed at each position, one character per keystroke.
@@ -58,6 +65,8 @@ struct Figures {
     first_token_ms: Vec<f64>,
     evaluated: Vec<f64>,
     errors: usize,
+    /// Tokens generation drafted from the document, and those the model confirmed (the in-process row).
+    drafts: Option<(u64, u64)>,
 }
 
 pub fn run(args: BackendsBenchArgs) -> anyhow::Result<()> {
@@ -85,7 +94,17 @@ pub fn run(args: BackendsBenchArgs) -> anyhow::Result<()> {
     let mut rows: Vec<(&str, Figures)> = Vec::new();
 
     eprintln!("== pie-ls local (PIE)");
-    rows.push(("pie-ls local (PIE)", through_pie_ls(&args, &trace, json!({ "model": { "path": model.display().to_string(), "threads": args.threads } }), None)?));
+    let mut local = json!({ "model": { "path": model.display().to_string(), "threads": args.threads } });
+    if let Some(extra) = &args.settings {
+        let extra: Value = serde_json::from_str(extra).context("--settings is not JSON")?;
+        pie_ls_harness::merge(&mut local, extra);
+    }
+    rows.push(("pie-ls local (PIE)", through_pie_ls(&args, &trace, local, None)?));
+
+    if args.local_only {
+        print_rows(&mut rows);
+        return Ok(());
+    }
 
     eprintln!("== pie-ls -> llama-server");
     let server = LlamaServer::start(&binary, &model, args.threads)?;
@@ -98,9 +117,15 @@ pub fn run(args: BackendsBenchArgs) -> anyhow::Result<()> {
     rows.push(("llama.vim -> llama-server", llama_vim(&args, &trace, &server)?));
     drop(server);
 
+    print_rows(&mut rows);
+    Ok(())
+}
+
+/// The figures table; ratios are to the first row's median.
+fn print_rows(rows: &mut [(&str, Figures)]) {
     println!("{:<26} {:>10} {:>10} {:>10} {:>10} {:>13} {:>7}", "path", "sugg_p50", "sugg_p95", "first_p50", "first_p95", "evaluated/key", "errors");
     let base = rows.first().map(|(_, f)| quantile(&mut f.suggestion_ms.clone(), 0.5)).unwrap_or(f64::NAN);
-    for (name, f) in &mut rows {
+    for (name, f) in rows.iter_mut() {
         let p50 = quantile(&mut f.suggestion_ms, 0.5);
         println!(
             "{:<26} {:>8.0}ms {:>8.0}ms {:>8.0}ms {:>8.0}ms {:>13.1} {:>7}   ({:.2}x local p50)",
@@ -114,8 +139,12 @@ pub fn run(args: BackendsBenchArgs) -> anyhow::Result<()> {
             p50 / base,
         );
     }
+    for (name, f) in rows.iter() {
+        if let Some((drafted, accepted)) = f.drafts.filter(|(d, _)| *d > 0) {
+            println!("{name}: {accepted} of {drafted} drafted tokens confirmed ({:.0}%)", 100.0 * accepted as f64 / drafted as f64);
+        }
+    }
     println!("sugg = keystroke sent to finished suggestion (client side; pie-ls serves typing along a shown suggestion without a request); first = to the first generated token, over the keystrokes that generated; evaluated/key = prompt tokens the model ran per keystroke (local: the warm cache's encodings, edits included; llama-server: timings.prompt_n)");
-    Ok(())
 }
 
 /// The edits of the trace: at each position a new line at that line's indentation, then `TYPED` one character
@@ -220,6 +249,12 @@ fn through_pie_ls(args: &BackendsBenchArgs, trace: &Trace, options: Value, serve
                 eprintln!("  error: {err}");
                 f.errors += 1;
             }
+        }
+    }
+    if server.is_none() {
+        let stats = lsp.cache_stats(uri).unwrap_or_default();
+        if let (Some(drafted), Some(accepted)) = (stats["draftedTokens"].as_u64(), stats["acceptedDraftTokens"].as_u64()) {
+            f.drafts = Some((drafted, accepted));
         }
     }
     let _ = lsp.shutdown();
