@@ -39,7 +39,7 @@ fn job() -> CompletionJob {
             suffix: "\n\nprint(add(1, 2))\n".into(),
         },
         line_before_cursor: "    ".into(),
-        rest_of_line: String::new(),
+        after_cursor: String::new(),
         max_tokens: 32,
         multiline: true,
         started: Instant::now(),

@@ -15,7 +15,7 @@ use anyhow::{bail, Context};
 
 use super::quantile;
 use crate::engine::{resolve_model, Engine, EngineConfig, KvSession, TextEdit, UpdateMode};
-use crate::features::completion::{generate_suggestion, prompt_edits, CompletionConfig, Markers, PromptBuilder};
+use crate::features::completion::{generate_suggestion, prompt_edits, text_after_cursor, CompletionConfig, Markers, PromptBuilder};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct CompletionBenchArgs {
@@ -190,8 +190,7 @@ fn measure(engine: &Engine, markers: &Markers, doc: &str, layout: Layout, args: 
             let before = s.stats().encoded_tokens;
             s.update_with(&new_prompt, &edits, layout.mode())?;
             let line_start = text[..cursor].rfind('\n').map(|i| i + 1).unwrap_or(0);
-            let line_end = text[cursor..].find('\n').map(|i| cursor + i).unwrap_or(text.len());
-            let generated = generate_suggestion(s, &text[line_start..cursor], &text[cursor..line_end], &config, &AtomicBool::new(false), started)?;
+            let generated = generate_suggestion(s, &text[line_start..cursor], text_after_cursor(&text, cursor), &config, &AtomicBool::new(false), started)?;
             figures.suggestion_ms.push(started.elapsed().as_secs_f64() * 1e3);
             figures.first_token_ms.push(generated.first_token_ms.unwrap_or(f64::NAN));
             figures.encoded.push((s.stats().encoded_tokens - before) as f64);

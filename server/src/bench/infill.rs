@@ -23,7 +23,7 @@ use crate::engine::fetch::{fetch_data, HUMAN_EVAL};
 use crate::engine::bench::{correction_name, parse_correction};
 use crate::engine::session::Snapshot;
 use crate::engine::{resolve_model, Correction, Engine, EngineConfig, KvSession};
-use crate::features::completion::{generate_suggestion, prompt_edits, CompletionConfig, Markers, PromptBuilder};
+use crate::features::completion::{generate_suggestion, prompt_edits, text_after_cursor, CompletionConfig, Markers, PromptBuilder};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct InfillBenchArgs {
@@ -209,11 +209,10 @@ fn infill(
         }
     };
     let line_start = case.masked_doc[..case.cursor].rfind('\n').map(|i| i + 1).unwrap_or(0);
-    let line_end = case.masked_doc[case.cursor..].find('\n').map(|i| case.cursor + i).unwrap_or(case.masked_doc.len());
     let generated = generate_suggestion(
         session,
         &case.masked_doc[line_start..case.cursor],
-        &case.masked_doc[case.cursor..line_end],
+        text_after_cursor(&case.masked_doc, case.cursor),
         config,
         &AtomicBool::new(false),
         Instant::now(),

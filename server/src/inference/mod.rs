@@ -204,9 +204,10 @@ pub struct FimParts {
 #[derive(Clone, Debug)]
 pub struct CompletionJob {
     pub parts: FimParts,
-    /// The cursor's line up to the cursor, and after it (for the end of the block and the post-processing).
+    /// The cursor's line up to the cursor, and the text after the cursor (`text_after_cursor`: the rest of its
+    /// line and the lines below), for the end of the block and the post-processing.
     pub line_before_cursor: String,
-    pub rest_of_line: String,
+    pub after_cursor: String,
     pub max_tokens: usize,
     pub multiline: bool,
     /// When the request arrived, and how long the whole suggestion may take from then.
@@ -320,7 +321,7 @@ impl HttpBackend {
         let kind = self.kind().await?;
         let model = self.model(kind).await?;
         let request = protocol::completion_request(kind, &self.inner.config, model.as_deref(), &job)?;
-        let block = BlockStop::new(&job.line_before_cursor, job.multiline);
+        let block = BlockStop::new(&job.line_before_cursor, job.multiline).following(&job.after_cursor);
         let mut generated = String::new();
         let mut first_token_ms = None;
         let mut pieces = 0;
@@ -342,7 +343,7 @@ impl HttpBackend {
                 err => err,
             })?;
         Ok(Completed {
-            text: finish_suggestion(&generated, &block, &job.rest_of_line),
+            text: finish_suggestion(&generated, &block, job.after_cursor.split('\n').next().unwrap_or("")),
             usage,
             first_token_ms,
             pieces,

@@ -312,7 +312,7 @@ mod tests {
         CompletionJob {
             parts: FimParts { extra: vec![("u.py".into(), "x = 1\n".into())], file_name: "m.py".into(), prefix: "def f():\n    ".into(), suffix: "\n".into() },
             line_before_cursor: "    ".into(),
-            rest_of_line: String::new(),
+            after_cursor: String::new(),
             max_tokens: 32,
             multiline: true,
             started: std::time::Instant::now(),

@@ -384,7 +384,6 @@ impl Backend {
         let window = crate::features::completion::PromptBuilder::new(Some(markers), config.completion.prefix_bytes, config.completion.suffix_bytes).build(text, cursor);
         let cursor = cursor.clamp(window.window_start, window.window_end);
         let line_start = text[..cursor].rfind('\n').map(|i| i + 1).unwrap_or(0);
-        let line_end = text[cursor..].find('\n').map(|i| cursor + i).unwrap_or(text.len());
         let name = |u: &str| u.rsplit('/').next().unwrap_or(u).to_owned();
         let others: Vec<(String, usize)> = {
             let recent = self.state.recent_edits.lock().unwrap_or_else(|p| p.into_inner());
@@ -410,7 +409,7 @@ impl Backend {
         crate::inference::CompletionJob {
             parts: crate::inference::FimParts { extra, file_name: name(uri), prefix: text[window.window_start..cursor].to_owned(), suffix: text[cursor..window.window_end].to_owned() },
             line_before_cursor: text[line_start..cursor].to_owned(),
-            rest_of_line: text[cursor..line_end].to_owned(),
+            after_cursor: crate::features::completion::text_after_cursor(&text, cursor).to_owned(),
             max_tokens: config.completion.max_tokens.max(1),
             multiline: config.completion.multiline,
             started,

@@ -23,7 +23,7 @@ use tokio::sync::oneshot;
 
 use crate::engine::{self, CacheStats, Engine, EngineConfig, GenerateParams, KvSession, SamplingParams, TextEdit, WarmPool};
 use crate::features::chat::{render, ChatMessage};
-use crate::features::completion::{carry_unread, carry_window, generate_streaming, prompt_edits, CompletionConfig, CrossFileContext, Markers, Prompt, PromptBuilder, Streaming};
+use crate::features::completion::{carry_unread, carry_window, generate_streaming, prompt_edits, text_after_cursor, CompletionConfig, CrossFileContext, Markers, Prompt, PromptBuilder, Streaming};
 
 /// How long the warm thread waits for the next keystroke before it applies an edit to the cache, so that a burst
 /// of typing is one PIE update rather than one per key. Any other command (a completion, a query) applies the
@@ -976,8 +976,6 @@ impl Warm {
         let interrupt = Arc::clone(&self.interrupt);
         let Some(Ok(doc)) = self.sessions.get_mut(uri.as_str()) else { return Some((reply, Err("not warm".into()))) };
         let line_start = doc.text[..doc.cursor].rfind('\n').map(|i| i + 1).unwrap_or(0);
-        let line_end = doc.text[doc.cursor..].find('\n').map(|i| doc.cursor + i).unwrap_or(doc.text.len());
-        let rest_of_line = &doc.text[doc.cursor..line_end];
         let after = doc.session.stats();
         let doc_version = doc.version;
         let outcome = |generated: &crate::features::completion::Generated| CompletionOutcome {
@@ -1007,7 +1005,7 @@ impl Warm {
         };
         let mut on_extended = |text: &str| growing.set(text);
         let mut streaming = Streaming { first_after, stop_extension: &stop_extension, interrupt: Some(&*interrupt), on_first: &mut on_first, on_extended: &mut on_extended };
-        let result = generate_streaming(&mut doc.session, &doc.text[line_start..doc.cursor], rest_of_line, &config, &cancelled, started, &mut streaming);
+        let result = generate_streaming(&mut doc.session, &doc.text[line_start..doc.cursor], text_after_cursor(&doc.text, doc.cursor), &config, &cancelled, started, &mut streaming);
         let reply = reply?;
         match result {
             Ok(_) => None,

@@ -20,19 +20,20 @@ pub struct Generated {
     pub first_token_ms: Option<f64>,
 }
 
-/// Generates at the end of `session`'s prompt. `line_before_cursor` and `rest_of_line` are the document text
-/// around the cursor on its line; `started` is when the keystroke or request arrived (for the time budget and
+/// Generates at the end of `session`'s prompt. `line_before_cursor` is the document text from the start of the
+/// cursor's line to the cursor, `after_cursor` the text after it (`text_after_cursor`: the rest of its line and
+/// the lines below, where the suggestion stops if it runs into them); `started` is when the keystroke or request arrived (for the time budget and
 /// the first-token figure). A raised `cancel` gives `Err(EngineError::Cancelled)`.
 pub fn generate_suggestion(
     session: &mut KvSession,
     line_before_cursor: &str,
-    rest_of_line: &str,
+    after_cursor: &str,
     config: &CompletionConfig,
     cancel: &AtomicBool,
     started: Instant,
 ) -> Result<Generated, EngineError> {
     let mut never = Streaming { first_after: None, stop_extension: &|| false, interrupt: None, on_first: &mut |_| {}, on_extended: &mut |_| {} };
-    generate_streaming(session, line_before_cursor, rest_of_line, config, &|| cancel.load(Ordering::Relaxed), started, &mut never)
+    generate_streaming(session, line_before_cursor, after_cursor, config, &|| cancel.load(Ordering::Relaxed), started, &mut never)
 }
 
 /// How a suggestion is streamed: a first part in time, then its extension.
@@ -56,13 +57,14 @@ pub struct Streaming<'a> {
 pub fn generate_streaming(
     session: &mut KvSession,
     line_before_cursor: &str,
-    rest_of_line: &str,
+    after_cursor: &str,
     config: &CompletionConfig,
     cancel: &dyn Fn() -> bool,
     started: Instant,
     streaming: &mut Streaming<'_>,
 ) -> Result<Generated, EngineError> {
-    let block = BlockStop::new(line_before_cursor, config.multiline);
+    let block = BlockStop::new(line_before_cursor, config.multiline).following(after_cursor);
+    let rest_of_line = after_cursor.split('\n').next().unwrap_or("");
     let stop_now = AtomicBool::new(false);
     let mut generated = String::new();
     let mut first_token_ms = None;

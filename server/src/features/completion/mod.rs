@@ -9,7 +9,7 @@ mod postprocess;
 mod prompt;
 
 pub use generate::{generate_streaming, generate_suggestion, Generated, Streaming};
-pub use postprocess::{finish_suggestion, BlockStop};
+pub use postprocess::{finish_suggestion, text_after_cursor, BlockStop};
 pub use prompt::{carry_unread, carry_window, prompt_edits, CrossFileContext, Markers, Prompt, PromptBuilder, Unread};
 
 use serde::{Deserialize, Serialize};

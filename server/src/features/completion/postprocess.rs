@@ -1,5 +1,6 @@
-//! From raw model output to a suggestion: stop at the end of the block, do not repeat what already follows the
-//! cursor, drop trailing blank lines.
+//! From raw model output to a suggestion: stop at the end of the block or where it runs into the code that
+//! already follows the cursor, do not repeat what already follows the cursor on its line, drop trailing blank
+//! lines.
 
 /// Decides, while tokens stream in, where the suggestion's block ends (by indentation).
 #[derive(Clone, Debug)]
@@ -11,6 +12,30 @@ pub struct BlockStop {
     cursor_on_blank_line: bool,
     /// Bytes of whitespace before the cursor on its line.
     cursor_indent_bytes: usize,
+    /// The cursor's line up to the cursor, trimmed (for a first line that repeats the next one).
+    line_before_cursor: String,
+    /// The first `REPEAT_LOOKAHEAD_LINES` non-blank lines after the cursor's line, trimmed.
+    following: Vec<String>,
+}
+
+/// Non-blank lines after the cursor's line that a suggestion must not repeat, and the least a line must hold
+/// (trimmed) to count as repeated: a small model that has written what belongs at the cursor often goes on with
+/// the code below it, which is already there (llama.vim discards such suggestions after the fact). Short lines
+/// (`}`, `else:`, `return x`) recur legitimately in new code and are never taken for a repeat.
+const REPEAT_LOOKAHEAD_LINES: usize = 3;
+const REPEAT_MIN_CHARS: usize = 10;
+
+/// Bytes after the cursor worth handing to `BlockStop::following`.
+pub const FOLLOWING_BYTES: usize = 2048;
+
+/// The text after `cursor` for `BlockStop::following`: at most `FOLLOWING_BYTES`, cut at a char boundary.
+pub fn text_after_cursor(text: &str, cursor: usize) -> &str {
+    let cursor = cursor.min(text.len());
+    let mut end = (cursor + FOLLOWING_BYTES).min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[cursor..end]
 }
 
 impl BlockStop {
@@ -22,15 +47,58 @@ impl BlockStop {
             multiline,
             cursor_on_blank_line: blank,
             cursor_indent_bytes: if blank { line_before_cursor.len() } else { 0 },
+            line_before_cursor: line_before_cursor.trim().to_owned(),
+            following: Vec::new(),
+        }
+    }
+
+    /// Also ends the suggestion where a line of it repeats one of the next non-blank lines after the cursor's
+    /// line. `after_cursor` is the document from the cursor on (its first line is the rest of the cursor's line).
+    pub fn following(mut self, after_cursor: &str) -> BlockStop {
+        self.following = after_cursor
+            .split('\n')
+            .skip(1)
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .take(REPEAT_LOOKAHEAD_LINES)
+            .map(str::to_owned)
+            .collect();
+        self
+    }
+
+    /// Whether generated line `i` (`content`, without its newline, complete) is code already after the cursor.
+    fn repeats(&self, i: usize, content: &str) -> bool {
+        let line = if i == 0 { format!("{}{}", self.line_before_cursor, content.trim_end()) } else { content.to_owned() };
+        let line = line.trim();
+        if line.chars().count() < REPEAT_MIN_CHARS {
+            return false;
+        }
+        // The first line continues the cursor's: a repeat only of the very next line (the whole suggestion is
+        // then that line again). Later lines: any of the next few, where a model that skipped one resumes.
+        match i {
+            0 => self.following.first().is_some_and(|next| next == line),
+            _ => self.following.iter().any(|next| next == line),
         }
     }
 
     /// The length of `generated` that is inside the block, or `None` while the block has not ended yet.
     pub fn cut(&self, generated: &str) -> Option<usize> {
+        self.cut_at(generated, false)
+    }
+
+    /// `cut` for a generation that has ended: its last line is complete too.
+    pub fn cut_finished(&self, generated: &str) -> Option<usize> {
+        self.cut_at(generated, true)
+    }
+
+    fn cut_at(&self, generated: &str, finished: bool) -> Option<usize> {
         let mut offset: usize = 0;
         let mut blank_run = 0;
         for (i, line) in generated.split_inclusive('\n').enumerate() {
             let complete = line.ends_with('\n');
+            if (complete || finished) && !self.following.is_empty() && self.repeats(i, line.trim_end_matches(['\n', '\r'])) {
+                return Some(offset.saturating_sub(1));
+            }
             if i > 0 {
                 if !self.multiline {
                     return Some(offset.saturating_sub(1));
@@ -66,7 +134,7 @@ fn indent_width(s: &str) -> usize {
 /// Cleans a finished generation: cut at the block end, drop the part that repeats the text after the cursor on
 /// the same line (e.g. a closing bracket the editor already inserted), drop trailing blank lines.
 pub fn finish_suggestion(generated: &str, stop: &BlockStop, rest_of_line: &str) -> String {
-    let mut text = match stop.cut(generated) {
+    let mut text = match stop.cut_finished(generated) {
         Some(cut) => generated[..cut.min(generated.len())].to_owned(),
         None => generated.to_owned(),
     };
@@ -122,6 +190,43 @@ mod tests {
     fn single_line_mode_stops_at_the_newline() {
         let stop = BlockStop::new("x = ", false);
         assert_eq!(finish_suggestion("compute(1)\nmore()\n", &stop, ""), "compute(1)");
+    }
+
+    #[test]
+    fn a_suggestion_ends_where_it_runs_into_the_code_after_the_cursor() {
+        let after = "\n            static = indent\n            if len(indent) + len(self.placeholder) > self.width:\n                static = ''\n";
+        let stop = BlockStop::new("            r", true).following(after);
+        // The second line is the code two lines below: cut before it (while streaming and when finished).
+        let gen = "esult = self.width\n            if len(indent) + len(self.placeholder) > self.width:\n                x";
+        assert_eq!(&gen[..stop.cut(gen).unwrap()], "esult = self.width");
+        assert_eq!(finish_suggestion(gen, &stop, ""), "esult = self.width");
+        // Still being written: not judged yet.
+        assert_eq!(stop.cut("esult = 1\n            if len(indent) + len(self"), None);
+        // The whole suggestion is the next line again: nothing is offered.
+        let stop = BlockStop::new("            ", true).following(after);
+        assert_eq!(finish_suggestion("static = indent\n", &stop, ""), "");
+        assert_eq!(finish_suggestion("static = indent", &stop, ""), "", "also as the generation's last, unended line");
+        // A first line that equals a later line (not the next) is new code that happens to match: kept.
+        let stop = BlockStop::new("", true).following("\nfirst_line_of_code()\nsecond_line_of_code()\n");
+        assert_eq!(finish_suggestion("second_line_of_code()", &stop, ""), "second_line_of_code()");
+    }
+
+    #[test]
+    fn short_lines_that_recur_in_new_code_are_not_taken_for_a_repeat() {
+        let stop = BlockStop::new("    ", true).following("\n    }\n    return total\n}\n");
+        // The new block's `}` equals the next line but is short: kept. `return total` is already below: cut.
+        let gen = "if (x) {\n        y();\n    }\n    return total\n";
+        assert_eq!(finish_suggestion(gen, &stop, ""), "if (x) {\n        y();\n    }");
+        // Without the following text nothing changes.
+        assert_eq!(finish_suggestion(gen, &BlockStop::new("    ", true), ""), "if (x) {\n        y();\n    }\n    return total");
+    }
+
+    #[test]
+    fn the_text_after_the_cursor_is_bounded_at_a_char_boundary() {
+        let text = format!("ab{}", "é".repeat(FOLLOWING_BYTES));
+        let after = text_after_cursor(&text, 1);
+        assert!(after.len() <= FOLLOWING_BYTES && after.len() >= FOLLOWING_BYTES - 1, "{}", after.len());
+        assert_eq!(text_after_cursor("abc", 9), "");
     }
 
     #[test]
