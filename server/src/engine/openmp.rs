@@ -1,12 +1,13 @@
 //! How long llama.cpp's CPU threads spin before they sleep.
 //!
 //! llama.cpp's CPU backend runs every graph on an OpenMP team (libgomp) and meets at an OpenMP barrier after
-//! nearly every node: some 500 barriers a decode for the default model without flash attention. A thread that
-//! reaches a barrier first spins `GOMP_SPINCOUNT` times before it sleeps, 300,000 by default, which on an Intel
-//! core (a `pause` is ~140 cycles) is ~15 ms. On a quiet machine the partner arrives well within that. When
-//! something else wants the cores (a build, a browser, a second pie-ls), the partner may be waiting for the very
-//! core the spinner holds, and each barrier can cost a whole scheduler slice: a 16-token idle-refresh chunk that
-//! takes 0.17 s alone took ~8 s on a CI machine running two servers on 2 cores.
+//! nearly every node: hundreds of barriers a decode (the default model's 24 layers of some 20-30 nodes; an
+//! estimate). A thread that reaches a barrier first spins `GOMP_SPINCOUNT` times before it sleeps, 300,000 by
+//! default, which on an Intel core (a `pause` is ~140 cycles) is ~15 ms by estimate. On a quiet machine the
+//! partner arrives well within that. When something else wants the cores (a build, a browser, a second
+//! pie-ls), the partner may be waiting for the very core the spinner holds, and each barrier can cost a whole
+//! scheduler slice: a 16-token idle-refresh chunk that takes 0.17 s alone took ~8 s on a CI machine running two
+//! servers on 2 cores.
 //!
 //! libgomp reads its settings once, when it is loaded, before `main`; so the process runs itself again with
 //! `GOMP_SPINCOUNT=1000` (libgomp's own count when it knows it has more threads than cores). On a 2-core Xeon,
