@@ -22,8 +22,9 @@ pub struct Generated {
 
 /// Generates at the end of `session`'s prompt. `line_before_cursor` is the document text from the start of the
 /// cursor's line to the cursor, `after_cursor` the text after it (`text_after_cursor`: the rest of its line and
-/// the lines below, where the suggestion stops if it runs into them); `started` is when the keystroke or request arrived (for the time budget and
-/// the first-token figure). A raised `cancel` gives `Err(EngineError::Cancelled)`.
+/// the lines below, where the suggestion stops if it runs into them); `started` is when the keystroke or request
+/// arrived (for the time budget and the first-token figure). A raised `cancel` gives
+/// `Err(EngineError::Cancelled)`.
 pub fn generate_suggestion(
     session: &mut KvSession,
     line_before_cursor: &str,

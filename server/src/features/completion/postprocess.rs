@@ -2,6 +2,8 @@
 //! already follows the cursor, do not repeat what already follows the cursor on its line, drop trailing blank
 //! lines.
 
+use super::prompt::FloorCharBoundary;
+
 /// Decides, while tokens stream in, where the suggestion's block ends (by indentation).
 #[derive(Clone, Debug)]
 pub struct BlockStop {
@@ -31,11 +33,7 @@ pub const FOLLOWING_BYTES: usize = 2048;
 /// The text after `cursor` for `BlockStop::following`: at most `FOLLOWING_BYTES`, cut at a char boundary.
 pub fn text_after_cursor(text: &str, cursor: usize) -> &str {
     let cursor = cursor.min(text.len());
-    let mut end = (cursor + FOLLOWING_BYTES).min(text.len());
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[cursor..end]
+    &text[cursor..text.floor_char_boundary_compat(cursor + FOLLOWING_BYTES)]
 }
 
 impl BlockStop {
@@ -67,18 +65,18 @@ impl BlockStop {
     }
 
     /// Whether generated line `i` (`content`, without its newline, complete) is code already after the cursor.
+    /// Runs for each complete line at every generated token: later lines are compared in place.
     fn repeats(&self, i: usize, content: &str) -> bool {
-        let line = if i == 0 { format!("{}{}", self.line_before_cursor, content.trim_end()) } else { content.to_owned() };
-        let line = line.trim();
-        if line.chars().count() < REPEAT_MIN_CHARS {
-            return false;
-        }
+        let long_enough = |line: &str| line.chars().count() >= REPEAT_MIN_CHARS;
         // The first line continues the cursor's: a repeat only of the very next line (the whole suggestion is
         // then that line again). Later lines: any of the next few, where a model that skipped one resumes.
-        match i {
-            0 => self.following.first().is_some_and(|next| next == line),
-            _ => self.following.iter().any(|next| next == line),
+        if i == 0 {
+            let line = format!("{}{}", self.line_before_cursor, content.trim_end());
+            let line = line.trim();
+            return long_enough(line) && self.following.first().is_some_and(|next| next == line);
         }
+        let line = content.trim();
+        long_enough(line) && self.following.iter().any(|next| next == line)
     }
 
     /// The length of `generated` that is inside the block, or `None` while the block has not ended yet.

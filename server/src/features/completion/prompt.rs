@@ -386,7 +386,7 @@ impl CrossFileContext {
     }
 }
 
-trait FloorCharBoundary {
+pub(super) trait FloorCharBoundary {
     fn floor_char_boundary_compat(&self, at: usize) -> usize;
 }
 
