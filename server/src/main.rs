@@ -67,8 +67,10 @@ enum BenchCommand {
 fn main() -> std::process::ExitCode {
     // First, while this is the only thread: may run the binary again with a short OpenMP spin (see the module).
     let spin = pie_ls::engine::openmp::ensure_short_spin();
+    // Before llama.cpp allocates: big freed buffers (evicted warm caches) go back to the system.
+    let heap = pie_ls::engine::heap::return_freed_buffers();
     // Errors are for users: one clear line (with its causes), never a backtrace.
-    match run(Cli::parse(), spin) {
+    match run(Cli::parse(), spin, heap) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
@@ -77,12 +79,16 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn run(cli: Cli, spin: pie_ls::engine::openmp::SpinSetting) -> anyhow::Result<()> {
+fn run(cli: Cli, spin: pie_ls::engine::openmp::SpinSetting, heap: pie_ls::engine::heap::HeapSetting) -> anyhow::Result<()> {
     init_logging(cli.log_file.as_deref(), cli.log_level.as_deref())?;
     match (&spin, &cli.command) {
         (pie_ls::engine::openmp::SpinSetting::RerunFailed(_), _) => tracing::warn!("{}", spin.describe()),
         (_, None | Some(Command::Serve)) => tracing::info!("{}", spin.describe()),
         _ => tracing::debug!("{}", spin.describe()),
+    }
+    match &cli.command {
+        None | Some(Command::Serve) => tracing::info!("{}", heap.describe()),
+        _ => tracing::debug!("{}", heap.describe()),
     }
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {

@@ -240,3 +240,24 @@ fn llama_cpp_threads_spin_briefly_at_barriers_unless_the_environment_chose() {
     assert!(stderr_says(&lsp, "GOMP_SPINCOUNT=5000"), "{}", lsp.stderr());
     lsp.shutdown().unwrap();
 }
+
+#[test]
+fn big_freed_buffers_go_back_to_the_system_unless_the_environment_chose() {
+    // glibc's rising mmap threshold kept evicted warm caches resident (`engine/heap.rs`); the memory itself is
+    // judged by the soak (tests/soak.rs), this checks the setting and that a user's own is kept.
+    let users = std::env::var("MALLOC_MMAP_THRESHOLD_").ok();
+    let mut lsp = LspClient::builder().without_model().spawn().unwrap();
+    lsp.open(URI, "python", SOURCE);
+    assert_eq!(lsp.text(URI).unwrap(), SOURCE);
+    match &users {
+        None => assert!(stderr_says(&lsp, "blocks of 4 MiB or more are mapped on their own"), "{}", lsp.stderr()),
+        Some(v) => assert!(stderr_says(&lsp, &format!("MALLOC_MMAP_THRESHOLD_={v}")), "{}", lsp.stderr()),
+    }
+    lsp.shutdown().unwrap();
+
+    let mut lsp = LspClient::builder().without_model().env("MALLOC_MMAP_THRESHOLD_", "1048576").spawn().unwrap();
+    lsp.open(URI, "python", SOURCE);
+    assert_eq!(lsp.text(URI).unwrap(), SOURCE);
+    assert!(stderr_says(&lsp, "the environment's (MALLOC_MMAP_THRESHOLD_=1048576)"), "{}", lsp.stderr());
+    lsp.shutdown().unwrap();
+}

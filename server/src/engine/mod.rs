@@ -15,6 +15,7 @@ pub mod bench;
 pub mod chat;
 pub mod error;
 pub mod fetch;
+pub mod heap;
 pub mod hub;
 pub mod model;
 pub mod openmp;
