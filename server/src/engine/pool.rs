@@ -36,6 +36,20 @@ impl<K: PartialEq + Clone> WarmPool<K> {
         evicted
     }
 
+    /// Before `key` gets a new session: the keys to evict (least recently used first) so that it fits the count,
+    /// so that the new cache is never built beside a full pool. (Its size is not known yet: `touch` enforces the
+    /// byte budget once it is.) `key` itself leaves the pool; `touch` puts it back.
+    pub fn make_room(&mut self, key: &K) -> Vec<K> {
+        self.order.retain(|(k, _)| k != key);
+        let mut evicted = Vec::new();
+        while self.order.len() >= self.max_docs {
+            if let Some((k, _)) = self.order.pop_front() {
+                evicted.push(k);
+            }
+        }
+        evicted
+    }
+
     pub fn remove(&mut self, key: &K) {
         self.order.retain(|(k, _)| k != key);
     }
@@ -71,5 +85,19 @@ mod tests {
         assert_eq!(p.touch(&"d", 95), vec!["a", "c"]);
         assert!(p.contains(&"d"));
         assert_eq!(p.touch(&"d", 500), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn makes_room_before_a_new_cache_is_built() {
+        let mut p = WarmPool::new(2, 1000);
+        assert!(p.make_room(&"a").is_empty());
+        p.touch(&"a", 10);
+        p.touch(&"b", 10);
+        // Reopening a key already warm frees its own slot only.
+        assert!(p.make_room(&"b").is_empty());
+        p.touch(&"b", 10);
+        assert_eq!(p.make_room(&"c"), vec!["a"]);
+        assert_eq!(p.len(), 1);
+        assert!(p.touch(&"c", 10).is_empty());
     }
 }

@@ -693,10 +693,14 @@ impl Warm {
     /// around the cursor first when `cursor_known` (an edit or a request brought it), and not at all otherwise
     /// (`didOpen` says nothing of the cursor): the first edit or request reads around its cursor, idle time the rest.
     fn open(&mut self, uri: String, version: i32, text: String, cursor: usize, cursor_known: bool) {
-        let Ok(engine) = &self.engine else { return };
+        if self.engine.is_err() {
+            return;
+        }
         if let Some(Ok(old)) = self.sessions.remove(&uri) {
             self.end_reading(&uri, &old, "reopened");
         }
+        self.make_room(&uri);
+        let Ok(engine) = &self.engine else { return };
         let token = reading_token(&uri);
         (self.notify)(Notice::ProgressBegin { token: token.clone(), title: "pie-ls: reading file into the model".into(), message: uri.clone() });
         let context = self.context_for(&uri);
@@ -1042,13 +1046,26 @@ impl Warm {
         Ok(generation.text)
     }
 
+    /// Evicts before a new session for `uri` is built, so that the warm caches never number more than the limit,
+    /// not even while one is built.
+    fn make_room(&mut self, uri: &str) {
+        let Some(pool) = self.pool.as_mut() else { return };
+        for evicted in pool.make_room(&uri.to_owned()) {
+            self.evict(&evicted);
+        }
+    }
+
+    fn evict(&mut self, evicted: &str) {
+        tracing::info!("evicting the warm cache of {evicted} (warm-document limit)");
+        if let Some(Ok(doc)) = self.sessions.remove(evicted) {
+            self.end_reading(evicted, &doc, "evicted (warm-document limit)");
+        }
+    }
+
     fn touch(&mut self, uri: &str, bytes: usize) {
         let Some(pool) = self.pool.as_mut() else { return };
         for evicted in pool.touch(&uri.to_owned(), bytes) {
-            tracing::info!("evicting the warm cache of {evicted} (warm-document limit)");
-            if let Some(Ok(doc)) = self.sessions.remove(&evicted) {
-                self.end_reading(&evicted, &doc, "evicted (warm-document limit)");
-            }
+            self.evict(&evicted);
         }
     }
 
