@@ -48,8 +48,8 @@ fn warm_stats(lsp: &mut LspClient, uri: &str) -> Value {
 #[test]
 fn typing_encodes_only_the_edit_and_reuses_the_rest() {
     // The CPU budget of the refresh is lifted so that only its per-pause token budget (256 here) binds (a loaded
-    // machine would otherwise spend the CPU budget first). The bounded correction (off by default) is on, to
-    // check that it stays bounded.
+    // machine would otherwise spend the CPU budget first). The bounded correction is widened to 16 + 16 (the
+    // default is 8 + 0), to check that it stays bounded.
     let mut lsp = LspClient::builder()
         .model(&default_model())
         .init_options(json!({ "model": { "refreshCpuSecondsPerMinute": 600, "refreshTokensPerPause": 256, "correctionTokens": 16, "correctionTailTokens": 16 } }))
