@@ -1200,7 +1200,6 @@ fn trim_incomplete_utf8(bytes: &mut Vec<u8>) {
     }
 }
 
-/// One edit that turns `old` into `new` (common prefix and suffix kept), on char boundaries.
 /// When a generation stops drafting for a while: after a draft the model refused from its first token, the next
 /// `DRAFT_BACKOFF_MIN_STEPS` steps decode one token each, twice as many after each further refusal (at most
 /// `DRAFT_BACKOFF_MAX_STEPS`), and none after a draft it took. A refused draft is a wider batch for nothing (at

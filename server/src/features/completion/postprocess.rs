@@ -71,9 +71,12 @@ impl BlockStop {
         // The first line continues the cursor's: a repeat only of the very next line (the whole suggestion is
         // then that line again). Later lines: any of the next few, where a model that skipped one resumes.
         if i == 0 {
-            let line = format!("{}{}", self.line_before_cursor, content.trim_end());
-            let line = line.trim();
-            return long_enough(line) && self.following.first().is_some_and(|next| next == line);
+            // `line_before_cursor` is trimmed, so the joined line, trimmed, is it and the content trimmed at the end
+            // (at the start too when nothing is before the cursor): compared in place, no string built per token.
+            let before = self.line_before_cursor.as_str();
+            let rest = if before.is_empty() { content.trim() } else { content.trim_end() };
+            return before.chars().count() + rest.chars().count() >= REPEAT_MIN_CHARS
+                && self.following.first().is_some_and(|next| next.len() == before.len() + rest.len() && next.starts_with(before) && next.ends_with(rest));
         }
         let line = content.trim();
         long_enough(line) && self.following.iter().any(|next| next == line)
