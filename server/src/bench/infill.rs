@@ -10,6 +10,11 @@
 //! - `pie+cA/T`: the same update with the bounded correction (`--correction AFTER_EDIT:TAIL`), at once;
 //! - `pie+refresh` (with `--refresh`): plain PIE after a complete idle refresh.
 //!
+//! With `--typed` the edit is typing instead of a deletion: the cache first holds the masked file without the
+//! line before the cursor, and that line is typed a character at a time (Enter with its indentation as one
+//! keystroke, as editors auto-indent), each keystroke a PIE update with the prompt following the cursor. That is
+//! the staleness a suggestion asked for while typing meets: many one-token edits, none refreshed.
+//!
 //! pass@1 is greedy. Agreement is how often a way produces the identical infill to `full`.
 
 use std::io::Write;
@@ -48,6 +53,10 @@ pub struct InfillBenchArgs {
     /// Only single-line or multi-line cases (`single`, `multi`; default both).
     #[arg(long)]
     pub kind: Option<String>,
+    /// The edit is the line before the cursor typed a keystroke at a time (one PIE update each), not the masked
+    /// line's deletion.
+    #[arg(long)]
+    pub typed: bool,
 }
 
 struct Problem {
@@ -104,7 +113,11 @@ pub fn run(args: InfillBenchArgs) -> anyhow::Result<()> {
             if !kinds.contains(&lines) {
                 continue;
             }
-            let Some(case) = mask(problem, lines) else { continue };
+            let Some(mut case) = mask(problem, lines) else { continue };
+            if args.typed {
+                let Some(typed) = before_typing(&case) else { continue };
+                case.start = typed;
+            }
             let config = CompletionConfig { max_tokens: if lines == 1 { 48 } else { 128 }, multiline: lines > 1, time_budget_ms: 120_000, ..CompletionConfig::default() };
             let mut outputs = Vec::with_capacity(ways.len());
             // The PIE ways start from one cached state of the file before the deletion.
@@ -127,7 +140,8 @@ pub fn run(args: InfillBenchArgs) -> anyhow::Result<()> {
     }
     let last = (args.skip + args.limit).min(problems.len());
     println!(
-        "pie-ls bench infill: HumanEval problems {}..{}, model {}, {} threads, greedy, {:.0} s",
+        "pie-ls bench infill{}: HumanEval problems {}..{}, model {}, {} threads, greedy, {:.0} s",
+        if args.typed { " --typed (the line before the cursor typed, a PIE update a keystroke)" } else { "" },
         args.skip,
         last,
         engine.info().name,
@@ -155,9 +169,50 @@ struct Case {
     /// The file with the masked span cut out; the cursor is at `cursor`.
     masked_doc: String,
     cursor: usize,
-    /// The file before the user deleted the span, and where the cursor was in it.
-    full_doc: String,
+    /// Where the PIE ways start: the file before the user deleted the span (the cursor where it is now).
+    /// With `--typed`, the masked file before the line above the cursor was typed, and the keystrokes.
+    start: Start,
     masked: String,
+}
+
+enum Start {
+    Deleted { full_doc: String },
+    Typed { doc: String, cursor: usize, keystrokes: Vec<String> },
+}
+
+/// The typing that ends in `case.masked_doc` with the cursor in place: from the first character of the nearest
+/// non-blank line above the cursor's line (after its indentation) to the cursor, a character a keystroke, except
+/// that a newline and the whitespace after it are one keystroke (Enter, auto-indented).
+fn before_typing(case: &Case) -> Option<Start> {
+    let doc = &case.masked_doc;
+    let line_start = doc[..case.cursor].rfind('\n')?;
+    let mut end = line_start;
+    let content_start = loop {
+        let start = doc[..end].rfind('\n').map_or(0, |i| i + 1);
+        let line = &doc[start..end];
+        if !line.trim().is_empty() {
+            break start + (line.len() - line.trim_start().len());
+        }
+        if start == 0 {
+            return None;
+        }
+        end = start - 1;
+    };
+    let typed = &doc[content_start..case.cursor];
+    let mut keystrokes: Vec<String> = Vec::new();
+    let mut chars = typed.chars().peekable();
+    while let Some(c) = chars.next() {
+        let mut key = c.to_string();
+        if c == '\n' {
+            while let Some(&w) = chars.peek().filter(|w| w.is_whitespace()) {
+                key.push(w);
+                chars.next();
+            }
+        }
+        keystrokes.push(key);
+    }
+    let start_doc = format!("{}{}", &doc[..content_start], &doc[case.cursor..]);
+    Some(Start::Typed { doc: start_doc, cursor: content_start, keystrokes })
 }
 
 /// Masks `lines` lines of the solution, starting at its middle non-blank line, after that line's indentation.
@@ -183,7 +238,7 @@ fn mask(problem: &Problem, lines: usize) -> Option<Case> {
     let content_end = last_start + last_line.trim_end_matches(['\n', '\r']).len();
     let masked = full_doc[cursor..content_end].to_owned();
     let masked_doc = format!("{}{}", &full_doc[..cursor], &full_doc[content_end..]);
-    Some(Case { masked_doc, cursor, full_doc, masked })
+    Some(Case { masked_doc, cursor, start: Start::Deleted { full_doc }, masked })
 }
 
 fn infill(
@@ -220,7 +275,8 @@ fn infill(
     Ok(generated.text)
 }
 
-/// The session of the file before the deletion (opened once per case), brought to `target` by a PIE update.
+/// The session of where the PIE ways start (opened once per case), brought to `target` by PIE updates: the
+/// deletion in one, or the keystrokes one by one.
 fn via_pie<'a>(
     engine: &Engine,
     prompts: &PromptBuilder,
@@ -229,7 +285,10 @@ fn via_pie<'a>(
     correction: Correction,
     before: &'a mut Option<(KvSession, Snapshot)>,
 ) -> anyhow::Result<&'a mut KvSession> {
-    let old = prompts.build(&case.full_doc, case.cursor).text;
+    let old = match &case.start {
+        Start::Deleted { full_doc } => prompts.build(full_doc, case.cursor).text,
+        Start::Typed { doc, cursor, .. } => prompts.build(doc, *cursor).text,
+    };
     if before.is_none() {
         let session = KvSession::open(engine, &old)?;
         let snap = session.snapshot()?;
@@ -238,7 +297,22 @@ fn via_pie<'a>(
     let (session, snap) = before.as_mut().expect("opened above");
     session.restore(snap)?;
     session.set_correction(correction);
-    session.update(target, &prompt_edits(&old, target))?;
+    match &case.start {
+        Start::Deleted { .. } => {
+            session.update(target, &prompt_edits(&old, target))?;
+        }
+        Start::Typed { doc, cursor, keystrokes } => {
+            let (mut doc, mut cursor, mut prompt) = (doc.clone(), *cursor, old);
+            for key in keystrokes {
+                doc.insert_str(cursor, key);
+                cursor += key.len();
+                let next = prompts.build(&doc, cursor).text;
+                session.update(&next, &prompt_edits(&prompt, &next))?;
+                prompt = next;
+            }
+            anyhow::ensure!(prompt == target, "the typed keystrokes did not end in the masked prompt");
+        }
+    }
     Ok(session)
 }
 
@@ -286,4 +360,42 @@ fn load_humaneval() -> anyhow::Result<Vec<Problem>> {
         problems.push(Problem { prompt: field("prompt"), solution: field("canonical_solution"), test: field("test"), entry_point: field("entry_point") });
     }
     Ok(problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problem() -> Problem {
+        Problem {
+            prompt: "def f(xs):\n    \"\"\"Sum.\"\"\"\n".into(),
+            solution: "    total = 0\n\n    for x in xs:\n        total += x\n    return total\n".into(),
+            test: String::new(),
+            entry_point: "f".into(),
+        }
+    }
+
+    #[test]
+    fn typing_the_line_above_ends_in_the_masked_file_with_enter_and_indent_as_one_keystroke() {
+        let case = mask(&problem(), 1).expect("a solution to mask");
+        assert_eq!(case.masked, "total += x");
+        let Some(Start::Typed { doc, cursor, keystrokes }) = before_typing(&case) else { panic!("no typing") };
+        // The nearest non-blank line above, from its first character.
+        assert_eq!(keystrokes.concat(), "for x in xs:\n        ");
+        assert_eq!(keystrokes.last().map(String::as_str), Some("\n        "));
+        assert_eq!(keystrokes.len(), "for x in xs:".len() + 1);
+        let mut typed = doc.clone();
+        typed.insert_str(cursor, &keystrokes.concat());
+        assert_eq!(typed, case.masked_doc);
+        assert_eq!(cursor + keystrokes.concat().len(), case.cursor);
+    }
+
+    #[test]
+    fn blank_lines_above_are_typed_through() {
+        let problem = Problem { solution: "    a = 1\n    b = 2\n\n    c = a + b\n    return c\n".into(), ..problem() };
+        let case = mask(&problem, 1).expect("a solution to mask");
+        assert_eq!(case.masked, "c = a + b");
+        let Some(Start::Typed { keystrokes, .. }) = before_typing(&case) else { panic!("no typing") };
+        assert_eq!(keystrokes, ["b", " ", "=", " ", "2", "\n\n    "]);
+    }
 }
