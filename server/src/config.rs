@@ -127,6 +127,9 @@ pub struct ModelConfig {
     /// Bounded correction after a large edit (32+ tokens inserted or removed: a paste, a block deleted): the tokens
     /// after each change re-encoded at once, as many as the edit changed and at most this many (0: off).
     pub correction_large_edit_tokens: Option<usize>,
+    /// Bounded correction after a keystroke-sized change (1-2 tokens: a character typed or deleted): the tokens
+    /// after it re-encoded, at most `correctionTokens` (0: none; typing then loses much of a suggestion's quality).
+    pub correction_keystroke_tokens: Option<usize>,
     /// Idle refresh: stale tokens re-encoded per pause in typing at most (0: no idle refresh).
     pub refresh_tokens_per_pause: Option<usize>,
     /// Idle refresh: CPU seconds it may use in any minute (all threads counted).
@@ -210,6 +213,9 @@ impl Config {
         }
         if let Some(k) = self.model.correction_large_edit_tokens {
             config.correction.large_edit = k;
+        }
+        if let Some(k) = self.model.correction_keystroke_tokens {
+            config.correction.keystroke = k;
         }
         if let Some(n) = self.model.refresh_tokens_per_pause {
             config.refresh_tokens_per_pause = n;
@@ -335,12 +341,12 @@ mod tests {
         let defaults = Config::default().engine_config();
         assert_eq!(defaults.correction, crate::engine::model::DEFAULT_CORRECTION);
         let config = Config::from_client_value(&json!({"model": {
-            "correctionTokens": 0, "correctionTailTokens": 24, "correctionLargeEditTokens": 300, "refreshTokensPerPause": 0, "refreshCpuSecondsPerMinute": 1.5,
+            "correctionTokens": 0, "correctionTailTokens": 24, "correctionLargeEditTokens": 300, "correctionKeystrokeTokens": 4, "refreshTokensPerPause": 0, "refreshCpuSecondsPerMinute": 1.5,
             "refreshLargeEditTokens": 200
         }}))
         .unwrap()
         .engine_config();
-        assert_eq!(config.correction, crate::engine::Correction { after_edit: 0, tail: 24, large_edit: 300 });
+        assert_eq!(config.correction, crate::engine::Correction { after_edit: 0, tail: 24, large_edit: 300, keystroke: 4 });
         assert_eq!(config.refresh_tokens_per_pause, 0);
         assert_eq!(config.refresh_cpu_seconds_per_minute, 1.5);
         assert_eq!(config.refresh_large_edit_tokens, 200);

@@ -27,6 +27,7 @@ fn code_defaults() -> BTreeMap<String, Value> {
     value["model"]["correctionTokens"] = json!(engine.correction.after_edit);
     value["model"]["correctionTailTokens"] = json!(engine.correction.tail);
     value["model"]["correctionLargeEditTokens"] = json!(engine.correction.large_edit);
+    value["model"]["correctionKeystrokeTokens"] = json!(engine.correction.keystroke);
     value["model"]["refreshTokensPerPause"] = json!(engine.refresh_tokens_per_pause);
     value["model"]["refreshCpuSecondsPerMinute"] = json!(engine.refresh_cpu_seconds_per_minute);
     value["model"]["refreshLargeEditTokens"] = json!(engine.refresh_large_edit_tokens);

@@ -155,7 +155,7 @@ fn bounded_correction_re_encodes_the_most_affected_tokens_and_gets_closer_to_ful
     let stale_plain = plain.stats().stale_tokens;
 
     let mut corr = KvSession::open(&e, SOURCE).unwrap();
-    corr.set_correction(Correction { after_edit: 32, tail: 32, large_edit: 0 });
+    corr.set_correction(Correction { after_edit: 32, tail: 32, large_edit: 0, keystroke: 32 });
     let rc = corr.update(&text, &[edit]).unwrap();
     assert_eq!(corr.tokens(), plain.tokens());
     assert!(rc.correction_tokens >= 64, "32 after the edit and 32 at the end: {rc:?}");
@@ -176,7 +176,7 @@ fn bounded_correction_re_encodes_the_most_affected_tokens_and_gets_closer_to_ful
     let lines = SOURCE.lines().count();
     let (text, edit) = insert_lines_edit(SOURCE, lines - 3, "    total = 0  # reset\n");
     let mut near_end = KvSession::open(&e, SOURCE).unwrap();
-    near_end.set_correction(Correction { after_edit: 200, tail: 0, large_edit: 0 });
+    near_end.set_correction(Correction { after_edit: 200, tail: 0, large_edit: 0, keystroke: 200 });
     near_end.update(&text, &[edit]).unwrap();
     assert_eq!(near_end.stats().stale_tokens, 0, "{:?}", near_end.stale_spans());
     let l = near_end.next_token_logits().unwrap();
@@ -193,7 +193,7 @@ fn a_large_edit_re_encodes_the_stale_run_after_it_and_a_small_one_does_not() {
     // (as many tokens as the edit inserted, at most 400) covers it.
     let (text, edit) = insert_lines_edit(SOURCE, lines - 4, BLOCK);
     let mut s = KvSession::open(&e, SOURCE).unwrap();
-    s.set_correction(Correction { after_edit: 0, tail: 0, large_edit: 400 });
+    s.set_correction(Correction { after_edit: 0, tail: 0, large_edit: 400, keystroke: 0 });
     let r = s.update(&text, &[edit]).unwrap();
     assert!(r.correction_tokens > 0, "a paste of {} bytes is a large edit: {r:?}", BLOCK.len());
     assert_eq!(s.stats().stale_tokens, 0, "the whole stale run was re-encoded: {:?}", s.stale_spans());
@@ -216,6 +216,22 @@ fn a_large_edit_re_encodes_the_stale_run_after_it_and_a_small_one_does_not() {
     let r = s.update(&typed, &[TextEdit::new(at, at, "x")]).unwrap();
     assert_eq!(r.correction_tokens, 0, "{r:?}");
     assert!(s.stats().stale_tokens > 0);
+}
+
+#[test]
+fn a_keystroke_re_encodes_the_keystroke_window_and_a_typed_line_the_after_edit_window() {
+    let e = engine();
+    let mut s = KvSession::open(&e, SOURCE).unwrap();
+    s.set_correction(Correction { after_edit: 8, tail: 0, large_edit: 0, keystroke: 1 });
+    let at = line_offset(SOURCE, 6);
+    let mut text = SOURCE.to_string();
+    text.insert_str(at, "x");
+    let r = s.update(&text, &[TextEdit::new(at, at, "x")]).unwrap();
+    assert_eq!(r.correction_tokens, 1, "a character typed: {r:?}");
+    let line = "total_price = compute_total(items, discount=0.1)\n";
+    text.insert_str(at, line);
+    let r = s.update(&text, &[TextEdit::new(at, at, line)]).unwrap();
+    assert_eq!(r.correction_tokens, 8, "a line pasted: {r:?}");
 }
 
 #[test]

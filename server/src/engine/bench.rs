@@ -95,25 +95,27 @@ pub struct PieBenchArgs {
     pub chunked_floor: usize,
 }
 
-/// Parses `AFTER_EDIT:TAIL[:LARGE_EDIT]` (a lone number is both of the first two; the large-edit window is off
-/// unless given).
+/// Parses `AFTER_EDIT:TAIL[:LARGE_EDIT[:KEYSTROKE]]` (a lone number is both of the first two; the large-edit
+/// window is off unless given; a keystroke gets the after-edit window unless KEYSTROKE is given).
 pub fn parse_correction(spec: &str) -> anyhow::Result<Correction> {
-    let num = |s: &str| s.trim().parse::<usize>().with_context(|| format!("bad correction {spec:?}: expected AFTER_EDIT:TAIL[:LARGE_EDIT] token counts"));
+    let expected = "expected AFTER_EDIT:TAIL[:LARGE_EDIT[:KEYSTROKE]] token counts";
+    let num = |s: &str| s.trim().parse::<usize>().with_context(|| format!("bad correction {spec:?}: {expected}"));
     let parts: Vec<&str> = spec.split(':').collect();
-    match parts.as_slice() {
-        [k] => {
-            let k = num(k)?;
-            Ok(Correction { after_edit: k, tail: k, large_edit: 0 })
-        }
-        [a, t] => Ok(Correction { after_edit: num(a)?, tail: num(t)?, large_edit: 0 }),
-        [a, t, l] => Ok(Correction { after_edit: num(a)?, tail: num(t)?, large_edit: num(l)? }),
-        _ => anyhow::bail!("bad correction {spec:?}: expected AFTER_EDIT:TAIL[:LARGE_EDIT] token counts"),
-    }
+    let (after_edit, tail) = match parts.as_slice() {
+        [k] => (num(k)?, num(k)?),
+        [a, t, ..] if parts.len() <= 4 => (num(a)?, num(t)?),
+        _ => anyhow::bail!("bad correction {spec:?}: {expected}"),
+    };
+    let large_edit = parts.get(2).map(|l| num(l)).transpose()?.unwrap_or(0);
+    let keystroke = parts.get(3).map(|k| num(k)).transpose()?.unwrap_or(after_edit);
+    Ok(Correction { after_edit, tail, large_edit, keystroke })
 }
 
 /// The name of a correction as a way of the benchmarks.
 pub fn correction_name(c: Correction) -> String {
-    if c.large_edit > 0 {
+    if c.keystroke < c.after_edit {
+        format!("pie+c{}/{}/L{}/K{}", c.after_edit, c.tail, c.large_edit, c.keystroke)
+    } else if c.large_edit > 0 {
         format!("pie+c{}/{}/L{}", c.after_edit, c.tail, c.large_edit)
     } else {
         format!("pie+c{}/{}", c.after_edit, c.tail)
