@@ -81,16 +81,14 @@ pub struct EngineConfig {
 
 /// Defaults of the correction and the idle refresh (see `docs/engine.md` for the measurements behind them).
 /// 8 tokens after each edit are re-encoded with every update (since 2026-12-07): on HumanEval infilling (164
-/// problems, answered at once after the edit) single-line pass@1 goes from 48.8% to 54.3% (full re-read 59.1%; 6
-/// tokens: 52.4%, 4: 50.0%) and multi-line from 29.9% to full's 31.7%, for ~60 ms more to the first token at 4k
-/// tokens on 2 threads and 0.55 cores busy in `bench typing` (0.51 without). 16 + 16 comes within 1.2 points but
-/// makes the first token ~300 ms. Later tokens are the idle refresh's first work, nearest first, once the user
-/// pauses. A large edit (a paste, a block deleted) re-encodes up to 128 tokens after it at once: on 20 block edits
-/// at 1k tokens agreement with a full re-read went from 50% to 75% (256: 80%, 512: 85%) for ~0.6 s more per such
-/// edit (256: ~1.3 s).
-/// A keystroke-sized change re-encodes one token (the FIM suffix marker while typing at the cursor): on HumanEval
-/// with the line above the cursor typed a keystroke at a time (`bench infill --typed`, 164 problems) one token gave
-/// 60.4% pass@1, eight 61.6%, none 35.4%, full recomputation 59.1%; eight cost a keystroke ~100 ms more on 2 threads.
+/// problems, answered at once after the masked line's deletion) single-line pass@1 goes from 48.8% to 54.3% (full
+/// re-read 59.1%; 6 tokens: 52.4%, 4: 50.0%) and multi-line from 29.9% to full's 31.7%, for ~100 ms more to such an
+/// update at 4k tokens on 2 threads. 16 + 16 comes within 1.2 points but makes the first token ~300 ms. A
+/// keystroke-sized change re-encodes 1 token instead (see `Correction::keystroke`: typed a keystroke at a time, 1
+/// token is at full's pass@1, for ~25 ms a keystroke). Later tokens are the idle refresh's first work, nearest
+/// first, once the user pauses. A large edit (a paste, a block deleted) re-encodes up to 128 tokens after it at
+/// once: on 20 block edits at 1k tokens agreement with a full re-read went from 50% to 75% (256: 80%, 512: 85%)
+/// for ~0.6 s more per such edit (256: ~1.3 s).
 pub const DEFAULT_CORRECTION: super::session::Correction = super::session::Correction { after_edit: 8, tail: 0, large_edit: 128, keystroke: 1 };
 // From `bench typing` (docs/benchmarks.md): with 256 tokens and 6 CPU-s per minute the refresh kept the server
 // busy for seconds after each pause (it re-encodes ~50 tokens/s on 2 cores); 32 per pause are the tokens right
